@@ -1,0 +1,93 @@
+"""Networking: TCP, UDP and unix sockets, as servers and clients.
+
+Socket rules compare the domain and the type for *equality* (the type with SOCK_NONBLOCK
+and SOCK_CLOEXEC masked off), never as bit subsets: a TCP rule admits AF_INET and
+AF_INET6 stream sockets and nothing else (not AF_ALG, AF_PACKET, AF_NETLINK, SOCK_RAW).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import ClassVar, Final, Self
+
+from ._rules import Arg
+from ._ruleset import RuleSet
+
+#: The socket type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (32-bit argument).
+_TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_INET: Final = (socket.AF_INET, socket.AF_INET6)
+
+#: What a connected or listening socket needs to be used, whatever its family.
+_USE: Final = (
+    "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    "read", "write", "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
+    "poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait",
+    "epoll_pwait", "fcntl", "ioctl",
+)  # fmt: skip
+
+
+class Networking(RuleSet):
+    """Sockets by role. Each ``allow_*`` brings the socket() rule for exactly its families
+    and type, and what using such a socket needs (send/recv, sockopts, polling).
+
+    - ``allow_start_tcp_servers``: socket(AF_INET/AF_INET6, SOCK_STREAM), bind, listen.
+    - ``allow_running_tcp_servers``: accept, accept4 (on sockets handed in already bound).
+    - ``allow_tcp_servers``: both of the above.
+    - ``allow_tcp_clients``: socket(AF_INET/AF_INET6, SOCK_STREAM), connect.
+    - ``allow_udp_servers`` / ``allow_udp_clients``: SOCK_DGRAM, with bind or connect.
+    - ``allow_unix_servers`` / ``allow_unix_clients``: AF_UNIX stream, seqpacket and
+      datagram sockets, with bind+listen+accept or connect; socketpair.
+
+    Pair it with ``Landlock().bind_tcp(port)`` / ``.connect_tcp(port)`` to limit ports.
+    """
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = (
+        "allow_tcp_servers", "allow_tcp_clients", "allow_udp_servers", "allow_udp_clients",
+        "allow_unix_servers", "allow_unix_clients",
+    )  # fmt: skip
+
+    def allow_start_tcp_servers(self) -> Self:
+        return self._sockets(_INET, socket.SOCK_STREAM, (0, socket.IPPROTO_TCP)).allow(
+            "bind", "listen"
+        )
+
+    def allow_running_tcp_servers(self) -> Self:
+        return self.allow("accept", "accept4", *_USE)
+
+    def allow_tcp_servers(self) -> Self:
+        return self.allow_start_tcp_servers().allow_running_tcp_servers()
+
+    def allow_tcp_clients(self) -> Self:
+        return self._sockets(_INET, socket.SOCK_STREAM, (0, socket.IPPROTO_TCP)).allow(
+            "connect", *_USE
+        )
+
+    def allow_udp_servers(self) -> Self:
+        return self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP)).allow("bind", *_USE)
+
+    def allow_udp_clients(self) -> Self:
+        return self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP)).allow(
+            "connect", *_USE
+        )
+
+    def allow_unix_servers(self) -> Self:
+        return self._unix().allow("bind", "listen", "accept", "accept4", *_USE)
+
+    def allow_unix_clients(self) -> Self:
+        return self._unix().allow("connect", *_USE)
+
+    def _unix(self) -> Self:
+        rs = self
+        for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET, socket.SOCK_DGRAM):
+            rs = rs._sockets((socket.AF_UNIX,), kind, (0,))
+            rs = rs.allow_rule("socketpair", Arg(0) == socket.AF_UNIX, Arg(1) & _TYPE_MASK == kind)
+        return rs
+
+    def _sockets(self, families: tuple[int, ...], kind: int, protocols: tuple[int, ...]) -> Self:
+        rs = self
+        for family in families:
+            for proto in protocols:
+                rs = rs.allow_rule(
+                    "socket", Arg(0) == family, Arg(1) & _TYPE_MASK == kind, Arg(2) == proto
+                )
+        return rs

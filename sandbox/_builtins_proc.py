@@ -1,0 +1,160 @@
+"""Built-in RuleSets for the process itself: the interpreter, threads, time, pipes,
+child processes and signals."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Self
+
+from ._rules import SELF_PID, Arg
+from ._ruleset import RuleSet
+
+CLONE_THREAD: Final = 0x00010000
+CLONE_VM: Final = 0x00000100
+#: The namespace flags clone(2) takes; a builtin never allows any of them.
+NAMESPACE_FLAGS: Final = 0x7E020000
+
+
+class PythonRuntime(RuleSet):
+    """What a running CPython needs; part of every Policy (you never add it yourself).
+
+    Memory (brk, mmap, munmap, mremap, mprotect, madvise), futex and robust lists, rseq,
+    signal handling (rt_sig*, sigaltstack), clocks, getrandom, its own ids (getpid,
+    gettid), sched_yield/sched_getaffinity, exit and exit_group, and the shutdown path:
+    getsockname/getpeername (the repr of an unclosed socket) and close.
+
+    A rule you write on one of these syscalls replaces the runtime's, so you can tighten
+    it: ``Rule("mmap", Arg(2) & PROT_EXEC == 0)`` forbids new executable mappings.
+    """
+
+    kind: ClassVar[str] = "baseline"
+    SYSCALLS: ClassVar[tuple[str, ...]] = (
+        "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
+        "futex", "set_robust_list", "get_robust_list", "rseq",
+        "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
+        "clock_gettime", "clock_getres", "gettimeofday", "time",
+        "getrandom", "getpid", "gettid",
+        "sched_yield", "sched_getaffinity",
+        "exit", "exit_group",
+        "getsockname", "getpeername", "close",
+    )  # fmt: skip
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(*self.SYSCALLS, name=name)
+
+
+class Threads(RuleSet):
+    """Starting threads and sleeping.
+
+    ``allow_create``: clone with CLONE_THREAD and no namespace flag (clone3 answers ENOSYS
+    in every policy, so glibc falls back to clone). ``allow_sleep``: nanosleep,
+    clock_nanosleep. ``allow_priority``: sched_* getters and setters of this process.
+    """
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_create", "allow_sleep", "allow_priority")
+
+    def allow_create(self) -> Self:
+        flags = Arg(0) & (CLONE_THREAD | CLONE_VM | NAMESPACE_FLAGS) == CLONE_THREAD | CLONE_VM
+        return self.allow_rule("clone", flags)
+
+    def allow_sleep(self) -> Self:
+        return self.allow("nanosleep", "clock_nanosleep")
+
+    def allow_priority(self) -> Self:
+        return self.allow(
+            "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
+            "sched_get_priority_min", "sched_setaffinity", "getpriority", "setpriority",
+        )  # fmt: skip
+
+
+class Time(RuleSet):
+    """Clocks and timers. Reading the clock is already in PythonRuntime.
+
+    ``allow_sleep`` (nanosleep, clock_nanosleep), ``allow_timers`` (timerfd, POSIX
+    timers, alarm, itimers), ``allow_set_time`` (settimeofday, clock_settime, adjtimex,
+    clock_adjtime; the kernel still wants CAP_SYS_TIME).
+    """
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_sleep", "allow_timers", "allow_set_time")
+
+    def allow_sleep(self) -> Self:
+        return self.allow("nanosleep", "clock_nanosleep")
+
+    def allow_timers(self) -> Self:
+        return self.allow(
+            "timerfd_create", "timerfd_settime", "timerfd_gettime",
+            "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun",
+            "timer_delete", "alarm", "setitimer", "getitimer",
+        )  # fmt: skip
+
+    def allow_set_time(self) -> Self:
+        return self.allow("settimeofday", "clock_settime", "adjtimex", "clock_adjtime")
+
+
+class Pipes(RuleSet):
+    """``allow_create``: pipe, pipe2. ``allow_splice``: splice, tee, vmsplice."""
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_create", "allow_splice")
+
+    def allow_create(self) -> Self:
+        return self.allow("pipe", "pipe2")
+
+    def allow_splice(self) -> Self:
+        return self.allow("splice", "tee", "vmsplice")
+
+
+class Processes(RuleSet):
+    """Child processes: an explicit opt-in.
+
+    ``allow_fork``: fork, vfork, and clone with no namespace flag (what fork() and
+    posix_spawn use). ``allow_exec``: execve, execveat. ``allow_wait``: wait4, waitid.
+    ``allow_sessions``: setsid, setpgid, getpgid, getsid, getpgrp (subprocess's
+    ``start_new_session``). ``allow_prctl_name``: prctl(PR_SET_NAME / PR_GET_NAME).
+    """
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = (
+        "allow_fork", "allow_exec", "allow_wait", "allow_sessions", "allow_prctl_name",
+    )  # fmt: skip
+
+    def allow_fork(self) -> Self:
+        return self.allow("fork", "vfork").allow_rule("clone", Arg(0) & NAMESPACE_FLAGS == 0)
+
+    def allow_exec(self) -> Self:
+        return self.allow("execve", "execveat")
+
+    def allow_wait(self) -> Self:
+        return self.allow("wait4", "waitid")
+
+    def allow_sessions(self) -> Self:
+        return self.allow("setsid", "setpgid", "getpgid", "getsid", "getpgrp")
+
+    def allow_prctl_name(self) -> Self:
+        pr_set_name, pr_get_name = 15, 16
+        return self.allow_rule("prctl", Arg(0) == pr_set_name).allow_rule(
+            "prctl", Arg(0) == pr_get_name
+        )
+
+
+class Signals(RuleSet):
+    """Signals, limited to this process.
+
+    ``allow_handlers``: waiting for and handling signals (rt_sigsuspend, rt_sigtimedwait,
+    rt_sigpending, signalfd4, pause). ``allow_kill_self``: kill/tgkill/rt_sigqueueinfo
+    aimed at this process (its pid, resolved when the policy is compiled for the process
+    that loads it) and kill(0, sig), its own process group: this is what
+    ``os.kill(os.getpid(), sig)``, ``signal.raise_signal`` and ``os.killpg(0, sig)`` use.
+    No rule here can signal another process.
+    """
+
+    EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_handlers", "allow_kill_self")
+
+    def allow_handlers(self) -> Self:
+        return self.allow("rt_sigsuspend", "rt_sigtimedwait", "rt_sigpending", "signalfd4",
+                          "pause")  # fmt: skip
+
+    def allow_kill_self(self) -> Self:
+        return (
+            self.allow_rule("kill", Arg(0) == SELF_PID)
+            .allow_rule("kill", Arg(0) == 0)
+            .allow_rule("tgkill", Arg(0) == SELF_PID)
+            .allow_rule("rt_sigqueueinfo", Arg(0) == SELF_PID)
+        )

@@ -1,0 +1,62 @@
+"""A compiled policy: plain data an isolate can load with ctypes alone, and its status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _kernel
+from ._landlock import LandlockPlan, LandlockStatus, apply_plan
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the kernel actually enforces after a context was applied.
+
+    ``enforcement`` is ``"full"`` when seccomp and every Landlock right asked for are in
+    force, ``"partial"`` when Landlock had to drop rights (``landlock.dropped`` lists
+    them), ``"none"`` when nothing could be enforced.
+    """
+
+    seccomp: bool
+    all_threads: bool
+    landlock: LandlockStatus | None = None
+
+    @property
+    def enforcement(self) -> str:
+        if self.landlock is None or self.landlock.enforcement == "full":
+            return "full" if self.seccomp else "none"
+        if self.landlock.enforcement == "none" and not self.seccomp:
+            return "none"
+        return "partial"
+
+    def __str__(self) -> str:
+        scope = "all threads" if self.all_threads else "this thread"
+        parts = [f"seccomp: {'enforced' if self.seccomp else 'off'} ({scope})"]
+        if self.landlock is not None:
+            parts.append(f"landlock: {self.landlock}")
+        return f"{self.enforcement}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """A policy as plain data: the BPF program (bytes) and the Landlock plan.
+
+    This is what crosses into an isolate; loading it needs neither libseccomp nor the
+    Policy objects that produced it.
+    """
+
+    bpf: bytes
+    landlock: LandlockPlan | None = None
+
+    def apply(self, *, all_threads: bool = False) -> Status:
+        """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed)."""
+        status, _ = self.apply_with_listener(all_threads=all_threads, listener=False)
+        return status
+
+    def apply_with_listener(
+        self, *, all_threads: bool = False, listener: bool = True
+    ) -> tuple[Status, int | None]:
+        """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
+        landlock = apply_plan(self.landlock) if self.landlock is not None else None
+        fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
+        return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd

@@ -1,0 +1,152 @@
+"""Raw syscalls: prctl, seccomp(2), unshare. The only place the sandbox calls the kernel.
+
+Safety argument, kept next to the code it covers:
+
+- Every call goes through glibc (``prctl``, ``unshare``, ``syscall``) via ctypes with
+  ``use_errno=True`` and the errno is read *only* when the return value says the call
+  failed; a stale errno after a successful call is never reported as an error.
+- Buffers handed to the kernel (the BPF program) are ctypes objects kept alive in a local
+  variable until the call returns; the kernel copies the program, so nothing is retained.
+- Nothing here can widen privileges: NO_NEW_PRIVS is one-way, filters only stack, and
+  ``unshare`` only creates namespaces for the calling process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from typing import Any, Final
+
+from ._errors import SandboxError
+
+_libc: Final = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+PR_SET_PDEATHSIG: Final = 1
+PR_GET_SECCOMP: Final = 21
+PR_SET_NO_NEW_PRIVS: Final = 38
+PR_GET_NO_NEW_PRIVS: Final = 39
+
+SECCOMP_SET_MODE_FILTER: Final = 1
+SECCOMP_GET_ACTION_AVAIL: Final = 2
+SECCOMP_FILTER_FLAG_TSYNC: Final = 1 << 0
+SECCOMP_FILTER_FLAG_LOG: Final = 1 << 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH: Final = 1 << 4
+
+# Numbers of the syscalls glibc does not wrap, per architecture (asm/unistd.h).
+_NUMBERS: Final = {
+    "x86_64": {
+        "seccomp": 317,
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
+    },
+    "aarch64": {
+        "seccomp": 277,
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
+    },
+}
+
+
+def syscall_number(name: str) -> int:
+    try:
+        return _NUMBERS[platform.machine()][name]
+    except KeyError:
+        raise SandboxError(
+            errno.ENOSYS, f"isolates does not know the number of {name} on {platform.machine()}"
+        ) from None
+
+
+def syscall(name: str, *args: Any) -> int:
+    """Make a raw syscall; return its result or raise OSError with the call's errno."""
+    ctypes.set_errno(0)
+    res = int(_libc.syscall(ctypes.c_long(syscall_number(name)), *args))
+    if res == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return res
+
+
+def _prctl(option: int, arg2: int) -> int:
+    res = int(_libc.prctl(option, ctypes.c_ulong(arg2), 0, 0, 0))
+    if res == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    return res
+
+
+def set_no_new_privs() -> None:
+    """PR_SET_NO_NEW_PRIVS: required before an unprivileged process may load a filter."""
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """PR_SET_PDEATHSIG: the kernel sends ``sig`` when the thread that forked us exits."""
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+def load_seccomp(bpf: bytes, *, all_threads: bool = False, listener: bool = False) -> int | None:
+    """Attach the BPF program ``bpf`` to this thread (or all threads); return a listener fd.
+
+    Sets NO_NEW_PRIVS first. With ``listener`` the filter's USER_NOTIF decisions go to the
+    returned descriptor. Raises SandboxError saying what the kernel refused.
+    """
+    if not bpf or len(bpf) % ctypes.sizeof(_SockFilter):
+        raise SandboxError(errno.EINVAL, f"not a BPF program: {len(bpf)} bytes")
+    count = len(bpf) // ctypes.sizeof(_SockFilter)
+    program = (_SockFilter * count).from_buffer_copy(bpf)
+    fprog = _SockFprog(count, ctypes.cast(program, ctypes.POINTER(_SockFilter)))
+    flags = SECCOMP_FILTER_FLAG_TSYNC if all_threads else 0
+    if listener:
+        # With TSYNC, a listener needs TSYNC_ESRCH: the result is the fd, not a thread id.
+        flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER
+        flags |= SECCOMP_FILTER_FLAG_TSYNC_ESRCH if all_threads else 0
+    try:
+        set_no_new_privs()
+        res = syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    except OSError as exc:
+        raise _explain_seccomp(exc) from None
+    if all_threads and not listener and res > 0:
+        raise SandboxError(errno.EBUSY, f"seccomp TSYNC: thread {res} could not be synchronised")
+    return res if listener else None
+
+
+def _explain_seccomp(exc: OSError) -> SandboxError:
+    reasons = {
+        errno.ENOSYS: "this kernel has no seccomp(2) (CONFIG_SECCOMP_FILTER, Linux 3.17+)",
+        errno.EINVAL: "the kernel refused the filter or its flags (CONFIG_SECCOMP_FILTER; "
+        "TSYNC needs Linux 3.17, user notification 5.0, TSYNC with a listener 5.7)",
+        errno.EACCES: "the caller lacks CAP_SYS_ADMIN and NO_NEW_PRIVS is not set",
+        errno.EBUSY: "a filter with a notification listener is already installed",
+        errno.ENOMEM: "the filter stack is over the kernel's limit of instructions",
+        errno.EFAULT: "the kernel could not read the filter",
+        errno.EPERM: "a filter already loaded here forbids seccomp(2) or prctl(2)",
+        errno.ESRCH: "another thread could not be synchronised (TSYNC)",
+    }
+    err = exc.errno or 0
+    return SandboxError(err, f"loading the seccomp filter failed: {reasons.get(err, exc)}")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) (os.unshare only exists from Python 3.12)."""
+    if _libc.unshare(ctypes.c_int(flags)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare({flags:#x}): {os.strerror(err)}")

@@ -1,0 +1,112 @@
+"""Merging the rules of many RuleSets into one rule list per syscall, catching conflicts.
+
+Three kinds of RuleSet meet here:
+
+- ``baseline`` (PythonRuntime): what the interpreter needs. A user rule on the same
+  syscall replaces it, so a user can tighten, e.g. forbid ``mmap`` with PROT_EXEC.
+- ``normal`` (everything the user writes): an unconditional rule and a conditional rule
+  on one syscall conflict, since the condition would be dead; so do two different
+  unconditional actions.
+- ``implied`` (Landlock rights): the syscalls a granted right needs. They add to the
+  user's rules; an unconditional implied rule absorbs the user's conditions, because the
+  right cannot work without it (Landlock then does the path check).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._errors import PolicyError
+from ._rules import Action, Cmp, Rule
+from ._ruleset import _DEFAULT, RuleSet
+from ._syscalls import number
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One compiled line: on ``syscall`` with ``conditions`` (empty: always), do ``action``."""
+
+    syscall: str
+    nr: int
+    action: Action
+    conditions: tuple[Cmp, ...]
+
+
+@dataclass(frozen=True)
+class _Source:
+    ruleset: str
+    kind: str
+    rule: Rule
+    action: Action
+
+
+def merge(rulesets: Sequence[RuleSet], default: Action) -> tuple[tuple[Entry, ...], frozenset[str]]:
+    """The merged rule list, and the set of syscalls any rule names."""
+    by_syscall: dict[str, list[_Source]] = defaultdict(list)
+    for rs in rulesets:
+        kind = rule_kind(rs)
+        for rule in rs.rules():
+            number(rule.syscall, where=f"{rs.name}: {rule!r}: ")
+            action = default if rule.action == _DEFAULT else rule.action
+            by_syscall[rule.syscall].append(_Source(rs.name, kind, rule, action))
+    entries: list[Entry] = []
+    for syscall, sources in by_syscall.items():
+        entries.extend(_merge_one(syscall, sources, default))
+    return tuple(entries), frozenset(by_syscall)
+
+
+def rule_kind(rs: RuleSet) -> str:
+    return getattr(rs, "kind", "normal")
+
+
+def _merge_one(syscall: str, sources: list[_Source], default: Action) -> list[Entry]:
+    normal = [s for s in sources if s.kind == "normal"]
+    implied = [s for s in sources if s.kind == "implied"]
+    chosen = normal or [s for s in sources if s.kind == "baseline"]
+    _check_conflicts(syscall, chosen)
+    _check_implied(syscall, chosen, implied)
+    merged = chosen + implied
+    if any(not s.rule.conditions and s.action == Action.ALLOW for s in merged):
+        merged = [s for s in merged if not (s.rule.conditions and s.action == Action.ALLOW)]
+    nr = number(syscall)
+    out: dict[tuple[Action, tuple[Cmp, ...]], Entry] = {}
+    for s in merged:
+        if s.action != default:  # a rule that repeats the default changes nothing
+            out.setdefault(
+                (s.action, s.rule.conditions), Entry(syscall, nr, s.action, s.rule.conditions)
+            )
+    return list(out.values())
+
+
+def _check_implied(syscall: str, chosen: list[_Source], implied: list[_Source]) -> None:
+    for deny in (s for s in chosen if s.action != Action.ALLOW):
+        for need in implied[:1]:
+            raise PolicyError(
+                f"{syscall!r}: {need.ruleset} needs it ({need.rule!r}) for the rights it "
+                f"grants, but {deny.ruleset} denies it ({deny.rule!r})"
+            )
+
+
+def _check_conflicts(syscall: str, sources: list[_Source]) -> None:
+    unconditional = [s for s in sources if not s.rule.conditions]
+    for u in unconditional:
+        for other in sources:
+            if other is u:
+                continue
+            if other.rule.conditions:
+                raise PolicyError(
+                    f"{syscall!r}: {u.ruleset} allows it outright ({u.rule!r}) while "
+                    f"{other.ruleset} allows it only when {other.rule!r} holds; the "
+                    "condition would be dead. Drop one of the two rules."
+                    if u.action == other.action
+                    else f"{syscall!r}: {u.ruleset} gives {u.action!r} for every call "
+                    f"({u.rule!r}) while {other.ruleset} has {other.rule!r}; "
+                    "the second rule could never apply."
+                )
+            if other.action != u.action:
+                raise PolicyError(
+                    f"{syscall!r}: {u.ruleset} says {u.action!r} ({u.rule!r}) but "
+                    f"{other.ruleset} says {other.action!r} ({other.rule!r})"
+                )

@@ -1,0 +1,118 @@
+"""RuleSet: a named, immutable bundle of syscall rules (and, for Landlock, path rights)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from ._errors import PolicyError
+from ._rules import Action, Cmp, Rule
+
+if TYPE_CHECKING:
+    from ._landlock import Landlock
+
+
+class RuleSet:
+    """A named bundle of rules. Start from ``.nothing()`` and add with ``allow_*``.
+
+    Builders never mutate: every ``allow_*`` returns a new RuleSet, so a RuleSet can be
+    shared and reused. Subclass to group your own rules::
+
+        class Metrics(RuleSet):
+            def allow_statsd(self) -> Self:
+                return self.allow_rule("sendto", Arg(0) == STATSD_FD)
+
+    ``everything()`` applies every ``allow_*`` method listed in ``EVERYTHING`` (the simple
+    mode); it never includes the syscalls every policy denies (see ``Policy``).
+    """
+
+    #: The ``allow_*`` methods (taking no arguments) that ``everything()`` applies.
+    EVERYTHING: ClassVar[tuple[str, ...]] = ()
+    #: Rules of a weak RuleSet are implied by something else (Landlock rights): they merge
+    #: with the user's rules on the same syscall instead of conflicting with them.
+    weak: ClassVar[bool] = False
+
+    def __init__(self, *rules: Rule | str, name: str | None = None) -> None:
+        self._name = name
+        self._rules: tuple[Rule, ...] = tuple(_as_rule(r) for r in rules)
+
+    @classmethod
+    def nothing(cls) -> Self:
+        """An empty RuleSet of this kind: allows nothing until ``allow_*`` adds to it."""
+        return cls()
+
+    @classmethod
+    def everything(cls) -> Self:
+        """Everything this kind of RuleSet can allow, unconditionally where it can."""
+        rs = cls.nothing()
+        for method in cls.EVERYTHING:
+            rs = getattr(rs, method)()
+        return rs
+
+    @property
+    def name(self) -> str:
+        return self._name or type(self).__name__
+
+    def named(self, name: str) -> Self:
+        """The same rules under another name (names appear in error messages)."""
+        new = copy.copy(self)
+        new._name = name
+        return new
+
+    def rules(self) -> tuple[Rule, ...]:
+        """The syscall rules this RuleSet contributes. Override to compute them."""
+        return self._rules
+
+    def landlock(self) -> Landlock | None:
+        """The Landlock rights this RuleSet contributes, if any."""
+        return None
+
+    def allow(self, *syscalls: str) -> Self:
+        """Allow each named syscall outright."""
+        return self._with(*(Rule(s) for s in syscalls))
+
+    def allow_rule(self, syscall: str, *conditions: Cmp) -> Self:
+        """Allow ``syscall`` when every condition holds (several calls OR together)."""
+        return self._with(Rule(syscall, *conditions))
+
+    def deny(self, *syscalls: str, action: Action | None = None) -> Self:
+        """Deny each named syscall with ``action`` (default: the policy's default).
+
+        Useful under a permissive default (``Policy(..., default=Action.ALLOW)``)
+        or to give one syscall its own errno.
+        """
+        return self._with(*(Rule(s, action=action or _DEFAULT) for s in syscalls))
+
+    def _with(self, *rules: Rule) -> Self:
+        new = copy.copy(self)
+        new._rules = self._rules + rules
+        return new
+
+    def __repr__(self) -> str:
+        return f"<RuleSet {self.name}: {len(self.rules())} rules>"
+
+
+#: Sentinel action: "whatever the policy's default action is".
+_DEFAULT = Action("default")
+
+
+def _as_rule(rule: Rule | str) -> Rule:
+    if isinstance(rule, Rule):
+        return rule
+    if isinstance(rule, str):
+        return Rule(rule)
+    raise PolicyError(f"RuleSet: expected a Rule or a syscall name, got {rule!r}")
+
+
+def as_ruleset(item: object) -> RuleSet:
+    """Accept a RuleSet, a Rule, or a bare syscall name where a RuleSet is expected."""
+    if isinstance(item, RuleSet):
+        return item
+    if isinstance(item, str):
+        return RuleSet(item, name=item)
+    if isinstance(item, Rule):
+        return RuleSet(item, name=repr(item))
+    if isinstance(item, Iterable):
+        raise PolicyError(f"Policy: got an iterable {item!r}; unpack it: Policy(*rulesets)")
+    raise PolicyError(f"Policy: expected a RuleSet, Rule or syscall name, got {item!r}")
