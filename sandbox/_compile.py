@@ -27,7 +27,7 @@ def to_bpf(entries: Iterable[Entry], default: int, pid: int) -> bytes:
     libseccomp's architecture check before any rule is looked at. The tree is
     optimised (binary search on syscall numbers), so cost does not grow with rule count.
     """
-    import pyseccomp as sc  # type: ignore[import-untyped]
+    import pyseccomp as sc
 
     filt = sc.SyscallFilter(default)
     filt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)

@@ -57,6 +57,8 @@ class CompiledPolicy:
         self, *, all_threads: bool = False, listener: bool = True
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
-        landlock = apply_plan(self.landlock) if self.landlock is not None else None
+        landlock = None
+        if self.landlock is not None:
+            landlock = apply_plan(self.landlock, all_threads=all_threads)
         fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
         return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd

@@ -7,8 +7,7 @@ Safety argument, kept next to the code it covers:
   failed; a stale errno after a successful call is never reported as an error.
 - Buffers handed to the kernel (the BPF program) are ctypes objects kept alive in a local
   variable until the call returns; the kernel copies the program, so nothing is retained.
-- Nothing here can widen privileges: NO_NEW_PRIVS is one-way, filters only stack, and
-  ``unshare`` only creates namespaces for the calling process.
+- Nothing here can widen privileges: NO_NEW_PRIVS is one-way, filters only stack.
 """
 
 from __future__ import annotations
@@ -143,10 +142,3 @@ def _explain_seccomp(exc: OSError) -> SandboxError:
     }
     err = exc.errno or 0
     return SandboxError(err, f"loading the seccomp filter failed: {reasons.get(err, exc)}")
-
-
-def unshare(flags: int) -> None:
-    """unshare(2) (os.unshare only exists from Python 3.12)."""
-    if _libc.unshare(ctypes.c_int(flags)) == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare({flags:#x}): {os.strerror(err)}")

@@ -42,5 +42,5 @@ class Landlock(RuleSet):
         return LandlockPlan(compat.value)
 
 
-def apply_plan(plan: LandlockPlan) -> LandlockStatus:
+def apply_plan(plan: LandlockPlan, *, all_threads: bool = False) -> LandlockStatus:
     return LandlockStatus("none", 0)

@@ -37,7 +37,7 @@ _HIGHEST: Final = 1024
 @functools.cache
 def table() -> dict[str, int]:
     """Every syscall name of the native architecture, with its number."""
-    import pyseccomp  # type: ignore[import-untyped]
+    import pyseccomp
 
     names: dict[str, int] = {}
     for nr in range(_HIGHEST):
