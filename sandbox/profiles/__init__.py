@@ -1,0 +1,1 @@
+"""Built-in profiles: OpenBSD pledge promises and systemd syscall groups (in progress)."""
