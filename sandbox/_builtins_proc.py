@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final, Self
 
-from ._rules import SELF_PID, Arg
+from ._rules import SELF_PID, Arg, Rule
 from ._ruleset import RuleSet
 
 CLONE_THREAD: Final = 0x00010000
@@ -21,6 +21,10 @@ class PythonRuntime(RuleSet):
     signal handling (rt_sig*, sigaltstack), clocks, getrandom, its own ids (getpid,
     gettid), sched_yield/sched_getaffinity, exit and exit_group, and the shutdown path:
     getsockname/getpeername (the repr of an unclosed socket) and close.
+
+    It also allows what can only tighten: loading a further seccomp filter (seccomp with
+    SECCOMP_SET_MODE_FILTER, prctl(PR_SET_NO_NEW_PRIVS)) and the Landlock syscalls, so a
+    confined thread can always stack another policy on top of its own.
 
     A rule you write on one of these syscalls replaces the runtime's, so you can tighten
     it: ``Rule("mmap", Arg(2) & PROT_EXEC == 0)`` forbids new executable mappings.
@@ -39,7 +43,16 @@ class PythonRuntime(RuleSet):
     )  # fmt: skip
 
     def __init__(self, name: str | None = None) -> None:
-        super().__init__(*self.SYSCALLS, name=name)
+        seccomp_set_mode_filter, pr_set_no_new_privs = 1, 38
+        super().__init__(
+            *self.SYSCALLS,
+            Rule("seccomp", Arg(0) == seccomp_set_mode_filter),
+            Rule("prctl", Arg(0) == pr_set_no_new_privs),
+            "landlock_create_ruleset",
+            "landlock_add_rule",
+            "landlock_restrict_self",
+            name=name,
+        )
 
 
 class Threads(RuleSet):

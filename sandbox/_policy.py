@@ -10,7 +10,7 @@ from typing import Any, Final, TypeVar, cast
 
 from ._builtins_proc import PythonRuntime
 from ._compiled import CompiledPolicy, Status
-from ._errors import PolicyError
+from ._errors import PolicyError, SandboxError
 from ._landlock import Compat, Landlock
 from ._merge import Entry, merge
 from ._rules import SELF_PID, Action, Arg
@@ -146,7 +146,15 @@ class Policy:
     def _compile(self, pid: int) -> CompiledPolicy:
         from ._compile import to_bpf
 
-        bpf = to_bpf(self.entries(), self.default.seccomp_value, pid)
+        try:
+            bpf = to_bpf(self.entries(), self.default.seccomp_value, pid)
+        except OSError as exc:
+            raise SandboxError(
+                exc.errno or errno.EPERM,
+                f"compiling {self!r} failed ({exc}); libseccomp needs pipe2 and seccomp(2) "
+                "queries, which a policy already loaded here may deny: compile every policy "
+                "(policy.compile()) before applying the first one",
+            ) from None
         plan = self.landlock.plan(self.compat) if self.landlock is not None else None
         return CompiledPolicy(bpf=bpf, landlock=plan)
 
