@@ -1,46 +1,555 @@
-"""Landlock builder (placeholder: the full builder lands with the Landlock issue)."""
+"""Landlock: which files, directories, TCP ports and IPC a thread may reach.
+
+What a ``Landlock()`` *handles* (denies unless a rule grants it):
+
+- the filesystem, with every right the kernel supports, as soon as one path is granted
+  (or ``deny_fs()``): ``Landlock().read("/etc")`` means "nothing else on the filesystem";
+- TCP bind and connect, both, as soon as one port is granted (or ``deny_tcp()``);
+- IPC scopes only when ``scope()`` names them.
+
+The builder checks paths and ports when it is called (``PolicyError``); ``plan()`` turns
+it into a ``LandlockPlan`` (plain data); ``apply_plan`` opens the paths and enforces the
+plan in the process being confined, dropping what the running kernel lacks (BEST_EFFORT)
+or refusing (HARD), and says what it enforced in a ``LandlockStatus``.
+"""
 
 from __future__ import annotations
 
+import builtins
+import copy
 import enum
-from dataclasses import dataclass
-from typing import ClassVar
+import importlib
+import importlib.util
+import os
+import platform
+import re
+import site
+import stat
+import sys
+import sysconfig
+from collections.abc import Iterable
+from typing import ClassVar, Final, Self
 
+from ._builtins_io import WRITE_FLAGS
+from ._errors import PolicyError
+from ._landlock_abi import (
+    ALL_FS,
+    ALL_NET,
+    FILE_RIGHTS,
+    LOG_NEW_EXEC_ON,
+    LOG_SAME_EXEC_OFF,
+    LOG_SUBDOMAINS_OFF,
+    AccessFs,
+    AccessNet,
+    Scope,
+)
+from ._landlock_sys import LandlockPlan as LandlockPlan
+from ._landlock_sys import LandlockStatus as LandlockStatus
+from ._landlock_sys import apply_plan as apply_plan
+from ._rules import Action, Arg, Cmp, Rule
 from ._ruleset import RuleSet
+from ._syscalls import exists
+
+__all__ = ["AccessFs", "AccessNet", "Compat", "Landlock", "LandlockPlan", "LandlockStatus",
+           "Scope", "apply_plan"]  # fmt: skip
 
 
 class Compat(enum.Enum):
-    BEST_EFFORT = "best_effort"
-    HARD = "hard"
+    """What to do when the kernel lacks a requested Landlock feature."""
 
-
-@dataclass(frozen=True)
-class LandlockPlan:
-    """Plain data: what to ask the kernel for."""
-
-    compat: str
-
-
-@dataclass(frozen=True)
-class LandlockStatus:
-    enforcement: str  # "full", "partial" or "none"
-    abi: int
-    dropped: tuple[str, ...] = ()
+    BEST_EFFORT = "best_effort"  # enforce what the kernel has; the status lists the rest
+    HARD = "hard"  # raise SandboxError naming the feature and the kernel that brings it
 
 
 class Landlock(RuleSet):
+    """Landlock rights: paths and what may be done beneath them, TCP ports, IPC scopes.
+
+    ``Landlock().read("/etc").write("/var/lib/app").connect_tcp(443)`` lets a thread
+    read beneath /etc, write files beneath /var/lib/app, connect to TCP port 443, and
+    nothing else on the filesystem or over TCP. Immutable: every builder returns a copy.
+    As a RuleSet it also brings the syscalls its rights need (see ``rules()``).
+    """
+
     kind: ClassVar[str] = "implied"
 
-    @classmethod
-    def merge(cls, parts: list[Landlock]) -> Landlock:
-        return parts[0]
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self._fs = AccessFs(0)
+        self._net = AccessNet(0)
+        self._scopes = Scope(0)
+        self._restrict = 0
+        self._paths: tuple[tuple[str, int, bool], ...] = ()
+        self._ports: tuple[tuple[int, int], ...] = ()
+
+    # -- filesystem --------------------------------------------------------------------
+
+    def allow(  # type: ignore[override]  # paths and rights, not syscall names
+        self, path: str | os.PathLike[str], access: AccessFs, *, missing_ok: bool = False
+    ) -> Self:
+        """Grant ``access`` (AccessFs flags) beneath ``path``, a directory or a file."""
+        where = f"Landlock.allow({os.fspath(path)!r}, {access!r})"
+        if not isinstance(access, AccessFs) or not access:
+            raise PolicyError(f"{where}: rights are AccessFs flags, e.g. AccessFs.READ_FILE")
+        full, kind = _checked_path(path, where, missing_ok)
+        extra = AccessFs(access & ~FILE_RIGHTS)
+        if kind == "file" and extra:
+            raise PolicyError(
+                f"{where}: {_flag_names(extra)} only apply to directories and {full!r} is a "
+                f"file; a file can get {_flag_names(FILE_RIGHTS)}"
+            )
+        return self._grant(full, access, missing_ok)
+
+    def read(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Read files beneath ``path`` (READ_FILE), and list directories (READ_DIR)."""
+        return self._group("read", path, missing_ok, AccessFs.READ_FILE, AccessFs.READ_DIR)
+
+    def write(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Write and truncate files beneath ``path`` and, in a directory, create regular
+        files (WRITE_FILE, TRUNCATE, MAKE_REG). Not reading, deleting or renaming."""
+        file = AccessFs.WRITE_FILE | AccessFs.TRUNCATE
+        return self._group("write", path, missing_ok, file, AccessFs.MAKE_REG)
+
+    def create(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Create regular files and directories in directory ``path`` (MAKE_REG, MAKE_DIR)."""
+        dirs = AccessFs.MAKE_REG | AccessFs.MAKE_DIR
+        return self._group("create", path, missing_ok, AccessFs(0), dirs)
+
+    def delete(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Delete files and empty directories in directory ``path`` (REMOVE_FILE, REMOVE_DIR)."""
+        dirs = AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR
+        return self._group("delete", path, missing_ok, AccessFs(0), dirs)
+
+    def list(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """List directory ``path`` and the directories beneath it (READ_DIR)."""
+        return self._group("list", path, missing_ok, AccessFs(0), AccessFs.READ_DIR)
+
+    def execute(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Execute files beneath ``path`` (EXECUTE); running a script also needs read."""
+        return self._group("execute", path, missing_ok, AccessFs.EXECUTE, AccessFs(0))
+
+    def deny_fs(self) -> Self:
+        """Handle every filesystem right even if no path is granted: nothing may be opened."""
+        new = copy.copy(self)
+        new._fs = ALL_FS
+        return new
+
+    # -- network and IPC -----------------------------------------------------------------
+
+    def bind_tcp(self, port: int) -> Self:
+        """Allow binding TCP sockets to ``port`` (0: an ephemeral port); deny other ports."""
+        return self._port("bind_tcp", port, AccessNet.BIND_TCP)
+
+    def connect_tcp(self, port: int) -> Self:
+        """Allow connecting TCP sockets to ``port``; deny other ports."""
+        return self._port("connect_tcp", port, AccessNet.CONNECT_TCP)
+
+    def deny_tcp(self) -> Self:
+        """Handle TCP bind and connect even if no port is granted: no TCP at all."""
+        new = copy.copy(self)
+        new._net = ALL_NET
+        return new
+
+    def scope(self, scopes: Scope) -> Self:
+        """Deny reaching outside this domain: ``Scope.SIGNAL`` (signals to processes
+        outside it), ``Scope.ABSTRACT_UNIX_SOCKET`` (abstract sockets created outside it)."""
+        if not isinstance(scopes, Scope) or not scopes:
+            raise PolicyError(f"Landlock.scope({scopes!r}): pass Scope flags, e.g. Scope.SIGNAL")
+        new = copy.copy(self)
+        new._scopes = self._scopes | scopes
+        return new
+
+    def audit(
+        self, *, same_exec: bool = True, new_exec: bool = False, subdomains: bool = True
+    ) -> Self:
+        """Which denials the kernel audit log records (ABI 7; defaults are the kernel's).
+
+        ``same_exec``: denials by this program, until it calls execve. ``new_exec``:
+        denials after an execve. ``subdomains``: denials in domains nested in this one.
+        """
+        flags = (0 if same_exec else LOG_SAME_EXEC_OFF) | (LOG_NEW_EXEC_ON if new_exec else 0)
+        new = copy.copy(self)
+        new._restrict = flags | (0 if subdomains else LOG_SUBDOMAINS_OFF)
+        return new
+
+    # -- conveniences (paths that do not exist here are skipped) --------------------------
+
+    def ssl_certs(self) -> Self:
+        """Read the CA certificates TLS clients verify with (read: files and listing).
+
+        /etc/ssl/certs, /etc/pki/tls/certs, /etc/pki/ca-trust/extracted,
+        /etc/ca-certificates/extracted, /usr/share/ca-certificates,
+        /usr/local/share/ca-certificates, /var/lib/ca-certificates; the bundles
+        /etc/ssl/cert.pem, /etc/ssl/ca-bundle.pem, /etc/pki/tls/cert.pem,
+        /etc/pki/tls/cacert.pem; OpenSSL's default file and directory
+        (``ssl.get_default_verify_paths()``); $SSL_CERT_FILE and $SSL_CERT_DIR if set;
+        certifi's bundle if certifi is importable; and the targets of links in those
+        directories that point elsewhere. Links are resolved: the real paths are granted.
+        """
+        return self._each("read", ssl_cert_paths())
+
+    def dns(self) -> Self:
+        """Read what glibc's resolver reads to resolve names and services.
+
+        /etc/resolv.conf (and its target's directory when it is a link, so an atomic
+        replacement stays readable), /etc/hosts, /etc/host.conf, /etc/nsswitch.conf,
+        /etc/gai.conf, /etc/services, /etc/protocols, /etc/ld.so.cache (dlopen finds NSS
+        modules through it) and the ``libnss_<name>.so.2`` modules nsswitch.conf names for
+        hosts and services, looked up beside the libc this process uses, then in the
+        multiarch, lib64 and lib directories. Sockets are Networking's business.
+        """
+        return self._each("read", dns_paths())
+
+    def python_runtime(self) -> Self:
+        """Read and execute the interpreter's files, read its libraries: lazy imports
+        keep working after confinement.
+
+        Read and execute: sys.prefix, sys.exec_prefix, sys.base_prefix,
+        sys.base_exec_prefix, the stdlib and site-packages directories (sysconfig and
+        site), the user site-packages, every absolute sys.path entry except "/", and the
+        directories of already imported packages (editable installs live outside
+        site-packages). Read: the directories of the shared libraries mapped into this
+        process (where C extensions find libssl, libz...) and /etc/ld.so.cache.
+        """
+        code, libraries = python_paths()
+        return self._each("read", code)._each("execute", code)._each("read", libraries)
+
+    def tmp(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
+        """Every right beneath directory ``path``: a scratch directory of its own."""
+        return self._group("tmp", path, missing_ok, AccessFs(0), ALL_FS)
+
+    def devices(self) -> Self:
+        """/dev/null and /dev/zero: read and write (with O_TRUNC, as ``open(p, "w")``
+        does); /dev/urandom: read. Not their ioctls (a tty check on them fails: harmless).
+        """
+        rs = self._each("read", DEVICES)
+        return rs._each("write", [p for p in DEVICES if p != "/dev/urandom"])
+
+    # -- what the rest of the package uses ----------------------------------------------
+
+    def grants(self) -> tuple[tuple[str, AccessFs], ...]:
+        """Every ``(path, rights)`` this ruleset grants, in the order they were added."""
+        return tuple((path, AccessFs(access)) for path, access, _ in self._paths)
+
+    def rules(self) -> tuple[Rule, ...]:
+        """The syscalls the granted rights need (``implied_rules``), and no more."""
+        granted_fs = AccessFs(0)
+        for _, access, _ in self._paths:
+            granted_fs |= access
+        granted_net = AccessNet(0)
+        for _, access in self._ports:
+            granted_net |= access
+        return implied_rules(granted_fs, granted_net)
 
     def landlock(self) -> Landlock:
         return self
 
-    def plan(self, compat: Compat) -> LandlockPlan:
-        return LandlockPlan(compat.value)
+    @classmethod
+    def merge(cls, parts: builtins.list[Landlock]) -> Landlock:
+        """One ruleset handling the union of the parts' rights and granting all their rules."""
+        out = cls()
+        for part in parts:
+            out._fs, out._net = out._fs | part._fs, out._net | part._net
+            out._scopes, out._restrict = out._scopes | part._scopes, out._restrict | part._restrict
+            out._paths += tuple(p for p in part._paths if p not in out._paths)
+            out._ports += tuple(p for p in part._ports if p not in out._ports)
+        return out
+
+    def plan(self, compat: Compat = Compat.BEST_EFFORT) -> LandlockPlan:
+        return LandlockPlan(
+            compat.value, int(self._fs), int(self._net), int(self._scopes), self._restrict,
+            self._paths, self._ports,
+        )  # fmt: skip
+
+    def allow_rule(self, syscall: str, *conditions: Cmp) -> Self:
+        raise PolicyError(_NOT_SYSCALLS.format(f"allow_rule({syscall!r})"))
+
+    def deny(self, *syscalls: str, action: Action | None = None) -> Self:
+        raise PolicyError(_NOT_SYSCALLS.format(f"deny({', '.join(map(repr, syscalls))})"))
+
+    def __repr__(self) -> str:
+        what = [f"{len(self._paths)} paths", f"{len(self._ports)} ports"]
+        what += [repr(self._scopes)] if self._scopes else []
+        return f"<Landlock {self.name}: {', '.join(what)}>"
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _grant(self, path: str, access: int, missing_ok: bool) -> Self:
+        new = copy.copy(self)
+        new._fs = ALL_FS
+        rule = (path, int(access), missing_ok)
+        new._paths = self._paths if rule in self._paths else (*self._paths, rule)
+        return new
+
+    def _group(
+        self, group: str, path: str | os.PathLike[str], missing_ok: bool,
+        file: AccessFs, directory: AccessFs,
+    ) -> Self:  # fmt: skip
+        """Grant ``file`` rights, plus ``directory`` rights when ``path`` is a directory
+        (or absent: ``apply_plan`` drops directory rights if it turns out to be a file)."""
+        where = f"Landlock.{group}({os.fspath(path)!r})"
+        full, kind = _checked_path(path, where, missing_ok)
+        if kind == "file" and not file:
+            raise PolicyError(f"{where}: {group} applies to directories and {full!r} is a file")
+        return self._grant(full, file if kind == "file" else file | directory, missing_ok)
+
+    def _each(self, group: str, paths: Iterable[str]) -> Self:
+        rs = self
+        for path in paths:
+            if os.path.exists(path):
+                rs = getattr(rs, group)(path, missing_ok=True)
+        return rs
+
+    def _port(self, method: str, port: int, access: AccessNet) -> Self:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise PolicyError(f"Landlock.{method}({port!r}): a TCP port is an int, 0 to 65535")
+        new = copy.copy(self)
+        new._net = ALL_NET
+        rule = (port, int(access))
+        new._ports = self._ports if rule in self._ports else (*self._ports, rule)
+        return new
 
 
-def apply_plan(plan: LandlockPlan, *, all_threads: bool = False) -> LandlockStatus:
-    return LandlockStatus("none", 0)
+_NOT_SYSCALLS: Final = (
+    "Landlock.{}: a Landlock ruleset grants paths, ports and scopes; put syscall rules in "
+    "another RuleSet, e.g. RuleSet.nothing().allow(...)"
+)
+
+
+def _checked_path(path: str | os.PathLike[str], where: str, missing_ok: bool) -> tuple[str, str]:
+    """The absolute path and its kind ("dir", "file", or "missing" when allowed)."""
+    if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
+        raise PolicyError(f"{where}: a path is a str or os.PathLike of str")
+    full = os.path.abspath(os.fspath(path))
+    try:
+        mode = os.stat(full).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if missing_ok:
+            return full, "missing"
+        raise PolicyError(
+            f"{where}: no such file or directory; pass missing_ok=True to grant it only "
+            "if it exists when the policy is applied"
+        ) from None
+    except OSError as exc:
+        raise PolicyError(f"{where}: cannot stat {full!r}: {exc.strerror}") from None
+    return full, "dir" if stat.S_ISDIR(mode) else "file"
+
+
+def _flag_names(flags: AccessFs) -> str:
+    return ", ".join(str(f.name) for f in AccessFs if f & flags)
+
+
+# -- the syscalls each right needs (``rules()``; merged as RuleSet kind "implied") ----------
+
+_O_TMPFILE: Final = 0o20000000  # __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
+_ACCESS_MODE: Final = os.O_ACCMODE | _O_TMPFILE
+_AT_EMPTY_PATH: Final = 0x1000
+_AT_REMOVEDIR: Final = 0x200
+_READS: Final = ("read", "readv", "pread64", "preadv", "preadv2", "lseek", "fstat")
+_WRITES: Final = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "lseek", "fstat")
+_MKNOD: Final = ("mknod", "mknodat")
+
+#: Syscalls a right needs, allowed outright: Landlock checks the path.
+_NEEDS: Final[dict[AccessFs, tuple[str, ...]]] = {
+    AccessFs.EXECUTE: ("execve", "execveat"),
+    AccessFs.WRITE_FILE: _WRITES,
+    AccessFs.READ_FILE: _READS,
+    AccessFs.READ_DIR: ("getdents64", "getdents", "lseek", "fstat"),
+    AccessFs.REMOVE_DIR: ("rmdir",),
+    AccessFs.REMOVE_FILE: ("unlink",),
+    AccessFs.MAKE_CHAR: _MKNOD,
+    AccessFs.MAKE_DIR: ("mkdir", "mkdirat"),
+    AccessFs.MAKE_REG: ("creat", "link", "linkat", *_MKNOD),
+    AccessFs.MAKE_SOCK: ("bind",),
+    AccessFs.MAKE_FIFO: _MKNOD,
+    AccessFs.MAKE_BLOCK: _MKNOD,
+    AccessFs.MAKE_SYM: ("symlink", "symlinkat"),
+    AccessFs.TRUNCATE: ("truncate", "ftruncate"),
+    AccessFs.IOCTL_DEV: ("ioctl",),
+}
+_NET_NEEDS: Final = {AccessNet.BIND_TCP: "bind", AccessNet.CONNECT_TCP: "connect"}
+
+
+def _open(mask: int, value: int) -> tuple[tuple[str, int, int, int], ...]:
+    return (("open", 1, mask, value), ("openat", 2, mask, value))
+
+
+_FSTAT_FD: Final = (("newfstatat", 3, _AT_EMPTY_PATH, _AT_EMPTY_PATH),)  # glibc's fstat()
+
+#: Syscalls a right needs only in one form: (syscall, argument, mask, value). Reading
+#: opens without write access, O_CREAT, O_TRUNC, O_APPEND or O_TMPFILE (as
+#: SystemIO.allow_open_readonly); writing opens write-only or read-write; only MAKE_REG
+#: opens with O_CREAT and no write access.
+_WHEN: Final[dict[AccessFs, tuple[tuple[str, int, int, int], ...]]] = {
+    AccessFs.READ_FILE: _open(WRITE_FLAGS, 0) + _FSTAT_FD,
+    AccessFs.READ_DIR: _open(WRITE_FLAGS, 0) + _FSTAT_FD,
+    AccessFs.WRITE_FILE: _open(_ACCESS_MODE, os.O_WRONLY) + _open(_ACCESS_MODE, os.O_RDWR)
+    + _FSTAT_FD,
+    AccessFs.MAKE_REG: _open(os.O_CREAT | _O_TMPFILE, os.O_CREAT),
+    AccessFs.REMOVE_FILE: (("unlinkat", 2, _AT_REMOVEDIR, 0),),
+    AccessFs.REMOVE_DIR: (("unlinkat", 2, _AT_REMOVEDIR, _AT_REMOVEDIR),),
+}  # fmt: skip
+_MAKE_ANY: Final = ALL_FS & ~(FILE_RIGHTS | AccessFs.READ_DIR | AccessFs.REFER)
+_REMOVE_ANY: Final = AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR
+
+
+def implied_rules(fs: AccessFs, net: AccessNet) -> tuple[Rule, ...]:
+    """The rules granted rights ``fs`` and ``net`` need, for syscalls this CPU has.
+
+    Renaming needs a MAKE_* and a REMOVE_* right (REFER adds other directories).
+    """
+    names: list[str] = [_NET_NEEDS[right] for right in AccessNet if right & net]
+    when: list[tuple[str, int, int, int]] = []
+    for right in AccessFs:
+        if right & fs:
+            names += _NEEDS.get(right, ())
+            when += _WHEN.get(right, ())
+    if fs & _MAKE_ANY and fs & _REMOVE_ANY:
+        names += ("rename", "renameat", "renameat2")
+    rules = [Rule(name) for name in dict.fromkeys(names) if exists(name)]
+    rules += [Rule(s, Arg(i) & m == v) for s, i, m, v in dict.fromkeys(when) if exists(s)]
+    return tuple(rules)
+
+
+# -- the paths the conveniences grant (only those that exist here) --------------------------
+
+DEVICES: Final = ("/dev/null", "/dev/zero", "/dev/urandom")
+
+#: CA directories: Debian/Ubuntu/Alpine/Arch hashed links and bundle; Fedora/RHEL; the
+#: p11-kit extracted bundles (Fedora, Arch); the files Debian's links point to; openSUSE.
+CA_DIRS: Final = (
+    "/etc/ssl/certs", "/etc/pki/tls/certs", "/etc/pki/ca-trust/extracted",
+    "/etc/ca-certificates/extracted", "/usr/share/ca-certificates",
+    "/usr/local/share/ca-certificates", "/var/lib/ca-certificates",
+)  # fmt: skip
+#: CA bundle files outside those directories: Alpine/LibreSSL, openSUSE, Fedora, Mandriva.
+CA_FILES: Final = (
+    "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cert.pem",
+    "/etc/pki/tls/cacert.pem",
+)  # fmt: skip
+#: What glibc's resolver reads: name servers, static hosts, resolver options, the NSS
+#: configuration, getaddrinfo's sorting rules, service and protocol names, and the
+#: loader cache dlopen consults to find NSS modules.
+RESOLVER_FILES: Final = (
+    "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf",
+    "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/ld.so.cache",
+)  # fmt: skip
+
+
+def ssl_cert_paths() -> list[str]:
+    """CA_DIRS, CA_FILES, OpenSSL's default file and directory, $SSL_CERT_FILE and
+    $SSL_CERT_DIR, certifi's bundle, and the targets of links in those directories that
+    point elsewhere (e.g. a locally added CA)."""
+    import ssl
+
+    found = ssl.get_default_verify_paths()
+    extra = [found.cafile, found.capath, found.openssl_cafile, found.openssl_capath]
+    extra += [os.environ.get("SSL_CERT_FILE", ""), *os.environ.get("SSL_CERT_DIR", "").split(":")]
+    roots = _prune(_existing([*CA_DIRS, *CA_FILES, *extra, _certifi()]))
+    return roots + _link_targets_outside(roots)
+
+
+def _certifi() -> str:
+    if importlib.util.find_spec("certifi") is None:
+        return ""
+    return str(importlib.import_module("certifi").where())
+
+
+def _link_targets_outside(roots: list[str]) -> list[str]:
+    targets: list[str] = []
+    for root in (r for r in roots if os.path.isdir(r)):
+        with os.scandir(root) as entries:
+            links = [os.path.realpath(e.path) for e in entries if e.is_symlink()]
+        targets += [t for t in links if os.path.exists(t) and not _beneath(t, roots)]
+    return list(dict.fromkeys(targets))
+
+
+def dns_paths() -> list[str]:
+    """RESOLVER_FILES; the directory of resolv.conf's target when it is a link (so an
+    atomic replacement, as systemd-resolved does, stays readable); the NSS modules that
+    nsswitch.conf names for hosts and services (``libnss_<name>.so.2``)."""
+    paths = list(RESOLVER_FILES)
+    resolv = os.path.realpath("/etc/resolv.conf")
+    if resolv != "/etc/resolv.conf":
+        paths.append(os.path.dirname(resolv))
+    return _prune(_existing(paths + _nss_modules(("hosts", "services"))))
+
+
+def _nss_modules(databases: tuple[str, ...]) -> list[str]:
+    modules = []
+    for name in _nss_services(databases):
+        found = [os.path.join(d, f"libnss_{name}.so.2") for d in _library_dirs()]
+        modules += [p for p in found if os.path.exists(p)][:1]
+    return modules
+
+
+def _nss_services(databases: tuple[str, ...]) -> list[str]:
+    try:
+        with open("/etc/nsswitch.conf") as f:
+            text = f.read()
+    except OSError:
+        return ["files", "dns"]  # glibc's choice when nsswitch.conf is missing
+    names: list[str] = []
+    for line in text.splitlines():
+        key, _, services = line.partition("#")[0].partition(":")
+        if key.strip() in databases:
+            names += re.sub(r"\[[^]]*\]", " ", services).split()  # drop [STATUS=action]
+    return list(dict.fromkeys(names))
+
+
+def _library_dirs() -> list[str]:
+    """Where glibc's NSS modules live: beside the libc this process mapped, then the
+    multiarch and lib64 directories."""
+    dirs = [os.path.dirname(p) for p in _mapped_libraries() if "/libc.so" in p]
+    arch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    dirs += [f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
+    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
+
+
+def _mapped_libraries() -> list[str]:
+    try:
+        with open("/proc/self/maps") as f:
+            fields = [line.split(maxsplit=5) for line in f]
+    except OSError:
+        return []
+    paths = (f[5].strip() for f in fields if len(f) == 6 and f[5].startswith("/"))
+    return list(dict.fromkeys(p for p in paths if ".so" in os.path.basename(p)))
+
+
+def python_paths() -> tuple[list[str], list[str]]:
+    """(code, libraries). Code: sys.prefix, sys.exec_prefix, their base_ versions, the
+    stdlib and site-packages directories, the absolute sys.path entries (never "/"), and
+    the directories of imported packages (editable installs). Libraries: the directories
+    of the shared objects mapped into this process, and /etc/ld.so.cache."""
+    cfg = sysconfig.get_paths()
+    code = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    code += [cfg["stdlib"], cfg["platstdlib"], cfg["purelib"], cfg["platlib"]]
+    code += [*site.getsitepackages(), site.getusersitepackages(), *sys.path, *_package_dirs()]
+    code = _prune([p for p in _existing(code) if p != "/"])
+    libraries = [os.path.dirname(p) for p in _mapped_libraries()] + ["/etc/ld.so.cache"]
+    return code, [p for p in _prune(_existing(libraries)) if not _beneath(p, code)]
+
+
+def _package_dirs() -> list[str]:
+    dirs: list[str] = []
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        dirs += list(getattr(spec, "submodule_search_locations", None) or ())
+    return dirs
+
+
+def _existing(paths: list[str | None] | list[str]) -> list[str]:
+    real = (os.path.realpath(p) for p in paths if p and os.path.isabs(p) and os.path.exists(p))
+    return list(dict.fromkeys(real))
+
+
+def _prune(paths: list[str]) -> list[str]:
+    """Drop paths beneath a directory already in the list (they add nothing)."""
+    kept: list[str] = []
+    for path in sorted(paths, key=len):
+        if not _beneath(path, kept):
+            kept.append(path)
+    return sorted(kept)
+
+
+def _beneath(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
