@@ -1,0 +1,174 @@
+"""Raw namespace calls: unshare, mount, umount2, pivot_root, mount_setattr, capset, id maps.
+
+The few kernel calls that build an isolate's namespaces, used by
+``isolates.orchestrator`` before Landlock and seccomp are loaded. Policy (what to
+mount where, when to fork) lives there; this module only talks to the kernel.
+
+Safety argument, kept next to the code it covers:
+
+- Every call goes through glibc (``unshare``, ``mount``, ``umount2``, ``syscall``) via
+  ctypes with ``use_errno=True``; errno is read only when the return value says the call
+  failed, so a stale errno is never reported.
+- Strings and structs handed to the kernel are ctypes objects held in locals until the
+  call returns; the kernel copies them and keeps no pointer.
+- Nothing here can widen privileges beyond the caller's: the kernel checks each call
+  against the capabilities the caller holds in the namespaces it owns. ``drop_capabilities``
+  only ever clears sets (capset with zeroes); it never raises one.
+- The id maps written are the caller's own uid and gid (one line each), the only maps an
+  unprivileged process may write; ``setgroups`` is denied first, as the kernel requires.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import platform
+import socket
+import struct
+from typing import Final
+
+from ._errors import SandboxError
+
+_libc: Final = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+CLONE_NEWNS: Final = 0x00020000
+CLONE_NEWUTS: Final = 0x04000000
+CLONE_NEWIPC: Final = 0x08000000
+CLONE_NEWUSER: Final = 0x10000000
+CLONE_NEWPID: Final = 0x20000000
+CLONE_NEWNET: Final = 0x40000000
+
+MS_RDONLY: Final = 1
+MS_NOSUID: Final = 2
+MS_NODEV: Final = 4
+MS_NOEXEC: Final = 8
+MS_BIND: Final = 4096
+MS_REC: Final = 16384
+MS_PRIVATE: Final = 1 << 18
+MNT_DETACH: Final = 2
+
+MOUNT_ATTR_RDONLY: Final = 0x1
+MOUNT_ATTR_NOSUID: Final = 0x2
+MOUNT_ATTR_NODEV: Final = 0x4
+MOUNT_ATTR_NOEXEC: Final = 0x8
+_AT_FDCWD: Final = -100
+_AT_RECURSIVE: Final = 0x8000
+
+# Numbers of the syscalls glibc does not wrap (asm/unistd.h); mount_setattr is 442 on all.
+_NUMBERS: Final = {
+    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442},
+}
+
+
+def _check(res: int, what: str) -> int:
+    if res == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return res
+
+
+def _syscall(name: str, *args: object) -> int:
+    try:
+        nr = _NUMBERS[platform.machine()][name]
+    except KeyError:
+        msg = f"isolates does not know the number of {name} on {platform.machine()}"
+        raise SandboxError(errno.ENOSYS, msg) from None
+    return _check(int(_libc.syscall(ctypes.c_long(nr), *args)), name)
+
+
+def _path(p: str | None) -> bytes | None:
+    return None if p is None else os.fsencode(p)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): move this process into new namespaces (``CLONE_NEWPID``: its children)."""
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    """mount(2); the caller needs CAP_SYS_ADMIN over the mount namespace's user namespace."""
+    res = _libc.mount(_path(source), _path(target), _path(fstype), ctypes.c_ulong(flags),
+                      _path(data))  # fmt: skip
+    _check(res, f"mount {source or fstype} on {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(_path(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make ``new_root`` this mount namespace's root, the old one ``put_old``."""
+    _syscall("pivot_root", _path(new_root), _path(put_old))
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def restrict_mount(path: str, attrs: int, *, recursive: bool) -> None:
+    """mount_setattr(2) (Linux 5.12): add ``MOUNT_ATTR_*`` restrictions, whole subtree too.
+
+    Unlike a ``MS_REMOUNT``, it leaves the flags the kernel locked in a user namespace
+    alone and reaches every submount of a recursive bind.
+    """
+    attr = _MountAttr(attrs, 0, 0, 0)
+    flags = _AT_RECURSIVE if recursive else 0
+    _syscall("mount_setattr", _AT_FDCWD, _path(path), flags, ctypes.byref(attr),
+             ctypes.sizeof(attr))  # fmt: skip
+
+
+def write_id_maps(uid_inside: int, gid_inside: int, uid: int, gid: int) -> None:
+    """Map one id each (ours) into the user namespace we just entered; deny setgroups."""
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid_inside} {uid} 1\n"),
+        ("gid_map", f"{gid_inside} {gid} 1\n"),
+    ):
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+def drop_capabilities() -> None:
+    """capset(2) with empty effective, permitted and inheritable sets (ambient follows)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    data = (_CapData * 2)()
+    _syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+def loopback_up() -> None:
+    """Set IFF_UP on ``lo`` (SIOCGIFFLAGS, then SIOCSIFFLAGS on a throwaway socket)."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = fcntl.ioctl(sock, siocgifflags, struct.pack("16sh22x", b"lo", 0))
+        flags = struct.unpack("16sh22x", req)[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh22x", b"lo", flags | iff_up))
+
+
+def sethostname(name: str) -> None:
+    socket.sethostname(name)
