@@ -124,8 +124,10 @@ class Landlock(RuleSet):
         return self._group("list", path, missing_ok, AccessFs(0), AccessFs.READ_DIR)
 
     def execute(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
-        """Execute files beneath ``path`` (EXECUTE); running a script also needs read."""
-        return self._group("execute", path, missing_ok, AccessFs.EXECUTE, AccessFs(0))
+        """Execute files beneath ``path`` (EXECUTE, and READ_FILE: the kernel opens a
+        program for reading to load it, and Landlock checks both rights)."""
+        exe = AccessFs.EXECUTE | AccessFs.READ_FILE
+        return self._group("execute", path, missing_ok, exe, AccessFs(0))
 
     def deny_fs(self) -> Self:
         """Handle every filesystem right even if no path is granted: nothing may be opened."""

@@ -89,8 +89,10 @@ def kernel_abi() -> int:
 def abi() -> int:
     """The ABI to use: the kernel's, capped by ``$ISOLATES_LANDLOCK_ABI`` when set."""
     cap = os.environ.get(ABI_CAP_ENV, "").strip()
+    if cap and not cap.isdigit():
+        raise SandboxError(errno.EINVAL, f"${ABI_CAP_ENV}={cap!r}: expected an ABI number")
     kernel = kernel_abi()
-    return min(kernel, int(cap)) if cap.isdigit() else kernel
+    return min(kernel, int(cap)) if cap else kernel
 
 
 def errata() -> int:
