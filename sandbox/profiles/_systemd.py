@@ -177,6 +177,8 @@ class _Filter:
                 out += self._allowed(syscall, negative)
         if not self.allow_list:  # re-allowed by name: keep the Policy's guards off them
             out += [Rule(s) for s in sorted(GUARDED & self.named) if s not in self.entries]
+        elif "clone3" not in self.entries:  # as every Policy does; named, so never twice
+            out.append(Rule("clone3", action=Action.ERRNO(_errno.ENOSYS)))
         return out
 
     def _allowed(self, syscall: str, negative: Action) -> list[Rule]:
