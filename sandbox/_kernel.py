@@ -16,6 +16,8 @@ import ctypes
 import errno
 import os
 import platform
+import struct
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ._errors import SandboxError
@@ -142,3 +144,41 @@ def _explain_seccomp(exc: OSError) -> SandboxError:
     }
     err = exc.errno or 0
     return SandboxError(err, f"loading the seccomp filter failed: {reasons.get(err, exc)}")
+
+
+# Seccomp user notification (Linux 5.0+): the supervisor's side of a NOTIFY filter.
+SECCOMP_IOCTL_NOTIF_RECV: Final = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+_NOTIF = struct.Struct("=QII iIQ 6Q")  # id, pid, flags, then seccomp_data
+_NOTIF_RESP = struct.Struct("=QqiI")  # id, val, error, flags
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A syscall a filter handed to its listener: who made it, which, with what."""
+
+    id: int
+    pid: int
+    nr: int
+    arch: int
+    args: tuple[int, ...]
+
+
+def receive_notification(listener: int) -> Notification:
+    """Read one pending notification (the buffer must be zeroed: the kernel checks)."""
+    buf = ctypes.create_string_buffer(_NOTIF.size)
+    _ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buf)
+    nid, pid, _flags, nr, arch, _ip, *args = _NOTIF.unpack(buf.raw)
+    return Notification(nid, pid, nr, arch, tuple(args))
+
+
+def deny_notification(listener: int, notification_id: int, err: int) -> None:
+    """Answer a notification: the syscall fails with ``err`` and never runs."""
+    buf = ctypes.create_string_buffer(_NOTIF_RESP.pack(notification_id, 0, -err, 0))
+    _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, buf)
+
+
+def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> None:
+    if _libc.ioctl(fd, ctypes.c_ulong(request), buf) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"ioctl({request:#x}): {os.strerror(err)}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast, overload
 
 from ._builtins_proc import PythonRuntime
 from ._compiled import CompiledPolicy, Status
@@ -71,7 +72,7 @@ class Policy:
     _entries: tuple[Entry, ...]
     _named: frozenset[str]
     _landlock: Landlock | None
-    _compiled: dict[int | None, CompiledPolicy]
+    _compiled: dict[tuple[int | None, bool], CompiledPolicy]
 
     def __init__(
         self,
@@ -128,26 +129,32 @@ class Policy:
         """The merged rules, one line per (syscall, action, conditions)."""
         return self._entries
 
-    def compile(self, pid: int | None = None) -> CompiledPolicy:
+    def compile(self, pid: int | None = None, *, notify_kills: bool = False) -> CompiledPolicy:
         """Compile to plain data (BPF bytes and a Landlock plan); cached per policy.
 
         ``pid`` is the process that will load it (default: this one); it only matters
-        for rules on ``SELF_PID`` such as ``Signals.allow_kill_self()``.
+        for rules on ``SELF_PID`` such as ``Signals.allow_kill_self()``. With
+        ``notify_kills`` every killing action becomes ``Action.NOTIFY``, so a supervisor
+        holding the listener learns which syscall it was before it kills the process.
         """
-        key = pid if pid is not None and self._uses_pid() else None
+        key = (pid if pid is not None and self._uses_pid() else None, notify_kills)
         cache = self._compiled
         if key not in cache:
-            cache[key] = self._compile(os.getpid() if pid is None else pid)
+            cache[key] = self._compile(os.getpid() if pid is None else pid, notify_kills)
         return cache[key]
 
     def _uses_pid(self) -> bool:
         return any(c.value is SELF_PID for e in self.entries() for c in e.conditions)
 
-    def _compile(self, pid: int) -> CompiledPolicy:
+    def _compile(self, pid: int, notify_kills: bool) -> CompiledPolicy:
         from ._compile import to_bpf
 
+        entries, default = self.entries(), self.default
+        if notify_kills:
+            entries = tuple(_notify_if_kill(e) for e in entries)
+            default = _notify_if_kill(default)
         try:
-            bpf = to_bpf(self.entries(), self.default.seccomp_value, pid)
+            bpf = to_bpf(entries, default.seccomp_value, pid)
         except OSError as exc:
             raise SandboxError(
                 exc.errno or errno.EPERM,
@@ -193,6 +200,16 @@ class Policy:
     def __repr__(self) -> str:
         names = ", ".join(rs.name for rs in self.rulesets)
         return f"Policy({names}, default={self.default!r})"
+
+
+@overload
+def _notify_if_kill(item: Entry) -> Entry: ...
+@overload
+def _notify_if_kill(item: Action) -> Action: ...
+def _notify_if_kill(item: Entry | Action) -> Entry | Action:
+    if isinstance(item, Entry):
+        return dataclasses.replace(item, action=_notify_if_kill(item.action))
+    return Action.NOTIFY if item.kind in ("kill_process", "kill_thread") else item
 
 
 def _name(fn: object) -> str:

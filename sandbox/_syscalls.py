@@ -1,8 +1,8 @@
 """Syscall names and numbers for the native architecture.
 
-libseccomp's table is the source (it knows every architecture), supplemented with the
-x86_64 syscalls newer than the libseccomp release most distributions ship. libseccomp is
-imported lazily: a process that only loads compiled filters never needs it.
+x86_64 and aarch64 come from the table shipped in _syscall_table.py (generated from
+libseccomp plus newer kernels), so naming syscalls never loads libseccomp. Any other
+architecture asks libseccomp, lazily.
 """
 
 from __future__ import annotations
@@ -13,30 +13,19 @@ import platform
 from typing import Final
 
 from ._errors import PolicyError
+from ._syscall_table import TABLES
 
-# x86_64 syscalls added after libseccomp 2.5.4 (arch/x86/entry/syscalls/syscall_64.tbl).
-_X86_64_NEWER: Final = {
-    "uretprobe": 335,
-    "statmount": 457,
-    "listmount": 458,
-    "lsm_get_self_attr": 459,
-    "lsm_set_self_attr": 460,
-    "lsm_list_modules": 461,
-    "mseal": 462,
-    "setxattrat": 463,
-    "getxattrat": 464,
-    "listxattrat": 465,
-    "removexattrat": 466,
-    "open_tree_attr": 467,
-    "file_getattr": 468,
-    "file_setattr": 469,
-}
 _HIGHEST: Final = 1024
 
 
 @functools.cache
 def table() -> dict[str, int]:
     """Every syscall name of the native architecture, with its number."""
+    shipped = TABLES.get(platform.machine())
+    return dict(shipped) if shipped is not None else _from_libseccomp()
+
+
+def _from_libseccomp() -> dict[str, int]:
     import pyseccomp
 
     names: dict[str, int] = {}
@@ -45,9 +34,6 @@ def table() -> dict[str, int]:
             names[pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, nr).decode()] = nr
         except ValueError:
             continue
-    if platform.machine() == "x86_64":
-        for name, nr in _X86_64_NEWER.items():
-            names.setdefault(name, nr)
     return names
 
 
