@@ -280,7 +280,7 @@ def error(promises: Promises) -> list[Rule]:
 
 
 def nothing(promises: Promises) -> list[Rule]:
-    """Promises with no syscalls of their own on Linux (see NOTES)."""
+    """Promises with no syscalls of their own on Linux (see _tables.NOTES for why)."""
     return []
 
 
