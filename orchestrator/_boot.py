@@ -1,0 +1,108 @@
+"""The isolate's side: read the boot message, become the worker, run once, report.
+
+Order: boot message -> environment and sys.path -> unpickle the callable (this imports
+what it needs) -> namespaces -> Landlock -> seccomp -> READY -> wait for GO -> run ->
+result. Everything imported after the policy is loaded would need the policy to allow
+reading Python files, so this module imports what it uses up front.
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import os
+import pickle
+import signal
+import sys
+from typing import Any, NoReturn
+
+import msgspec
+
+from isolates.channels import Channel, ChannelClosed
+from isolates.sandbox import CompiledPolicy, Status
+from isolates.sandbox._kernel import set_parent_death_signal
+from isolates.sandbox._landlock import LandlockPlan
+
+from ._context import WorkerContext, call, preload_async
+from ._encode import describe, encode_value, restore_filenames
+from ._messages import Boot, Control, Go, Ready, Result
+from ._namespaces import Namespaces, NamespaceStatus, enter
+
+
+def main(control_fd: int, parent: int) -> NoReturn:
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
+        os._exit(1)
+    control = Channel.from_fd(control_fd, Control, max_fds=1, name="control")
+    try:
+        boot, fds = control.recv_with_fds()
+    except ChannelClosed:  # a pooled isolate that was never used
+        os._exit(0)
+    if not isinstance(boot, Boot):
+        os._exit(2)
+    _run(boot, fds, control)
+
+
+def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
+    try:
+        fn, args, kwargs = _prepare(boot)
+        ctx = WorkerContext.open(boot, fds, control)
+        namespaces = _enter_namespaces(boot)
+        status, listener = _confine(boot)
+    except BaseException as exc:
+        _finish(control, describe(exc, "boot"), code=1)
+    ctx.status, ctx.namespaces = status, namespaces
+    ready = Ready(msgspec.to_builtins(status), msgspec.to_builtins(namespaces))
+    control.send(ready, fds=[listener] if listener is not None else ())
+    if listener is not None:
+        os.close(listener)
+    if not isinstance(control.recv(), Go):
+        os._exit(0)  # Stop, or anything else: the supervisor does not want us to run
+    try:
+        value = call(fn, args, kwargs, ctx if boot.context else None)
+        reply: Result | Any = Result(encode_value(value))
+    except BaseException as exc:
+        reply = describe(exc, "run")
+    _finish(control, reply, code=0)
+
+
+def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    os.environ.clear()
+    os.environ.update(boot.env)
+    os.chdir(boot.cwd)
+    sys.path[:] = boot.sys_path
+    fn = inspect.unwrap(pickle.loads(boot.function))
+    args, kwargs = pickle.loads(boot.arguments)
+    if inspect.iscoroutinefunction(fn):
+        preload_async()
+    for filename, lines in boot.sources.items():  # tracebacks without reading files
+        # An mtime of None keeps linecache.checkcache from dropping the entry when the
+        # policy denies stat().
+        linecache.cache[filename] = (len(lines), None, lines, filename)
+        restore_filenames(fn, filename)
+    return fn, args, kwargs
+
+
+def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:
+    if boot.namespaces is None:
+        return None
+    return enter(msgspec.convert(boot.namespaces, Namespaces))
+
+
+def _confine(boot: Boot) -> tuple[Status, int | None]:
+    plan = msgspec.convert(boot.landlock, LandlockPlan) if boot.landlock is not None else None
+    compiled = CompiledPolicy(bpf=boot.bpf, landlock=plan)
+    return compiled.apply_with_listener(all_threads=True, listener=boot.notify)
+
+
+def _finish(control: Channel[Any], reply: Any, code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the policy may deny writing: the result still goes out
+            pass
+    try:
+        control.send(reply)
+    except Exception:
+        code = 3
+    os._exit(code)

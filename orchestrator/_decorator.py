@@ -1,0 +1,115 @@
+"""``@isolate``: call a function in a fresh, sandboxed, single-use interpreter."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import anyio
+
+from isolates.sandbox import Landlock, Policy, PolicyError
+
+from ._call import Call, Options
+from ._namespaces import Namespaces
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class IsolatedFunction(Generic[P, R]):
+    """A function that runs in a fresh isolate each time it is called.
+
+    ``f(...)`` blocks and returns its value (or raises its exception, or WorkerFailed /
+    IsolateViolation); ``await f.aio(...)`` does the same under anyio (asyncio or trio;
+    cancelling kills the isolate); ``f.local(...)`` runs it here, unconfined, for tests.
+    """
+
+    def __init__(self, fn: Callable[P, R], options: Options) -> None:
+        self.__wrapped__ = fn
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = Call(self, args, kwargs, self.options).run()
+        return result
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = Call(self, args, kwargs, self.options)
+        try:
+            result: R = await anyio.to_thread.run_sync(call.run, abandon_on_cancel=True)
+        except BaseException:
+            call.cancel()
+            raise
+        return result
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # By reference when the module defines us under our name: the isolate imports
+        # that module and finds us there. Otherwise as the wrapped function, by value.
+        fn = self.__wrapped__
+        module = sys.modules.get(fn.__module__)
+        if fn.__module__ != "__main__" and _lookup(module, fn.__qualname__) is self:
+            return fn.__qualname__
+        return (_unwrap, (fn,))
+
+    def __repr__(self) -> str:
+        return f"<isolated function {self.__wrapped__.__qualname__}>"
+
+
+def _unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
+
+
+def _lookup(module: object, qualname: str) -> object:
+    for part in qualname.split("."):
+        module = getattr(module, part, None)
+    return module
+
+
+@overload
+def isolate(policy: Callable[P, R], /) -> IsolatedFunction[P, R]: ...
+@overload
+def isolate(
+    policy: Policy | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    landlock: Landlock | None = None,
+    namespaces: Namespaces | None = None,
+    name: str | None = None,
+) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
+def isolate(
+    policy: Policy | Callable[..., Any] | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    landlock: Landlock | None = None,
+    namespaces: Namespaces | None = None,
+    name: str | None = None,
+) -> Any:
+    """Run the decorated function in a fresh isolate confined by ``policy``.
+
+    ``@isolate`` alone means ``Policy()``: compute only. ``timeout`` (seconds) kills the
+    isolate and raises WorkerFailed; ``env`` is its whole environment; ``landlock`` adds
+    Landlock rights (and the syscalls they need) to the policy; ``namespaces`` puts it in
+    new namespaces. Arguments go in by pickle; the return value comes back as msgspec
+    data, typed by the function's return annotation.
+    """
+    if callable(policy) and not isinstance(policy, Policy):
+        return isolate()(policy)
+    if policy is not None and not isinstance(policy, Policy):
+        raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
+    base = policy or Policy()
+    full = base.extend(landlock) if landlock is not None else base
+
+    def decorate(fn: Callable[P, R]) -> IsolatedFunction[P, R]:
+        options = Options(full, timeout, dict(env or {}), namespaces, name or fn.__qualname__)
+        return IsolatedFunction(fn, options)
+
+    return decorate

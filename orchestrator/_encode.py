@@ -1,0 +1,151 @@
+"""Crossing the process boundary: callables and arguments go in as pickle (parent to
+isolate only); values and exceptions come back as msgspec data, never as pickle."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import linecache
+import os
+import pickle
+import traceback
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._errors import RemoteTraceback, WorkerFailed
+from ._messages import Failure
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def dump(obj: object) -> bytes:
+    """Pickle by reference where the object is importable, else by value (cloudpickle).
+
+    Functions in ``__main__``, closures and lambdas cannot be found by name in a fresh
+    interpreter, so they travel by value.
+    """
+    if getattr(obj, "__module__", None) != "__main__":
+        try:
+            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def sources(fn: object) -> dict[str, list[str]]:
+    """The source lines of the file ``fn`` lives in, so the isolate's tracebacks show them
+    (once confined it may not read files, and by-value code has no file at all)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)  # type: ignore[arg-type]
+    if code is None:
+        return {}
+    lines = linecache.getlines(code.co_filename)
+    return {code.co_filename: lines} if lines else {}
+
+
+def restore_filenames(fn: Any, filename: str) -> None:
+    """Give by-value code (cloudpickle names it ``<dynamic-code>``) its real file name."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and code.co_filename == "<dynamic-code>":
+        fn.__code__ = _renamed(code, filename)
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def encode_value(value: object) -> bytes:
+    """A return value as msgpack: builtins, Structs, dataclasses, enums, datetimes..."""
+    return _encoder.encode(value)
+
+
+def decode_value(data: bytes, fn: Callable[..., Any], name: str) -> Any:
+    """Decode a return value, typed by ``fn``'s return annotation when it has one."""
+    rtype = return_type(fn)
+    try:
+        return msgspec.msgpack.decode(data, type=rtype)
+    except msgspec.ValidationError as exc:
+        raise WorkerFailed(name, f"returned a value that is not a {rtype!r}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise WorkerFailed(name, f"returned undecodable data: {exc}") from None
+
+
+def return_type(fn: Callable[..., Any]) -> Any:
+    try:
+        hint = typing.get_type_hints(fn).get("return", Any)
+    except Exception:  # unresolvable annotations: fall back to plain data
+        return Any
+    if hint is type(None):
+        return None
+    try:
+        msgspec.msgpack.Decoder(hint)
+    except TypeError:  # a type msgspec cannot decode into
+        return Any
+    return hint
+
+
+def describe(exc: BaseException, stage: str) -> Failure:
+    cls = type(exc)
+    is_builtin = cls.__module__ == "builtins"
+    try:
+        args = msgspec.msgpack.decode(_encoder.encode(list(exc.args)))
+    except (TypeError, msgspec.MsgspecError):
+        args = [str(exc)]
+    return Failure(
+        kind=cls.__qualname__ if is_builtin else f"{cls.__module__}.{cls.__qualname__}",
+        builtin=is_builtin,
+        args=args,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(cls, exc, _user_frames(exc.__traceback__))),
+        stage=stage,
+    )
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop the orchestrator's own frames from the top of a worker's traceback."""
+    here = os.path.dirname(__file__)
+    while tb is not None and tb.tb_next is not None:
+        if os.path.dirname(tb.tb_frame.f_code.co_filename) != here:
+            break
+        tb = tb.tb_next
+    return tb
+
+
+def rebuild(failure: Failure, name: str) -> BaseException:
+    """The exception to raise in the parent: the same builtin class, else WorkerFailed.
+
+    Only classes from the builtins module are instantiated, with plain-data arguments,
+    so a compromised isolate cannot make the parent run code.
+    """
+    cause = RemoteTraceback(failure.traceback)
+    exc = _same_builtin(failure) or WorkerFailed(
+        name,
+        f"failed {'while booting' if failure.stage == 'boot' else 'with'} "
+        f"{failure.kind}: {failure.message}",
+        remote_type=failure.kind,
+        remote_traceback=failure.traceback,
+    )
+    exc.__cause__ = cause
+    return exc
+
+
+def _same_builtin(failure: Failure) -> Exception | None:
+    # Exception subclasses only: a peer must not make us raise SystemExit or
+    # KeyboardInterrupt, and never anything outside the builtins module.
+    cls = getattr(builtins, failure.kind, None) if failure.builtin else None
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    for args in (failure.args, [failure.message]):
+        try:
+            return cls(*args)
+        except Exception:
+            continue
+    return None

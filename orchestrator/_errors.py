@@ -1,0 +1,62 @@
+"""How an isolate or worker can fail, as seen by the process that started it."""
+
+from __future__ import annotations
+
+import signal
+
+
+class WorkerFailed(Exception):
+    """A worker or isolate did not return a value.
+
+    ``name`` is the worker; ``exitcode`` / ``signal`` how its process ended (None when it
+    is unknown or the process still ran); ``remote_type`` and ``remote_traceback`` the
+    exception it raised, as text (exceptions cross the boundary as data, never as pickle).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        reason: str,
+        *,
+        exitcode: int | None = None,
+        signal: int | None = None,
+        remote_type: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(f"worker {name!r} {reason}")
+        self.name = name
+        self.reason = reason
+        self.exitcode = exitcode
+        self.signal = signal
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class IsolateViolation(WorkerFailed):
+    """A worker made a syscall its policy kills for; it was stopped before the call ran.
+
+    ``syscall`` is the name, ``nr`` the number and ``syscall_args`` the six raw arguments
+    the kernel reported (for pointer arguments these are addresses in the worker).
+    """
+
+    def __init__(self, name: str, syscall: str, nr: int, syscall_args: tuple[int, ...]) -> None:
+        shown = ", ".join(hex(a) if a > 0xFFFF else str(a) for a in syscall_args)
+        super().__init__(
+            name,
+            f"was killed by its policy for calling {syscall}({shown})",
+            signal=int(signal.SIGKILL),
+        )
+        self.syscall = syscall
+        self.nr = nr
+        self.syscall_args = syscall_args
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's traceback text; set as ``__cause__`` of re-raised exceptions."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\n--- traceback in the isolate ---\n{self.text}"

@@ -1,0 +1,88 @@
+"""The control protocol between a supervisor and an isolate, as msgspec Structs.
+
+Parent -> isolate: Boot, Go, Stop, PeerRestarted. Isolate -> parent: Ready, Result,
+Failure, Log. Everything an isolate sends is plain data: the parent decodes it with
+msgspec and never unpickles anything that came from an isolate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from isolates.sandbox import Status
+
+from ._namespaces import NamespaceStatus
+
+
+class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
+    """Everything an isolate needs to become a worker (pickle is parent -> child only)."""
+
+    name: str
+    function: bytes  # pickled by reference, or by value with cloudpickle
+    arguments: bytes  # pickled (args, kwargs)
+    sys_path: list[str]
+    sources: dict[str, list[str]]  # source lines for tracebacks (files are out of reach)
+    env: dict[str, str]
+    cwd: str
+    bpf: bytes
+    landlock: Any  # the LandlockPlan as plain data (msgspec builtins), or None
+    namespaces: Any  # the Namespaces option as plain data, or None
+    channels: list[str]  # channel names, in the order of the descriptors sent with Boot
+    channel_types: bytes  # pickled {channel name: message type}
+    notify: bool  # load with a listener and hand it to the parent
+    context: bool  # call fn(ctx, ...) with a WorkerContext
+
+
+class Go(msgspec.Struct, tag="go", forbid_unknown_fields=True):
+    pass
+
+
+class Stop(msgspec.Struct, tag="stop", forbid_unknown_fields=True):
+    pass
+
+
+class PeerRestarted(msgspec.Struct, tag="peer", forbid_unknown_fields=True):
+    channel: str  # the channel whose other end was replaced (a new fd comes with it)
+
+
+class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
+    """The isolate is confined. Its statuses travel as plain data (the dataclasses
+    ``Status`` and ``NamespaceStatus``); read them with ``status()`` / ``namespaces()``."""
+
+    status_data: Any
+    namespaces_data: Any
+
+    def status(self) -> Status:
+        return msgspec.convert(self.status_data, Status)
+
+    def namespaces(self) -> NamespaceStatus | None:
+        if self.namespaces_data is None:
+            return None
+        return msgspec.convert(self.namespaces_data, NamespaceStatus)
+
+
+class Result(msgspec.Struct, tag="result", forbid_unknown_fields=True):
+    value: bytes  # msgpack of the return value
+
+
+class Failure(msgspec.Struct, tag="failure", forbid_unknown_fields=True):
+    kind: str  # qualified name, e.g. "ValueError" or "mylib.errors.ParseError"
+    builtin: bool  # the type lives in the builtins module
+    args: list[Any]  # exc.args when they are plain data, else [str(exc)]
+    message: str
+    traceback: str
+    stage: str  # "boot" (before READY) or "run"
+
+
+class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
+    level: int
+    logger: str
+    message: str
+    created: float
+
+
+ToIsolate = Boot | Go | Stop | PeerRestarted
+FromIsolate = Ready | Result | Failure | Log
+Control = Boot | Go | Stop | PeerRestarted | Ready | Result | Failure | Log

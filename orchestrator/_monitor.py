@@ -1,0 +1,72 @@
+"""The supervisor's side of seccomp user notification: one thread watching listeners.
+
+An isolate whose policy would kill on a syscall is loaded with that action turned into
+NOTIFY, and hands its listener descriptor to its parent. When the isolate makes such a
+call, the kernel parks it and tells this thread which syscall, with which arguments; the
+thread records the violation and kills the isolate, so the call never runs. (If the
+parent dies first, the kernel answers ENOSYS to parked calls: they still never run, and
+PR_SET_PDEATHSIG ends the isolate.)
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from isolates.sandbox._kernel import Notification, receive_notification
+
+OnViolation = Callable[[Notification], None]
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handlers: dict[int, OnViolation] = {}
+        self._poll = select.poll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._poll.register(self._wake_r, select.POLLIN)
+        self._thread: threading.Thread | None = None
+
+    def watch(self, listener: int, on_violation: OnViolation) -> None:
+        """Take ownership of ``listener``; call ``on_violation`` for each notification."""
+        with self._lock:
+            self._handlers[listener] = on_violation
+            self._poll.register(listener, select.POLLIN)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="isolates-monitor", daemon=True
+                )
+                self._thread.start()
+        os.write(self._wake_w, b"\0")
+
+    def _loop(self) -> None:
+        while True:
+            for fd, events in self._poll.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                elif events & select.POLLIN:
+                    self._notified(fd)
+                elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    self._forget(fd)  # every process using the filter is gone
+
+    def _notified(self, fd: int) -> None:
+        try:
+            notification = receive_notification(fd)
+        except OSError:  # ENOENT: the caller died (or was killed) before we read it
+            return
+        with self._lock:
+            handler = self._handlers.get(fd)
+        if handler is not None:
+            handler(notification)
+
+    def _forget(self, fd: int) -> None:
+        with self._lock:
+            self._handlers.pop(fd, None)
+            self._poll.unregister(fd)
+        os.close(fd)
+
+
+MONITOR: Final = Monitor()

@@ -1,0 +1,104 @@
+"""A warm pool of booted but not yet sandboxed interpreters.
+
+Starting Python costs tens of milliseconds; a pooled isolate has already started and
+imported the boot machinery, and waits for its boot message. Each one still serves one
+call and dies: the pool only moves the start-up off the caller's path. It refills on the
+spawner thread, and is shut down at exit (the isolates see their control channel close,
+and PR_SET_PDEATHSIG covers a parent that dies without running atexit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections import deque
+
+from ._process import IsolateProcess, stop_all
+from ._spawn import SPAWNER
+
+
+class Pool:
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._idle: deque[IsolateProcess] = deque()
+        self._lock = threading.Lock()
+        self._refilling = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def resize(self, size: int) -> None:
+        """Keep ``size`` idle isolates ready (0 disables the pool)."""
+        if size < 0:
+            raise ValueError(f"pool size must be >= 0, not {size}")
+        self._size = size
+        self._trim()
+        self._schedule_refill()
+
+    def take(self) -> IsolateProcess:
+        """An idle isolate if one is alive, else a freshly spawned one."""
+        while True:
+            with self._lock:
+                proc = self._idle.popleft() if self._idle else None
+            if proc is None:
+                break
+            if proc.proc.poll() is None:
+                self._schedule_refill()
+                return proc
+            proc.reap(0)
+        self._schedule_refill()
+        return IsolateProcess.spawn()
+
+    def warm(self) -> None:
+        """Fill the pool now (blocking), e.g. before the first latency-sensitive call."""
+        SPAWNER.run(self._refill)
+
+    def _schedule_refill(self) -> None:
+        with self._lock:
+            if self._refilling or len(self._idle) >= self._size:
+                return
+            self._refilling = True
+        SPAWNER.submit(self._refill)
+
+    def _refill(self) -> None:
+        try:
+            while len(self._idle) < self._size:
+                proc = IsolateProcess.spawn()
+                with self._lock:
+                    self._idle.append(proc)
+        finally:
+            with self._lock:
+                self._refilling = False
+
+    def _trim(self) -> None:
+        with self._lock:
+            extra = [self._idle.pop() for _ in range(max(0, len(self._idle) - self._size))]
+        for proc in extra:
+            proc.control.close()  # the isolate sees EOF and exits
+            proc.reap(1.0)
+
+    def shutdown(self) -> None:
+        self._size = 0
+        self._trim()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child the idle isolates belong to our parent: drop our copies."""
+        for proc in self._idle:
+            proc.control.close()
+        self._idle.clear()
+        self._refilling = False
+        self._lock = threading.Lock()
+
+
+POOL = Pool()
+
+
+def _at_exit() -> None:
+    POOL.shutdown()
+    stop_all()
+
+
+atexit.register(_at_exit)
+os.register_at_fork(after_in_child=POOL._forget_after_fork)

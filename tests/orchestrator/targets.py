@@ -1,0 +1,136 @@
+"""Functions the isolate tests run. Importable by reference (kept light: isolates only)."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+import msgspec
+
+from isolates.orchestrator import isolate
+from isolates.sandbox import Action, Policy, Signals, SystemIO
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+@dataclass
+class Box:
+    label: str
+    size: float
+
+
+class ParseError(Exception):
+    pass
+
+
+@isolate
+def echo(value: object) -> object:
+    return value
+
+
+@isolate
+def make_point(x: int, y: int) -> Point:
+    return Point(x, y)
+
+
+@isolate
+def make_box(label: str) -> Box:
+    return Box(label, 1.5)
+
+
+@isolate
+def make_box_untyped(label: str):  # type: ignore[no-untyped-def]
+    return Box(label, 2.5)
+
+
+@isolate
+def pair() -> tuple[int, str]:
+    return (1, "a")
+
+
+@isolate
+def when() -> datetime.datetime:
+    return datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+
+
+@isolate
+def fail_value() -> None:
+    raise ValueError("bad input", 42)
+
+
+@isolate
+def fail_custom() -> None:
+    raise ParseError("line 3: unexpected '}'")
+
+
+@isolate
+def uname_denied() -> str:
+    return os.uname().sysname
+
+
+@isolate(Policy(default=Action.KILL_PROCESS))
+def uname_killed() -> str:
+    return os.uname().sysname
+
+
+@isolate
+def crash() -> None:
+    ctypes.string_at(0)  # SIGSEGV
+
+
+@isolate(Policy(Signals.nothing().allow_kill_self()))
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@isolate(timeout=0.5)
+def spin() -> None:
+    while True:
+        pass
+
+
+@isolate
+def spin_untimed() -> None:
+    while True:
+        pass
+
+
+@isolate
+def my_pid() -> int:
+    return os.getpid()
+
+
+@isolate(env={"GREETING": "hello"})
+def environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+@isolate(Policy(SystemIO.nothing().allow_write()))
+def compromised(payload: bytes) -> str:
+    """Behaves like an isolate an attacker took over: sprays a pickle at every fd."""
+    for fd in range(3, 256):
+        try:
+            os.write(fd, len(payload).to_bytes(4, "big") + payload)
+        except OSError:
+            continue
+        try:
+            socket.socket(fileno=fd).detach()
+        except OSError:
+            pass
+    return "sprayed"
+
+
+async def _sleep_then(value: int) -> int:
+    return value
+
+
+@isolate
+async def async_double(value: int) -> int:
+    return await _sleep_then(value * 2)

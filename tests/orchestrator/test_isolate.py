@@ -1,0 +1,245 @@
+"""@isolate: values, exceptions, failures and the parent's safety, with real isolates."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from isolates.orchestrator import (
+    POOL,
+    IsolateViolation,
+    RemoteTraceback,
+    WorkerFailed,
+    isolate,
+)
+from isolates.sandbox import Policy
+from tests.orchestrator import targets
+from tests.orchestrator.procs import children, zombies
+
+
+@pytest.fixture(autouse=True)
+def _no_zombies_after() -> object:
+    yield
+    assert zombies() == [], "an isolate was left unreaped"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -7, 2**63 - 1, 3.25, "text", b"\x00bytes", None, True, [1, [2, "x"]], {"a": {"b": 1}}],
+)
+def test_plain_values_round_trip(value: object) -> None:
+    assert targets.echo(value) == value
+
+
+def test_structs_and_dataclasses_come_back_typed_by_the_annotation() -> None:
+    assert targets.make_point(1, 2) == targets.Point(1, 2)
+    assert targets.make_box("a") == targets.Box("a", 1.5)
+    assert targets.pair() == (1, "a")
+    assert targets.when() == datetime.datetime(2026, 11, 29, 12, tzinfo=datetime.UTC)
+
+
+def test_without_an_annotation_values_come_back_as_plain_data() -> None:
+    assert targets.make_box_untyped("b") == {"label": "b", "size": 2.5}
+
+
+def test_builtin_exceptions_are_reraised_with_the_remote_traceback() -> None:
+    with pytest.raises(ValueError) as err:
+        targets.fail_value()
+    assert err.value.args == ("bad input", 42)
+    cause = err.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert 'raise ValueError("bad input", 42)' in cause.text
+    assert "in fail_value" in cause.text
+
+
+def test_a_denied_syscall_surfaces_as_the_oserror_with_its_errno() -> None:
+    with pytest.raises(PermissionError) as err:
+        targets.uname_denied()
+    assert err.value.errno == errno.EPERM
+
+
+def test_custom_exceptions_become_worker_failed_with_their_traceback() -> None:
+    with pytest.raises(WorkerFailed) as err:
+        targets.fail_custom()
+    assert err.value.name == "fail_custom"
+    assert err.value.remote_type == "tests.orchestrator.targets.ParseError"
+    assert "line 3: unexpected '}'" in str(err.value)
+    assert "raise ParseError" in (err.value.remote_traceback or "")
+
+
+def test_lambdas_and_closures_travel_by_value() -> None:
+    factor = 3
+    assert isolate(lambda x: x * 2)(21) == 42
+    assert isolate()(lambda x: x * factor)(5) == 15
+
+    def local(x: int) -> int:
+        return x + factor
+
+    assert isolate(local)(1) == 4
+
+
+def test_main_module_functions_travel_by_value(tmp_path: Path) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(
+        textwrap.dedent("""
+        from isolates.orchestrator import isolate
+
+        @isolate
+        def square(x: int) -> int:
+            return x * x
+
+        def helper(x):
+            return x + 1
+
+        print(square(7), isolate(helper)(1))
+    """)
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["49", "2"]
+
+
+def test_a_violation_names_the_worker_and_the_syscall() -> None:
+    with pytest.raises(IsolateViolation) as err:
+        targets.uname_killed()
+    assert err.value.syscall == "uname"
+    assert err.value.name == "uname_killed"
+    assert len(err.value.syscall_args) == 6
+    assert "uname(" in str(err.value)
+
+
+def test_a_crash_is_reported_with_its_signal() -> None:
+    with pytest.raises(WorkerFailed) as err:
+        targets.crash()
+    assert err.value.signal == signal.SIGSEGV
+    assert "SIGSEGV" in str(err.value)
+
+
+def test_a_killed_isolate_is_reported_with_its_signal() -> None:
+    with pytest.raises(WorkerFailed) as err:
+        targets.kill_self()
+    assert err.value.signal == signal.SIGKILL
+    assert not isinstance(err.value, IsolateViolation)
+
+
+def test_a_timeout_kills_the_isolate_and_says_so() -> None:
+    start = time.monotonic()
+    with pytest.raises(WorkerFailed, match="timed out"):
+        targets.spin()
+    assert time.monotonic() - start < 10
+
+
+def test_every_call_gets_a_fresh_process() -> None:
+    first, second = targets.my_pid(), targets.my_pid()
+    assert first != second
+    assert first not in children() and second not in children()
+
+
+def test_the_environment_is_only_what_the_caller_declares() -> None:
+    os.environ["ISOLATES_TEST_SECRET"] = "leak"
+    try:
+        assert targets.environment() == {"GREETING": "hello"}
+    finally:
+        del os.environ["ISOLATES_TEST_SECRET"]
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_compromised_isolate_cannot_make_the_parent_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Evil(marker))
+    try:
+        targets.compromised(payload)
+    except WorkerFailed:
+        pass  # the parent may well refuse what came back: what matters is below
+    time.sleep(0.2)
+    assert not marker.exists(), "the parent unpickled data sent by an isolate"
+
+
+def test_ctrl_c_in_the_parent_stops_its_isolates(tmp_path: Path) -> None:
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        from tests.orchestrator import targets
+        print("calling", flush=True)
+        try:
+            targets.spin_untimed()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            raise
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "calling"
+    time.sleep(1.0)  # let the isolate start spinning
+    isolates_of_script = children(proc.pid)
+    assert isolates_of_script, "the script should have an isolate running"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    assert proc.stdout.read().strip() == "interrupted"
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in isolates_of_script):
+        assert time.monotonic() < deadline, "an isolate outlived its parent"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_aio_returns_the_value_on_both_backends(backend: str) -> None:
+    async def main() -> tuple[int, object]:
+        return await targets.async_double.aio(21), await targets.echo.aio("x")
+
+    assert anyio.run(main, backend=backend) == (42, "x")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_cancelling_aio_kills_the_isolate(backend: str) -> None:
+    async def main() -> None:
+        with anyio.move_on_after(1.0):
+            await targets.spin_untimed.aio()
+
+    before = set(children())
+    start = time.monotonic()
+    anyio.run(main, backend=backend)
+    assert time.monotonic() - start < 10
+    time.sleep(0.3)
+    leftover = {p for p, s in children().items() if p not in before and s not in "Z"}
+    assert leftover <= set(p.pid for p in POOL._idle), "a cancelled isolate kept running"
+
+
+def test_local_runs_in_process_for_tests() -> None:
+    assert targets.make_point.local(3, 4) == targets.Point(3, 4)
+    assert targets.my_pid.local() == os.getpid()
+
+
+def test_isolate_refuses_something_that_is_not_a_policy() -> None:
+    with pytest.raises(ValueError, match="takes a Policy"):
+        isolate("stdio")  # type: ignore[call-overload]
+
+
+def test_policy_is_enforced_in_the_isolate() -> None:
+    @isolate(Policy("uname"))
+    def allowed() -> str:
+        return os.uname().sysname
+
+    assert allowed() == "Linux"
