@@ -1,14 +1,20 @@
 """isolates.orchestrator: isolates, the @isolate decorator, and supervised worker graphs."""
 
+from ._context import WorkerContext as WorkerContext
 from ._decorator import IsolatedFunction as IsolatedFunction
 from ._decorator import isolate as isolate
 from ._errors import IsolateViolation as IsolateViolation
 from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import WorkerFailed as WorkerFailed
+from ._graph import Restart as Restart
+from ._graph import Worker as Worker
+from ._lifecycle import State as State
+from ._namespaces import Mount as Mount
 from ._namespaces import Namespaces as Namespaces
 from ._pool import POOL as POOL
+from ._supervisor import Supervisor as Supervisor
 
 __all__ = [
-    "POOL", "IsolateViolation", "IsolatedFunction", "Namespaces", "RemoteTraceback",
-    "WorkerFailed", "isolate",
+    "POOL", "IsolateViolation", "IsolatedFunction", "Mount", "Namespaces", "RemoteTraceback",
+    "Restart", "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
 ]  # fmt: skip

@@ -25,7 +25,7 @@ from isolates.sandbox._landlock import LandlockPlan
 
 from ._context import WorkerContext, call, preload_async
 from ._encode import describe, encode_value, restore_filenames
-from ._messages import Boot, Control, Go, Ready, Result
+from ._messages import MAX_BOOT_FDS, Boot, Control, Go, Ready, Result
 from ._namespaces import Namespaces, NamespaceStatus, enter
 
 
@@ -33,7 +33,7 @@ def main(control_fd: int, parent: int) -> NoReturn:
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
         os._exit(1)
-    control = Channel.from_fd(control_fd, Control, max_fds=1, name="control")
+    control = Channel.from_fd(control_fd, Control, max_fds=MAX_BOOT_FDS, name="control")
     try:
         boot, fds = control.recv_with_fds()
     except ChannelClosed:  # a pooled isolate that was never used
@@ -45,8 +45,10 @@ def main(control_fd: int, parent: int) -> NoReturn:
 
 def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     try:
-        fn, args, kwargs = _prepare(boot)
-        ctx = WorkerContext.open(boot, fds, control)
+        fn, args, kwargs, types = _prepare(boot)
+        ctx = WorkerContext.open(
+            boot.name, dict(zip(boot.channels, fds, strict=True)), types, control
+        )
         namespaces = _enter_namespaces(boot)
         status, listener = _confine(boot)
     except BaseException as exc:
@@ -58,6 +60,8 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
         os.close(listener)
     if not isinstance(control.recv(), Go):
         os._exit(0)  # Stop, or anything else: the supervisor does not want us to run
+    if boot.context:  # a supervised worker: SIGTERM unwinds it (finally blocks run)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         value = call(fn, args, kwargs, ctx if boot.context else None)
         reply: Result | Any = Result(encode_value(value))
@@ -66,13 +70,18 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     _finish(control, reply, code=0)
 
 
-def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     os.environ.clear()
     os.environ.update(boot.env)
     os.chdir(boot.cwd)
     sys.path[:] = boot.sys_path
-    fn = inspect.unwrap(pickle.loads(boot.function))
-    args, kwargs = pickle.loads(boot.arguments)
+    # Pickle here is safe: it comes from our parent, never from a peer.
+    target, (args, kwargs), types = pickle.loads(boot.payload)
+    fn = inspect.unwrap(target)
     if inspect.iscoroutinefunction(fn):
         preload_async()
     for filename, lines in boot.sources.items():  # tracebacks without reading files
@@ -80,7 +89,7 @@ def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         # policy denies stat().
         linecache.cache[filename] = (len(lines), None, lines, filename)
         restore_filenames(fn, filename)
-    return fn, args, kwargs
+    return fn, args, kwargs, types
 
 
 def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from isolates.sandbox import Policy
+from isolates.sandbox import CompiledPolicy, Policy
 
 from ._encode import decode_value, dump, rebuild, sources
 from ._messages import Boot, Failure
@@ -69,23 +69,42 @@ class Call:
 
     def _boot(self, pid: int) -> Boot:
         opts = self.options
-        ns = opts.namespaces
-        is_async = inspect.iscoroutinefunction(self.fn)
-        policy = worker_policy(opts.policy, channels=False, is_async=is_async)
-        compiled = policy.compile(pid=ns.pid_inside(pid) if ns else pid, notify_kills=True)
-        return Boot(
-            name=opts.name,
-            function=dump(self.target),
-            arguments=dump((self.args, self.kwargs)),
-            sys_path=[p for p in sys.path if p],
-            sources=sources(self.fn),
-            env=dict(opts.env),
-            cwd=os.getcwd(),
-            bpf=compiled.bpf,
-            landlock=msgspec.to_builtins(compiled.landlock),
-            namespaces=msgspec.to_builtins(ns) if ns is not None else None,
-            channels=[],
-            channel_types=dump({}),
-            notify=True,
-            context=False,
+        policy = worker_policy(
+            opts.policy, channels=False, is_async=inspect.iscoroutinefunction(self.fn)
         )
+        compiled = compile_for(policy, pid, opts.namespaces)
+        return build_boot(
+            opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces, opts.env
+        )
+
+
+def compile_for(policy: Policy, pid: int, ns: Namespaces | None) -> CompiledPolicy:
+    """Compile an isolate's policy: for the pid it will have, with kills reported."""
+    return policy.compile(pid=ns.pid_inside(pid) if ns else pid, notify_kills=True)
+
+
+def build_boot(
+    name: str,
+    target: Callable[..., Any],
+    arguments: tuple[tuple[Any, ...], dict[str, Any]],
+    compiled: CompiledPolicy,
+    ns: Namespaces | None,
+    env: dict[str, str],
+    channels: dict[str, Any] | None = None,
+    context: bool = False,
+) -> Boot:
+    """The boot message for one isolate (``channels``: name -> message type)."""
+    return Boot(
+        name=name,
+        payload=dump((target, arguments, channels or {})),
+        sys_path=[p for p in sys.path if p],
+        sources=sources(target),
+        env=dict(env),
+        cwd=os.getcwd(),
+        bpf=compiled.bpf,
+        landlock=msgspec.to_builtins(compiled.landlock),
+        namespaces=msgspec.to_builtins(ns) if ns is not None else None,
+        channels=list(channels or {}),
+        notify=True,
+        context=context,
+    )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import pickle
-import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
 from isolates.channels import Channel, ChannelClosed
 
-from ._messages import Boot, Control, Log, PeerRestarted, Stop
+from ._messages import Control, Log, PeerRestarted, Stop
 from ._namespaces import NamespaceStatus
 
 #: Descriptors one message on a worker channel may carry.
@@ -28,12 +27,19 @@ class WorkerContext:
     ``namespaces``; ``stopping`` (True once the supervisor asked this worker to stop).
     """
 
-    def __init__(self, name: str, control: Channel[Any], channels: dict[str, Channel[Any]]):
+    def __init__(
+        self,
+        name: str,
+        control: Channel[Any],
+        channels: dict[str, Channel[Any]],
+        types: dict[str, Any],
+    ) -> None:
         self.name = name
         self.status: Any = None
         self.namespaces: NamespaceStatus | None = None
         self._control = control
         self._channels = channels
+        self._types = types
         self._send_lock = threading.Lock()
         self._stopping = False
         self.log = logging.getLogger(f"isolates.worker.{name}")
@@ -42,16 +48,19 @@ class WorkerContext:
         self.log.addHandler(_ToSupervisor(self))
 
     @classmethod
-    def open(cls, boot: Boot, fds: list[int], control: Channel[Any]) -> WorkerContext:
+    def open(
+        cls, name: str, fds: dict[str, int], types: dict[str, Any], control: Channel[Any]
+    ) -> WorkerContext:
         """Open the channel ends that came with the boot message (before confinement)."""
-        types = pickle.loads(boot.channel_types)
         channels = {
-            name: Channel.from_fd(fd, types[name], max_fds=MAX_FDS, name=name)
-            for name, fd in zip(boot.channels, fds, strict=True)
+            channel: Channel.from_fd(fd, types[channel], max_fds=MAX_FDS, name=channel)
+            for channel, fd in fds.items()
         }
-        return cls(boot.name, control, channels)
+        return cls(name, control, channels, types)
 
     def channel(self, name: str) -> Channel[Any]:
+        """The blocking endpoint of channel ``name`` (the current one, if renewed)."""
+        self._poll_control()
         try:
             return self._channels[name]
         except KeyError:
@@ -66,17 +75,41 @@ class WorkerContext:
         self._poll_control()
         return self._stopping
 
-    def _poll_control(self) -> None:
-        while not self._stopping and select.select([self._control], [], [], 0)[0]:
+    def reconnect(self, name: str, timeout: float | None = None) -> Channel[Any]:
+        """Wait until the peer on channel ``name`` was restarted; its new endpoint.
+
+        A restarted worker gets fresh channels: its peers see EOF on the old endpoint,
+        then call ``reconnect`` (``channel(name)`` also picks up a new endpoint that
+        already arrived).
+        """
+        self.channel(name)  # the name must exist
+        old = self._channels[name]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._channels[name] is old and not self._stopping:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"worker {self.name!r}: channel {name!r} was not renewed")
+            self._poll_control(left)
+        return self.channel(name)
+
+    def _poll_control(self, timeout: float | None = 0) -> None:
+        """Handle control messages: Stop, and new endpoints for renewed channels."""
+        while not self._stopping:
             try:
-                msg = self._control.recv()
+                msg, fds = self._control.recv_with_fds(timeout=timeout)
+            except TimeoutError:
+                return
             except ChannelClosed:
                 self._stopping = True
                 return
+            timeout = 0
             if isinstance(msg, Stop):
                 self._stopping = True
-            elif isinstance(msg, PeerRestarted):
-                pass  # the channel object is replaced when its new end arrives
+            elif isinstance(msg, PeerRestarted) and fds and msg.channel in self._types:
+                self._channels[msg.channel].close()
+                self._channels[msg.channel] = Channel.from_fd(
+                    fds[0], self._types[msg.channel], max_fds=MAX_FDS, name=msg.channel
+                )
 
     def send_control(self, msg: Control) -> None:
         with self._send_lock:

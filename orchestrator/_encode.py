@@ -30,12 +30,75 @@ def dump(obj: object) -> bytes:
     """
     if getattr(obj, "__module__", None) != "__main__":
         try:
-            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, AttributeError, TypeError):
             pass
+        else:
+            if b"__main__" not in data:  # a reference into __main__ would not resolve there
+                return data
+    import io
+
+    buf = io.BytesIO()
+    _by_value_pickler(buf).dump(obj)
+    return buf.getvalue()
+
+
+def _by_value_pickler(buf: Any) -> Any:
     import cloudpickle
 
-    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            # cloudpickle rebuilds a class without its class keywords, so a Struct from
+            # __main__ would lose forbid_unknown_fields, tag, frozen...: rebuild it with
+            # msgspec.defstruct instead.
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, msgspec.Struct)
+                and (obj.__module__ == "__main__")
+            ):
+                return _rebuild_struct, _struct_recipe(obj)
+            return super().reducer_override(obj)
+
+    return Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+_STRUCT_OPTIONS = ("tag", "tag_field", "forbid_unknown_fields", "frozen", "eq", "order",
+                   "omit_defaults", "array_like", "repr_omit_defaults", "gc", "weakref",
+                   "dict", "cache_hash")  # fmt: skip
+
+
+def _struct_recipe(cls: type[msgspec.Struct]) -> tuple[Any, ...]:
+    config = cls.__struct_config__
+    options = {name: getattr(config, name) for name in _STRUCT_OPTIONS}
+    fields: list[tuple[Any, ...]] = []
+    for f in msgspec.structs.fields(cls):
+        if f.default is not msgspec.NODEFAULT:
+            fields.append((f.name, f.type, f.default))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, f.type))
+    rename = {f.name: f.encode_name for f in msgspec.structs.fields(cls) if f.name != f.encode_name}
+    methods = {k: v for k, v in vars(cls).items() if isinstance(v, _METHOD_TYPES)}
+    bases = tuple(b for b in cls.__bases__ if b is not msgspec.Struct)
+    return (cls.__name__, fields, bases, methods, rename or None, options)
+
+
+_METHOD_TYPES = (types.FunctionType, property, staticmethod, classmethod)
+
+
+def _rebuild_struct(
+    name: str,
+    fields: list[Any],
+    bases: tuple[type, ...],
+    methods: dict[str, Any],
+    rename: dict[str, str] | None,
+    options: dict[str, Any],
+) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        name, fields, bases=bases or None, module="__main__", namespace=methods,
+        rename=rename, **options,
+    )  # fmt: skip
 
 
 def sources(fn: object) -> dict[str, list[str]]:

@@ -7,7 +7,7 @@ msgspec and never unpickles anything that came from an isolate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -15,13 +15,18 @@ from isolates.sandbox import Status
 
 from ._namespaces import NamespaceStatus
 
+#: Descriptors one control message may carry (a worker's channel ends come with Boot).
+MAX_BOOT_FDS: Final = 64
+
 
 class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     """Everything an isolate needs to become a worker (pickle is parent -> child only)."""
 
     name: str
-    function: bytes  # pickled by reference, or by value with cloudpickle
-    arguments: bytes  # pickled (args, kwargs)
+    # One pickle of (function, (args, kwargs), {channel name: message type}), by reference
+    # where importable, else by value: one pickle, so a class used by the function and a
+    # channel is the same class in the isolate.
+    payload: bytes
     sys_path: list[str]
     sources: dict[str, list[str]]  # source lines for tracebacks (files are out of reach)
     env: dict[str, str]
@@ -30,7 +35,6 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     landlock: Any  # the LandlockPlan as plain data (msgspec builtins), or None
     namespaces: Any  # the Namespaces option as plain data, or None
     channels: list[str]  # channel names, in the order of the descriptors sent with Boot
-    channel_types: bytes  # pickled {channel name: message type}
     notify: bool  # load with a listener and hand it to the parent
     context: bool  # call fn(ctx, ...) with a WorkerContext
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -26,7 +27,10 @@ class Monitor:
         self._lock = threading.Lock()
         self._handlers: dict[int, OnViolation] = {}
         self._poll = select.poll()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # A socketpair, not a pipe: send/recv are syscalls every supervisor policy has
+        # (channels use them), while read/write may be restricted to a few descriptors.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._poll.register(self._wake_r, select.POLLIN)
         self._thread: threading.Thread | None = None
 
@@ -40,13 +44,13 @@ class Monitor:
                     target=self._loop, name="isolates-monitor", daemon=True
                 )
                 self._thread.start()
-        os.write(self._wake_w, b"\0")
+        self._wake_w.send(b"\0")
 
     def _loop(self) -> None:
         while True:
             for fd, events in self._poll.poll():
-                if fd == self._wake_r:
-                    os.read(self._wake_r, 4096)
+                if fd == self._wake_r.fileno():
+                    self._wake_r.recv(4096)
                 elif events & select.POLLIN:
                     self._notified(fd)
                 elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):

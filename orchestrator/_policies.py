@@ -6,9 +6,18 @@ conflicts with them nor is dropped.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar, Final
 
-from isolates.sandbox import Policy, Rule, RuleSet
+from isolates.sandbox import Arg, Policy, Rule, RuleSet
+from isolates.sandbox._builtins_proc import CLONE_THREAD, CLONE_VM, NAMESPACE_FLAGS
+from isolates.sandbox._kernel import SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+
+_THREAD_MASK: Final = CLONE_THREAD | CLONE_VM | NAMESPACE_FLAGS
 
 
 class Orchestration(RuleSet):
@@ -42,6 +51,25 @@ def channel_rules() -> Orchestration:
 _FALLBACK = RuleSet(
     *(Rule(s) for s in ("sendmsg", "recvmsg", "sendto", "recvfrom", "poll", "ppoll")),
 )
+
+
+def supervisor_rules(runners: Iterable[Runner]) -> list[RuleSet]:
+    """What a confined supervisor needs to keep supervising: its channels, reaping,
+    signalling its workers (by pidfd, and by process group for each worker it started),
+    reading violation notifications, threads and sleeps for restarts, fresh channels."""
+    groups = [
+        Rule("kill", Arg(0) & 0xFFFFFFFF == -pid & 0xFFFFFFFF) for r in runners for pid in r.pids()
+    ]
+    own = Orchestration(
+        "wait4", "waitid", "pidfd_send_signal", "nanosleep", "clock_nanosleep",
+        Rule("ioctl", Arg(1) == SECCOMP_IOCTL_NOTIF_RECV),
+        Rule("ioctl", Arg(1) == SECCOMP_IOCTL_NOTIF_SEND),
+        Rule("socketpair", Arg(0) == socket.AF_UNIX),
+        Rule("clone", Arg(0) & _THREAD_MASK == CLONE_THREAD | CLONE_VM),
+        *groups,
+        name="isolates supervisor",
+    )  # fmt: skip
+    return [channel_rules(), own]
 
 
 def worker_policy(policy: Policy, *, channels: bool, is_async: bool) -> Policy:

@@ -16,12 +16,10 @@ from isolates.sandbox._kernel import Notification
 from isolates.sandbox._syscalls import name_of
 
 from ._errors import IsolateViolation, WorkerFailed
-from ._messages import Boot, Control, Failure, Go, Log, Ready, Result, Stop
+from ._messages import MAX_BOOT_FDS, Boot, Control, Failure, Go, Log, Ready, Result, Stop
 from ._monitor import MONITOR
 from ._spawn import SPAWNER, popen
 
-#: Descriptors the boot message may carry (the worker's channel ends).
-MAX_BOOT_FDS = 64
 _LIVE: set[IsolateProcess] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -32,6 +30,10 @@ class IsolateProcess:
     def __init__(self, proc: subprocess.Popen[bytes], control: Channel[Any]) -> None:
         self.proc = proc
         self.control = control
+        # Signals go through a pidfd: it names this process and no other, even after it
+        # exits, and a confined supervisor may use it without being able to kill(2).
+        self.pidfd = os.pidfd_open(proc.pid)
+        self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
         self.ready: Ready | None = None
@@ -55,7 +57,7 @@ class IsolateProcess:
     def boot(self, boot: Boot, fds: Sequence[int] = ()) -> None:
         self.name = boot.name
         try:
-            self.control.send(boot, fds=fds)
+            self.send(boot, fds)
         except ChannelError:
             raise self.failure("died before it could boot") from None
 
@@ -72,13 +74,18 @@ class IsolateProcess:
         self.ready = msg
         return msg
 
+    def send(self, msg: Control, fds: Sequence[int] = ()) -> None:
+        """Send on the control channel (several threads may: a restart tells peers)."""
+        with self._send_lock:
+            self.control.send(msg, fds=fds)
+
     def go(self) -> None:
-        self.control.send(Go())
+        self.send(Go())
 
     def stop(self) -> None:
         """Ask politely (a Stop message); the worker may be past reading it."""
         try:
-            self.control.send(Stop())
+            self.send(Stop())
         except ChannelError:
             pass
 
@@ -115,17 +122,15 @@ class IsolateProcess:
         self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the isolate's process group (it may have forked a pid-1 child)."""
-        if self.proc.returncode is not None:
-            return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL the isolate (a pid-1 child it forked dies with it: PDEATHSIG)."""
+        self.signal(signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.returncode is None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
 
     def reap(self, timeout: float | None = 5.0) -> int:
         """Wait for the process to exit (killing it past ``timeout``); its status."""
@@ -135,6 +140,9 @@ class IsolateProcess:
             self.kill()
             code = self.proc.wait()
         self.control.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
         with _LIVE_LOCK:
             _LIVE.discard(self)
         return code

@@ -1,0 +1,128 @@
+"""Declaring a worker graph: workers, typed channels between them, restart policies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from isolates.sandbox import Policy, PolicyError, Status
+
+from ._errors import WorkerFailed
+from ._lifecycle import State, check
+from ._namespaces import Namespaces, NamespaceStatus
+
+_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Spare isolates a confined supervisor keeps per restart (it cannot start new ones).
+MAX_RESTARTS: Final = 16
+
+
+@dataclass(frozen=True)
+class Restart:
+    """``Restart.never()`` (the default) or ``Restart.on_failure(limit, backoff)``.
+
+    On failure the worker is started again, at most ``limit`` times, waiting ``backoff``
+    seconds before the first restart and doubling each time. A confined supervisor cannot
+    start processes, so it keeps ``limit`` spare interpreters ready from the start.
+    """
+
+    mode: str = "never"
+    limit: int = 0
+    backoff: float = 0.1
+
+    @classmethod
+    def never(cls) -> Restart:
+        return cls()
+
+    @classmethod
+    def on_failure(cls, limit: int = 3, backoff: float = 0.1) -> Restart:
+        if not 0 < limit <= MAX_RESTARTS or backoff < 0:
+            raise PolicyError(
+                f"Restart.on_failure(limit={limit}, backoff={backoff}): the limit is 1 to "
+                f"{MAX_RESTARTS} and the backoff >= 0 seconds"
+            )
+        return cls("on-failure", limit, backoff)
+
+    @classmethod
+    def parse(cls, value: Restart | str, worker: str) -> Restart:
+        if isinstance(value, Restart):
+            return value
+        if value == "never":
+            return cls.never()
+        if value == "on-failure":
+            return cls.on_failure()
+        raise PolicyError(
+            f"worker {worker!r}: restart={value!r}; use 'never', 'on-failure' or "
+            "Restart.on_failure(limit=3, backoff=0.1)"
+        )
+
+
+@dataclass(eq=False)
+class Worker:
+    """A declared worker, and once running, what is known about it.
+
+    ``state`` follows the lifecycle table (_lifecycle.py); ``status`` is what its seccomp
+    and Landlock context enforce, ``namespace_status`` what namespaces it entered;
+    ``result`` its return value, ``failure`` the WorkerFailed if it failed.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    policy: Policy
+    namespaces: Namespaces | None
+    env: dict[str, str]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    restart: Restart
+    state: State = State.DECLARED
+    pid: int | None = None
+    status: Status | None = None
+    namespace_status: NamespaceStatus | None = None
+    result: Any = None
+    failure: WorkerFailed | None = None
+    restarts: int = 0
+    channels: dict[str, ChannelSpec] = field(default_factory=dict)
+
+    def advance(self, new: State) -> None:
+        self.state = check(self.name, self.state, new)
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name} {self.state.value}>"
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A typed channel between two workers, or a worker and the supervisor (None)."""
+
+    name: str
+    a: Worker | None
+    b: Worker | None
+    message_type: Any
+
+    def ends(self) -> tuple[Worker | None, Worker | None]:
+        return self.a, self.b
+
+
+def check_worker(
+    name: object,
+    fn: object,
+    policy: object,
+    namespaces: object,
+    env: Mapping[str, str] | None,
+    known: Mapping[str, Worker],
+) -> None:
+    """Everything add_worker validates, each error naming the worker."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise PolicyError(f"worker name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+    if name in known:
+        raise PolicyError(f"worker {name!r} is declared twice")
+    if not callable(fn):
+        raise PolicyError(f"worker {name!r}: {fn!r} is not callable")
+    if not isinstance(policy, Policy):
+        raise PolicyError(f"worker {name!r}: policy must be a Policy, not {policy!r}")
+    if namespaces is not None and not isinstance(namespaces, Namespaces):
+        raise PolicyError(f"worker {name!r}: namespaces must be a Namespaces, not {namespaces!r}")
+    for key, value in (env or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str) or "=" in key:
+            raise PolicyError(f"worker {name!r}: env entry {key!r}={value!r} is not a variable")

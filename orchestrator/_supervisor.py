@@ -1,0 +1,305 @@
+"""The Supervisor: declare a worker graph, start it behind a barrier, run, stop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+import anyio
+
+from isolates.channels import Channel, LocalChannelError, open_pair
+from isolates.sandbox import Policy, PolicyError, Status
+
+from ._context import MAX_FDS
+from ._errors import WorkerFailed
+from ._graph import MAX_RESTARTS, ChannelSpec, Restart, Worker, check_worker
+from ._lifecycle import FINAL, State
+from ._namespaces import Namespaces
+from ._policies import supervisor_rules
+from ._runner import Runner, send_peer
+
+Endpoint: TypeAlias = "Worker | str | Supervisor"
+
+
+class Supervisor:
+    """A graph of workers, each in its own isolate, and the supervisor's own context.
+
+    ::
+
+        sup = Supervisor(policy=Policy(SystemIO.nothing().allow_stderr()))
+        web = sup.add_worker("web", serve, policy=web_policy, namespaces=Namespaces(net=False))
+        writer = sup.add_worker("writer", write_files, policy=writer_policy)
+        sup.connect(web, writer, WriteRequest)
+        results = sup.run()
+
+    ``start()`` spawns every worker; each loads its own namespaces, Landlock and seccomp
+    and reports READY; then the supervisor loads ``policy`` (all threads), and only then
+    releases the workers (GO). If a worker fails before READY, none is released, all are
+    stopped and the first cause is raised. ``policy=None`` leaves the supervisor
+    unconfined (the barrier still holds).
+    """
+
+    def __init__(
+        self, policy: Policy | None = None, *, boot_timeout: float = 30.0, grace: float = 5.0
+    ) -> None:
+        if policy is not None and not isinstance(policy, Policy):
+            raise PolicyError(f"Supervisor(policy={policy!r}): a Policy or None")
+        self.policy = policy
+        self.boot_timeout = boot_timeout
+        self.grace = grace
+        self.workers: dict[str, Worker] = {}
+        self.status: Status | None = None
+        self.release_seconds: float | None = None
+        self._specs: dict[str, ChannelSpec] = {}
+        self._ours: dict[str, Channel[Any]] = {}
+        self._runners: dict[str, Runner] = {}
+        self._changed = threading.Condition()
+        self._started = False
+        self._stopped = False
+
+    # -- declaring ------------------------------------------------------------------
+
+    def add_worker(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        policy: Policy | None = None,
+        namespaces: Namespaces | None = None,
+        env: Mapping[str, str] | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        restart: Restart | str = "never",
+    ) -> Worker:
+        """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate."""
+        self._not_started("add a worker")
+        policy = Policy() if policy is None else policy
+        check_worker(name, fn, policy, namespaces, env, self.workers)
+        worker = Worker(name, fn, policy, namespaces, dict(env or {}), tuple(args),
+                        dict(kwargs or {}), Restart.parse(restart, name))  # fmt: skip
+        self.workers[name] = worker
+        return worker
+
+    def connect(
+        self, a: Endpoint, b: Endpoint, message_type: Any, *, name: str | None = None
+    ) -> str:
+        """A typed channel between two workers, or a worker and this supervisor.
+
+        Both ends see it as ``ctx.channel(name)`` (the supervisor as ``channel(name)``);
+        the default name is ``"<a>-<b>"``. Descriptors can travel on every channel.
+        """
+        self._not_started("connect workers")
+        wa, wb = self._resolve(a), self._resolve(b)
+        if (wa is None and wb is None) or wa is wb:
+            raise PolicyError(f"connect({a!r}, {b!r}): a channel joins two different parties")
+        name = name or f"{_label(wa)}-{_label(wb)}"
+        for w in (wa, wb):
+            if w is not None and name in w.channels:
+                raise PolicyError(f"worker {w.name!r} already has a channel named {name!r}")
+        try:
+            open_pair(message_type, name=name)[0].close()  # validates the type now
+        except LocalChannelError as exc:
+            raise PolicyError(f"channel {name!r}: {exc}") from None
+        spec = ChannelSpec(name, wa, wb, message_type)
+        for w in (wa, wb):
+            if w is not None:
+                w.channels[name] = spec
+        self._specs[name] = spec
+        return name
+
+    def _resolve(self, end: Endpoint) -> Worker | None:
+        if end is self:
+            return None
+        key = end.name if isinstance(end, Worker) else end
+        worker = self.workers.get(key) if isinstance(key, str) else None
+        if worker is None or (isinstance(end, Worker) and worker is not end):
+            raise PolicyError(f"connect: {end!r} is not a worker of this supervisor")
+        return worker
+
+    def channel(self, name: str) -> Channel[Any]:
+        """The supervisor's end of channel ``name`` (after ``start()``)."""
+        try:
+            return self._ours[name]
+        except KeyError:
+            raise KeyError(
+                f"the supervisor has no channel {name!r} (started: {self._started})"
+            ) from None
+
+    # -- starting -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn every worker, wait for all READY, confine this process, release all."""
+        self._not_started("start")
+        self._started = True
+        self._runners = {name: Runner(self, w) for name, w in self.workers.items()}
+        try:
+            self._boot_all()
+        except BaseException:
+            self._abort()
+            raise
+        if self.policy is not None:
+            own = self.policy.extend(*supervisor_rules(self._runners.values()))
+            self.status = own.compile().apply(all_threads=True)
+        start = time.perf_counter()
+        for runner in self._runners.values():
+            runner.go()
+        self.release_seconds = time.perf_counter() - start
+        for runner in self._runners.values():
+            runner.start_waiting()
+
+    def _boot_all(self) -> None:
+        spares = MAX_RESTARTS if self.policy is not None else 0
+        for runner in self._runners.values():
+            limit = runner.worker.restart.limit
+            runner.spawn(min(limit, spares))
+        ends = self._open_channels()
+        for name, runner in self._runners.items():
+            runner.boot(ends[name])
+        deadline = time.monotonic() + self.boot_timeout
+        for runner in self._runners.values():
+            runner.wait_ready(deadline)
+
+    def _open_channels(self) -> dict[str, dict[str, Channel[Any]]]:
+        ends: dict[str, dict[str, Channel[Any]]] = {name: {} for name in self.workers}
+        for spec in self._specs.values():
+            first, second = open_pair(spec.message_type, max_fds=MAX_FDS, name=spec.name)
+            for party, end in ((spec.a, first), (spec.b, second)):
+                if party is None:
+                    self._ours[spec.name] = end
+                else:
+                    ends[party.name][spec.name] = end
+        return ends
+
+    def _hand_over(self, spec: ChannelSpec, restarted: Worker, end: Channel[Any]) -> None:
+        """Give the other party of ``spec`` its end of a renewed channel."""
+        peer = spec.b if spec.a is restarted else spec.a
+        if peer is None:
+            old = self._ours.get(spec.name)
+            self._ours[spec.name] = end
+            if old is not None:
+                old.close()
+            return
+        proc = self._runners[peer.name].proc
+        if proc is not None and peer.state not in FINAL:
+            send_peer(proc, spec, end)
+        else:
+            end.close()
+
+    def _abort(self) -> None:
+        for runner in self._runners.values():
+            runner.abort()
+        for end in self._ours.values():
+            end.close()
+
+    # -- running and stopping --------------------------------------------------------
+
+    def _worker_done(self, worker: Worker) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def join(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until every worker has ended; their results by name.
+
+        If a worker fails for good, the others are stopped and its WorkerFailed (or
+        IsolateViolation) is raised. On timeout, raises TimeoutError (workers keep running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                failed = self._first_failure()
+                if failed is not None or self._all_final():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"workers still running after {timeout}s")
+                self._changed.wait(left)
+        if failed is not None:
+            self.stop()
+            raise failed
+        self._close_ours()
+        return {name: w.result for name, w in self.workers.items()}
+
+    def _first_failure(self) -> WorkerFailed | None:
+        for w in self.workers.values():
+            thread = self._runners[w.name].thread
+            if w.state is State.FAILED and w.failure and not (thread and thread.is_alive()):
+                return w.failure
+        return None
+
+    def _all_final(self) -> bool:
+        return all(w.state in FINAL for w in self.workers.values()) and not any(
+            r.thread is not None and r.thread.is_alive() for r in self._runners.values()
+        )
+
+    def run(self, timeout: float | None = None) -> dict[str, Any]:
+        """``start()``, then ``join()``; stops every worker on Ctrl-C or any error."""
+        self.start()
+        try:
+            return self.join(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float | None = None) -> None:
+        """A Stop message, then SIGTERM, then SIGKILL, ``grace`` seconds apart in all."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        grace = self.grace if grace is None else grace
+        for runner in self._runners.values():
+            runner.request_stop()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self._wait_final(grace / 2):
+                break
+            for runner in self._runners.values():
+                runner.signal(sig)
+        for runner in self._runners.values():
+            if runner.thread is not None:
+                runner.thread.join()
+        self._close_ours()
+
+    def _wait_final(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while not self._all_final():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def _close_ours(self) -> None:
+        for end in self._ours.values():
+            end.close()
+
+    def _not_started(self, what: str) -> None:
+        if self._started:
+            raise RuntimeError(f"cannot {what}: the supervisor has already started")
+
+    # -- context managers -------------------------------------------------------------
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Supervisor:
+        await anyio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
+
+    async def wait(self) -> dict[str, Any]:
+        """``join()`` under anyio: the results, or the first failure."""
+        return await anyio.to_thread.run_sync(self.join, abandon_on_cancel=True)
+
+
+def _label(w: Worker | None) -> str:
+    return "supervisor" if w is None else w.name
