@@ -31,6 +31,10 @@ class WorkerFailed(Exception):
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable like any exception (our parent never unpickles one from an isolate).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
 
 class IsolateViolation(WorkerFailed):
     """A worker made a syscall its policy kills for; it was stopped before the call ran.
@@ -60,3 +64,10 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f"\n\n--- traceback in the isolate ---\n{self.text}"
+
+
+def _rebuild(cls: type[WorkerFailed], args: tuple[object, ...], state: dict[str, object]) -> object:
+    exc = WorkerFailed.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

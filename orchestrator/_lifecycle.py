@@ -32,7 +32,7 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     State.RELEASED: frozenset({State.EXITED, State.FAILED, State.STOPPING}),
     State.FAILED: frozenset({State.RESTARTING}),
     State.RESTARTING: frozenset({State.BOOTED, State.FAILED, State.STOPPED}),
-    State.STOPPING: frozenset({State.STOPPED, State.EXITED, State.FAILED}),
+    State.STOPPING: frozenset({State.STOPPED}),
     State.EXITED: frozenset(),
     State.STOPPED: frozenset(),
 }

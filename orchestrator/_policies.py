@@ -7,6 +7,7 @@ conflicts with them nor is dropped.
 from __future__ import annotations
 
 import socket
+import termios
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -45,7 +46,15 @@ def channel_rules() -> Orchestration:
 
     blocking = getattr(Channel, "RULES", _FALLBACK)
     asynchronous = getattr(Channel, "ASYNC_RULES", _FALLBACK)
-    return Orchestration(*blocking.rules(), *asynchronous.rules(), name="isolates channels")
+    # Reopening a renewed channel's descriptor checks its family and type (getsockopt)
+    # and makes it blocking (ioctl FIONBIO).
+    return Orchestration(
+        *blocking.rules(),
+        *asynchronous.rules(),
+        "getsockopt",
+        Rule("ioctl", Arg(1) == termios.FIONBIO),
+        name="isolates channels",
+    )
 
 
 _FALLBACK = RuleSet(

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from isolates.channels import Channel, open_pair
 from isolates.sandbox import CompiledPolicy
 
@@ -17,7 +19,7 @@ from ._encode import decode_value, rebuild
 from ._errors import WorkerFailed
 from ._graph import ChannelSpec, Worker
 from ._lifecycle import State
-from ._messages import Failure, PeerRestarted
+from ._messages import Boot, Failure, PeerRestarted
 from ._policies import worker_policy
 from ._process import IsolateProcess
 
@@ -36,6 +38,7 @@ class Runner:
         self.compiled: CompiledPolicy | None = None
         self.stopping = False
         self.thread: threading.Thread | None = None
+        self._boot: Boot | None = None
         self._policy = worker_policy(
             worker.policy, channels=True, is_async=inspect.iscoroutinefunction(worker.fn)
         )
@@ -54,14 +57,20 @@ class Runner:
         return proc, compile_for(self._policy, proc.pid, self.worker.namespaces)
 
     def boot(self, ends: dict[str, Channel[Any]]) -> None:
-        """Send the boot message with this worker's channel ends (then close ours)."""
+        """Send the boot message with this worker's channel ends (then close ours).
+
+        The message is built once, before the supervisor confines itself (pickling and
+        getcwd may be out of reach afterwards); a restart only swaps in the spare's
+        compiled filter."""
         w, proc, compiled = self.worker, self._proc(), self.compiled
         assert compiled is not None
-        types = {name: spec.message_type for name, spec in w.channels.items()}
-        boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled, w.namespaces, w.env,
-                          channels=types, context=True)  # fmt: skip
+        if self._boot is None:
+            types = {name: spec.message_type for name, spec in w.channels.items()}
+            self._boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled,
+                                    w.namespaces, w.env, channels=types, context=True)  # fmt: skip
+        boot = msgspec.structs.replace(self._boot, bpf=compiled.bpf)
         try:
-            proc.boot(boot, [ends[name].fileno() for name in types])
+            proc.boot(boot, [ends[name].fileno() for name in boot.channels])
         finally:
             for end in ends.values():
                 end.close()
@@ -116,21 +125,27 @@ class Runner:
 
     def _failed(self, exc: BaseException) -> bool:
         w = self.worker
-        if self.stopping:
-            w.advance(State.STOPPED)
-            return True
-        failure = exc if isinstance(exc, WorkerFailed) else _as_failure(w.name, exc)
-        w.failure = failure
+        if self.stopping:  # asked to stop: however it ended, it stopped
+            return self._mark_stopped()
+        w.failure = exc if isinstance(exc, WorkerFailed) else _as_failure(w.name, exc)
         w.advance(State.FAILED)
-        if w.restarts >= w.restart.limit or w.restart.mode != "on-failure":
+        if w.restart.mode != "on-failure" or w.restarts >= w.restart.limit:
             return True
         try:
             self._restart()
         except WorkerFailed as again:
+            if self.stopping:
+                return self._mark_stopped()
             w.failure = again
             w.advance(State.FAILED)
             return True
         return False
+
+    def _mark_stopped(self) -> bool:
+        if self.worker.state is State.RELEASED:
+            self.worker.advance(State.STOPPING)
+        self.worker.advance(State.STOPPED)
+        return True
 
     def _restart(self) -> None:
         w = self.worker
@@ -166,8 +181,6 @@ class Runner:
             proc.control.close()
             proc.reap(1.0)
         self.spares = []
-        if self.worker.state in (State.RELEASED,):
-            self.worker.advance(State.STOPPING)
         if self.proc is not None:
             self.proc.stop()
 
