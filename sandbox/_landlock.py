@@ -101,33 +101,29 @@ class Landlock(RuleSet):
 
     def read(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Read files beneath ``path`` (READ_FILE), and list directories (READ_DIR)."""
-        return self._group("read", path, missing_ok, AccessFs.READ_FILE, AccessFs.READ_DIR)
+        return self._group("read", path, missing_ok)
 
     def write(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Write and truncate files beneath ``path`` and, in a directory, create regular
         files (WRITE_FILE, TRUNCATE, MAKE_REG). Not reading, deleting or renaming."""
-        file = AccessFs.WRITE_FILE | AccessFs.TRUNCATE
-        return self._group("write", path, missing_ok, file, AccessFs.MAKE_REG)
+        return self._group("write", path, missing_ok)
 
     def create(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Create regular files and directories in directory ``path`` (MAKE_REG, MAKE_DIR)."""
-        dirs = AccessFs.MAKE_REG | AccessFs.MAKE_DIR
-        return self._group("create", path, missing_ok, AccessFs(0), dirs)
+        return self._group("create", path, missing_ok)
 
     def delete(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Delete files and empty directories in directory ``path`` (REMOVE_FILE, REMOVE_DIR)."""
-        dirs = AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR
-        return self._group("delete", path, missing_ok, AccessFs(0), dirs)
+        return self._group("delete", path, missing_ok)
 
     def list(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """List directory ``path`` and the directories beneath it (READ_DIR)."""
-        return self._group("list", path, missing_ok, AccessFs(0), AccessFs.READ_DIR)
+        return self._group("list", path, missing_ok)
 
     def execute(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Execute files beneath ``path`` (EXECUTE, and READ_FILE: the kernel opens a
         program for reading to load it, and Landlock checks both rights)."""
-        exe = AccessFs.EXECUTE | AccessFs.READ_FILE
-        return self._group("execute", path, missing_ok, exe, AccessFs(0))
+        return self._group("execute", path, missing_ok)
 
     def deny_fs(self) -> Self:
         """Handle every filesystem right even if no path is granted: nothing may be opened."""
@@ -187,7 +183,7 @@ class Landlock(RuleSet):
         certifi's bundle if certifi is importable; and the targets of links in those
         directories that point elsewhere. Links are resolved: the real paths are granted.
         """
-        return self._each("read", ssl_cert_paths())
+        return self._each(ssl_cert_paths(), "read")
 
     def dns(self) -> Self:
         """Read what glibc's resolver reads to resolve names and services.
@@ -199,7 +195,7 @@ class Landlock(RuleSet):
         hosts and services, looked up beside the libc this process uses, then in the
         multiarch, lib64 and lib directories. Sockets are Networking's business.
         """
-        return self._each("read", dns_paths())
+        return self._each(dns_paths(), "read")
 
     def python_runtime(self) -> Self:
         """Read and execute the interpreter's files, read its libraries: lazy imports
@@ -213,18 +209,17 @@ class Landlock(RuleSet):
         process (where C extensions find libssl, libz...) and /etc/ld.so.cache.
         """
         code, libraries = python_paths()
-        return self._each("read", code)._each("execute", code)._each("read", libraries)
+        return self._each(code, "read", "execute")._each(libraries, "read")
 
     def tmp(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Every right beneath directory ``path``: a scratch directory of its own."""
-        return self._group("tmp", path, missing_ok, AccessFs(0), ALL_FS)
+        return self._group("tmp", path, missing_ok)
 
     def devices(self) -> Self:
         """/dev/null and /dev/zero: read and write (with O_TRUNC, as ``open(p, "w")``
         does); /dev/urandom: read. Not their ioctls (a tty check on them fails: harmless).
         """
-        rs = self._each("read", DEVICES)
-        return rs._each("write", [p for p in DEVICES if p != "/dev/urandom"])
+        return self._each(DEVICES[:2], "read", "write")._each(DEVICES[2:], "read")
 
     # -- what the rest of the package uses ----------------------------------------------
 
@@ -282,23 +277,26 @@ class Landlock(RuleSet):
         new._paths = self._paths if rule in self._paths else (*self._paths, rule)
         return new
 
-    def _group(
-        self, group: str, path: str | os.PathLike[str], missing_ok: bool,
-        file: AccessFs, directory: AccessFs,
-    ) -> Self:  # fmt: skip
-        """Grant ``file`` rights, plus ``directory`` rights when ``path`` is a directory
-        (or absent: ``apply_plan`` drops directory rights if it turns out to be a file)."""
+    def _group(self, group: str, path: str | os.PathLike[str], missing_ok: bool) -> Self:
+        """Grant a group's file rights, plus its directory rights when ``path`` is a
+        directory (or absent: ``apply_plan`` drops them if it turns out to be a file)."""
         where = f"Landlock.{group}({os.fspath(path)!r})"
         full, kind = _checked_path(path, where, missing_ok)
+        file, directory = GROUPS[group]
         if kind == "file" and not file:
             raise PolicyError(f"{where}: {group} applies to directories and {full!r} is a file")
         return self._grant(full, file if kind == "file" else file | directory, missing_ok)
 
-    def _each(self, group: str, paths: Iterable[str]) -> Self:
+    def _each(self, paths: Iterable[str], *groups: str) -> Self:
+        """Grant the union of ``groups`` on each path that exists (one rule per path)."""
+        file, directory = AccessFs(0), AccessFs(0)
+        for group in groups:
+            file, directory = file | GROUPS[group][0], directory | GROUPS[group][1]
         rs = self
         for path in paths:
             if os.path.exists(path):
-                rs = getattr(rs, group)(path, missing_ok=True)
+                rights = file | directory if os.path.isdir(path) else file
+                rs = rs._grant(os.path.abspath(path), rights, missing_ok=True)
         return rs
 
     def _port(self, method: str, port: int, access: AccessNet) -> Self:
@@ -311,6 +309,16 @@ class Landlock(RuleSet):
         return new
 
 
+#: The groups of rights builders grant: (on a file or beneath, added on a directory).
+GROUPS: Final = {
+    "read": (AccessFs.READ_FILE, AccessFs.READ_DIR),
+    "write": (AccessFs.WRITE_FILE | AccessFs.TRUNCATE, AccessFs.MAKE_REG),
+    "create": (AccessFs(0), AccessFs.MAKE_REG | AccessFs.MAKE_DIR),
+    "delete": (AccessFs(0), AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR),
+    "list": (AccessFs(0), AccessFs.READ_DIR),
+    "execute": (AccessFs.EXECUTE | AccessFs.READ_FILE, AccessFs(0)),
+    "tmp": (AccessFs(0), ALL_FS),
+}
 _NOT_SYSCALLS: Final = (
     "Landlock.{}: a Landlock ruleset grants paths, ports and scopes; put syscall rules in "
     "another RuleSet, e.g. RuleSet.nothing().allow(...)"
