@@ -100,7 +100,7 @@ def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:
 
 def _confine(boot: Boot) -> tuple[Status, int | None]:
     plan = msgspec.convert(boot.landlock, LandlockPlan) if boot.landlock is not None else None
-    compiled = CompiledPolicy(bpf=boot.bpf, landlock=plan)
+    compiled = CompiledPolicy(bpf=boot.bpf, landlock=plan, preload=tuple(boot.preload))
     return compiled.apply_with_listener(all_threads=True, listener=boot.notify)
 
 

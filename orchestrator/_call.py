@@ -102,6 +102,7 @@ def build_boot(
         env=dict(env),
         cwd=os.getcwd(),
         bpf=compiled.bpf,
+        preload=list(compiled.preload),
         landlock=msgspec.to_builtins(compiled.landlock),
         namespaces=msgspec.to_builtins(ns) if ns is not None else None,
         channels=list(channels or {}),

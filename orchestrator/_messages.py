@@ -32,6 +32,7 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     env: dict[str, str]
     cwd: str
     bpf: bytes
+    preload: list[str]  # modules to import before confinement (CompiledPolicy.preload)
     landlock: Any  # the LandlockPlan as plain data (msgspec builtins), or None
     namespaces: Any  # the Namespaces option as plain data, or None
     channels: list[str]  # channel names, in the order of the descriptors sent with Boot

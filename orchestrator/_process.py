@@ -126,10 +126,10 @@ class IsolateProcess:
         self.signal(signal.SIGKILL)
 
     def signal(self, sig: int) -> None:
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and self.pidfd >= 0:
             try:
                 signal.pidfd_send_signal(self.pidfd, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, OSError):  # exited, or reaped meanwhile
                 pass
 
     def reap(self, timeout: float | None = 5.0) -> int:
@@ -139,11 +139,11 @@ class IsolateProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.proc.wait()
-        self.control.close()
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
-        with _LIVE_LOCK:
+        with _LIVE_LOCK:  # reap may race (a waiter thread and atexit): close once
+            self.control.close()
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
             _LIVE.discard(self)
         return code
 

@@ -243,6 +243,15 @@ class Supervisor:
             self.stop()
             raise
 
+    def request_stop(self, name: str) -> None:
+        """Ask one worker to stop (a Stop message: it sees ``ctx.stopping``); no escalation.
+
+        Its peers then see its channels close. ``stop()`` stops every worker for good.
+        """
+        if name not in self._runners:
+            raise KeyError(f"no worker {name!r} is running under this supervisor")
+        self._runners[name].request_stop()
+
     def stop(self, grace: float | None = None) -> None:
         """A Stop message, then SIGTERM, then SIGKILL, ``grace`` seconds apart in all."""
         if self._stopped or not self._started:

@@ -8,9 +8,10 @@ AF_INET6 stream sockets and nothing else (not AF_ALG, AF_PACKET, AF_NETLINK, SOC
 from __future__ import annotations
 
 import socket
+import termios
 from typing import ClassVar, Final, Self
 
-from ._rules import Arg
+from ._rules import Arg, Rule
 from ._ruleset import RuleSet
 
 #: The socket type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (32-bit argument).
@@ -20,10 +21,12 @@ _INET: Final = (socket.AF_INET, socket.AF_INET6)
 #: What a connected or listening socket needs to be used, whatever its family.
 _USE: Final = (
     "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
-    "read", "write", "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
+    "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
     "poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait",
-    "epoll_pwait", "fcntl", "ioctl",
+    "epoll_pwait", "fcntl",
 )  # fmt: skip
+#: ioctl on sockets: FIONBIO (what settimeout/setblocking use) and FIONREAD, nothing else.
+_IOCTLS: Final = (termios.FIONBIO, termios.FIONREAD)
 
 
 class Networking(RuleSet):
@@ -52,29 +55,35 @@ class Networking(RuleSet):
         )
 
     def allow_running_tcp_servers(self) -> Self:
-        return self.allow("accept", "accept4", *_USE)
+        return self.allow("accept", "accept4")._using()
 
     def allow_tcp_servers(self) -> Self:
         return self.allow_start_tcp_servers().allow_running_tcp_servers()
 
     def allow_tcp_clients(self) -> Self:
-        return self._sockets(_INET, socket.SOCK_STREAM, (0, socket.IPPROTO_TCP)).allow(
-            "connect", *_USE
+        return (
+            self._sockets(_INET, socket.SOCK_STREAM, (0, socket.IPPROTO_TCP))
+            .allow("connect")
+            ._using()
         )
 
     def allow_udp_servers(self) -> Self:
-        return self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP)).allow("bind", *_USE)
+        return (
+            self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP)).allow("bind")._using()
+        )
 
     def allow_udp_clients(self) -> Self:
-        return self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP)).allow(
-            "connect", *_USE
+        return (
+            self._sockets(_INET, socket.SOCK_DGRAM, (0, socket.IPPROTO_UDP))
+            .allow("connect")
+            ._using()
         )
 
     def allow_unix_servers(self) -> Self:
-        return self._unix().allow("bind", "listen", "accept", "accept4", *_USE)
+        return self._unix().allow("bind", "listen", "accept", "accept4")._using()
 
     def allow_unix_clients(self) -> Self:
-        return self._unix().allow("connect", *_USE)
+        return self._unix().allow("connect")._using()
 
     def _unix(self) -> Self:
         rs = self
@@ -82,6 +91,13 @@ class Networking(RuleSet):
             rs = rs._sockets((socket.AF_UNIX,), kind, (0,))
             rs = rs.allow_rule("socketpair", Arg(0) == socket.AF_UNIX, Arg(1) & _TYPE_MASK == kind)
         return rs
+
+    def _using(self) -> Self:
+        # Supporting rules: they merge with a user's own rules on the same syscalls
+        # (SystemIO.everything() allows every ioctl: no conflict, no dead condition).
+        support = [Rule(s, implied=True) for s in _USE]
+        support += [Rule("ioctl", Arg(1) == request, implied=True) for request in _IOCTLS]
+        return self._with(*support)
 
     def _sockets(self, families: tuple[int, ...], kind: int, protocols: tuple[int, ...]) -> Self:
         rs = self

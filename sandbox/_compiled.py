@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 from dataclasses import dataclass
 
 from . import _kernel
@@ -47,6 +49,9 @@ class CompiledPolicy:
 
     bpf: bytes
     landlock: LandlockPlan | None = None
+    #: Modules to import before loading: ones the policy's calls load lazily, which a
+    #: confined process could no longer read (``encodings.idna`` for socket addresses).
+    preload: tuple[str, ...] = ()
 
     def apply(self, *, all_threads: bool = False) -> Status:
         """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed)."""
@@ -57,8 +62,29 @@ class CompiledPolicy:
         self, *, all_threads: bool = False, listener: bool = True
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
+        preload_runtime(self.preload)
         landlock = None
         if self.landlock is not None:
             landlock = apply_plan(self.landlock, all_threads=all_threads)
         fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
         return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd
+
+
+def preload_runtime(modules: tuple[str, ...] = ()) -> None:
+    """Load now what the process would otherwise load lazily after confinement.
+
+    glibc dlopens libgcc_s the first time a thread is cancelled or calls pthread_exit
+    (CPython does so for daemon threads at exit); once files are out of reach that
+    aborts the process. Modules in ``modules`` are imported for the same reason.
+    """
+    global _LIBGCC
+    if _LIBGCC is None:
+        try:
+            _LIBGCC = ctypes.CDLL("libgcc_s.so.1")
+        except OSError:  # not glibc, or statically linked: nothing to preload
+            _LIBGCC = False
+    for module in modules:
+        importlib.import_module(module)
+
+
+_LIBGCC: ctypes.CDLL | bool | None = None

@@ -7,9 +7,10 @@ Three kinds of RuleSet meet here:
 - ``normal`` (everything the user writes): an unconditional rule and a conditional rule
   on one syscall conflict, since the condition would be dead; so do two different
   unconditional actions.
-- ``implied`` (Landlock rights): the syscalls a granted right needs. They add to the
-  user's rules; an unconditional implied rule absorbs the user's conditions, because the
-  right cannot work without it (Landlock then does the path check).
+- ``implied`` (Landlock rights, and single rules marked ``implied=True`` such as the
+  polling a socket needs): the syscalls a granted right needs. They add to the user's
+  rules; an unconditional implied rule absorbs the user's conditions, because the right
+  cannot work without it (Landlock then does the path check).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def merge(rulesets: Sequence[RuleSet], default: Action) -> tuple[tuple[Entry, ..
         for rule in rs.rules():
             number(rule.syscall, where=f"{rs.name}: {rule!r}: ")
             action = default if rule.action == _DEFAULT else rule.action
-            by_syscall[rule.syscall].append(_Source(rs.name, kind, rule, action))
+            own = "implied" if rule.implied else kind
+            by_syscall[rule.syscall].append(_Source(rs.name, own, rule, action))
     entries: list[Entry] = []
     for syscall, sources in by_syscall.items():
         entries.extend(_merge_one(syscall, sources, default))

@@ -163,7 +163,11 @@ class Policy:
                 "(policy.compile()) before applying the first one",
             ) from None
         plan = self.landlock.plan(self.compat) if self.landlock is not None else None
-        return CompiledPolicy(bpf=bpf, landlock=plan)
+        return CompiledPolicy(bpf=bpf, landlock=plan, preload=self._preload())
+
+    def _preload(self) -> tuple[str, ...]:
+        # Socket addresses go through the idna codec, imported on first use.
+        return ("encodings.idna",) if self.allows("socket") or self.allows("connect") else ()
 
     def apply(self, *, all_threads: bool = False) -> Status:
         """Confine the calling thread (or, with ``all_threads``, every thread: TSYNC).

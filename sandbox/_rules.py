@@ -210,13 +210,22 @@ class Rule:
 
     ``Rule("socket", Arg(0) == AF_UNIX)`` allows ``socket`` for unix sockets only;
     ``Rule("getppid")`` allows it outright; ``action=`` makes a rule that denies instead.
+    ``implied=True`` marks a supporting rule (what another right needs, like ``poll`` for
+    sockets): it merges with other rules on its syscall instead of conflicting with them.
     """
 
     syscall: str
     conditions: tuple[Cmp, ...] = field(default=())
     action: Action = Action.ALLOW
+    implied: bool = False
 
-    def __init__(self, syscall: str, *conditions: Cmp, action: Action = Action.ALLOW) -> None:
+    def __init__(
+        self,
+        syscall: str,
+        *conditions: Cmp,
+        action: Action = Action.ALLOW,
+        implied: bool = False,
+    ) -> None:
         if not isinstance(syscall, str) or not syscall:
             raise PolicyError(f"Rule({syscall!r}): the syscall must be named by a string")
         for c in conditions:
@@ -229,6 +238,7 @@ class Rule:
         object.__setattr__(self, "syscall", syscall)
         object.__setattr__(self, "conditions", tuple(conditions))
         object.__setattr__(self, "action", action)
+        object.__setattr__(self, "implied", implied)
 
     @property
     def conditional(self) -> bool:
