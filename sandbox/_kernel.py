@@ -178,6 +178,19 @@ def deny_notification(listener: int, notification_id: int, err: int) -> None:
     _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, buf)
 
 
+SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1
+
+
+def continue_notification(listener: int, notification_id: int) -> None:
+    """Answer a notification: let the syscall run as if the filter had allowed it.
+
+    Only safe for observing (the tracer): the arguments may change between our look and
+    the kernel's, so this never stands in for a security decision.
+    """
+    resp = _NOTIF_RESP.pack(notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, ctypes.create_string_buffer(resp))
+
+
 def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> None:
     if _libc.ioctl(fd, ctypes.c_ulong(request), buf) == -1:
         err = ctypes.get_errno()
