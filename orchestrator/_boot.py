@@ -8,7 +8,6 @@ reading Python files, so this module imports what it uses up front.
 
 from __future__ import annotations
 
-import inspect
 import linecache
 import os
 import pickle
@@ -19,14 +18,13 @@ from typing import Any, NoReturn
 import msgspec
 
 from isolates.channels import Channel, ChannelClosed
-from isolates.sandbox import CompiledPolicy, Status
+from isolates.sandbox._compiled import CompiledPolicy, Status
 from isolates.sandbox._kernel import set_parent_death_signal
-from isolates.sandbox._landlock import LandlockPlan
+from isolates.sandbox._landlock_sys import LandlockPlan
 
-from ._context import WorkerContext, call, preload_async
+from ._context import WorkerContext, call, is_async, preload_async, unwrap
 from ._encode import describe, encode_value, restore_filenames
 from ._messages import MAX_BOOT_FDS, Boot, Control, Go, Ready, Result
-from ._namespaces import Namespaces, NamespaceStatus, enter
 
 
 def main(control_fd: int, parent: int) -> NoReturn:
@@ -81,8 +79,8 @@ def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str
     sys.path[:] = boot.sys_path
     # Pickle here is safe: it comes from our parent, never from a peer.
     target, (args, kwargs), types = pickle.loads(boot.payload)
-    fn = inspect.unwrap(target)
-    if inspect.iscoroutinefunction(fn):
+    fn = unwrap(target)
+    if is_async(fn):
         preload_async()
     for filename, lines in boot.sources.items():  # tracebacks without reading files
         # An mtime of None keeps linecache.checkcache from dropping the entry when the
@@ -92,9 +90,11 @@ def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str
     return fn, args, kwargs, types
 
 
-def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:
+def _enter_namespaces(boot: Boot) -> Any:
     if boot.namespaces is None:
         return None
+    from ._namespaces import Namespaces, enter  # only isolates that ask pay for it
+
     return enter(msgspec.convert(boot.namespaces, Namespaces))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import linecache
 import os
 import sys
 import time
@@ -14,7 +14,8 @@ import msgspec
 
 from isolates.sandbox import CompiledPolicy, Policy
 
-from ._encode import decode_value, dump, rebuild, sources
+from ._context import is_async, unwrap
+from ._encode import decode_value, dump, rebuild
 from ._messages import Boot, Failure
 from ._namespaces import Namespaces
 from ._policies import worker_policy
@@ -38,7 +39,7 @@ class Call:
         # ``target`` is what travels (an IsolatedFunction pickles by reference to itself
         # and the isolate unwraps it); ``fn`` is what runs.
         self.target, self.args, self.kwargs, self.options = target, args, kwargs, options
-        self.fn: Callable[..., Any] = inspect.unwrap(target)
+        self.fn: Callable[..., Any] = unwrap(target)
         self._proc: IsolateProcess | None = None
         self._cancelled = False
 
@@ -69,9 +70,7 @@ class Call:
 
     def _boot(self, pid: int) -> Boot:
         opts = self.options
-        policy = worker_policy(
-            opts.policy, channels=False, is_async=inspect.iscoroutinefunction(self.fn)
-        )
+        policy = worker_policy(opts.policy, channels=False, is_async=is_async(self.fn))
         compiled = compile_for(policy, pid, opts.namespaces)
         return build_boot(
             opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces, opts.env
@@ -109,3 +108,13 @@ def build_boot(
         notify=True,
         context=context,
     )
+
+
+def sources(fn: object) -> dict[str, list[str]]:
+    """The source lines of the file ``fn`` lives in, so the isolate's tracebacks show them
+    (once confined it may not read files, and by-value code has no file at all)."""
+    code = getattr(unwrap(fn), "__code__", None)
+    if code is None:
+        return {}
+    lines = linecache.getlines(code.co_filename)
+    return {code.co_filename: lines} if lines else {}

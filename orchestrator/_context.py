@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import inspect
-import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from isolates.channels import Channel, ChannelClosed
 
 from ._messages import Control, Log, PeerRestarted, Stop
-from ._namespaces import NamespaceStatus
+
+if TYPE_CHECKING:
+    import logging
+
+    from ._namespaces import NamespaceStatus
 
 #: Descriptors one message on a worker channel may carry.
 MAX_FDS: Final = 16
@@ -42,10 +44,7 @@ class WorkerContext:
         self._types = types
         self._send_lock = threading.Lock()
         self._stopping = False
-        self.log = logging.getLogger(f"isolates.worker.{name}")
-        self.log.propagate = False
-        self.log.setLevel(logging.DEBUG)
-        self.log.addHandler(_ToSupervisor(self))
+        self.log = _worker_logger(self)
 
     @classmethod
     def open(
@@ -116,27 +115,50 @@ class WorkerContext:
             self._control.send(msg)
 
 
-class _ToSupervisor(logging.Handler):
-    def __init__(self, ctx: WorkerContext) -> None:
-        super().__init__()
-        self._ctx = ctx
+def _worker_logger(ctx: WorkerContext) -> logging.Logger:
+    """A logger whose records go to the supervisor over the control channel. (logging is
+    imported here, before confinement, and only by supervised workers.)"""
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = Log(record.levelno, record.name, self.format(record), record.created)
-            self._ctx.send_control(msg)
-        except Exception:
-            self.handleError(record)
+    class ToSupervisor(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                msg = Log(record.levelno, record.name, self.format(record), record.created)
+                ctx.send_control(msg)
+            except Exception:
+                self.handleError(record)
+
+    log = logging.getLogger(f"isolates.worker.{ctx.name}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.addHandler(ToSupervisor())
+    return log
 
 
 def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
     """Run the worker's function (with its context first, if it takes one)."""
     full = (ctx, *args) if ctx is not None else args
-    if inspect.iscoroutinefunction(fn):
+    if is_async(fn):
         import anyio
 
         return anyio.run(lambda: fn(*full, **kwargs))
     return fn(*full, **kwargs)
+
+
+_CO_COROUTINE: Final = 0x80  # inspect.CO_COROUTINE (inspect itself costs ~15 ms to import)
+
+
+def unwrap(fn: Any) -> Any:
+    """``inspect.unwrap``: follow ``__wrapped__`` to the function itself."""
+    while hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    return fn
+
+
+def is_async(fn: Any) -> bool:
+    """``inspect.iscoroutinefunction`` for functions and bound methods."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    return bool(code is not None and code.co_flags & _CO_COROUTINE)
 
 
 def preload_async() -> None:

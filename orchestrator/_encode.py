@@ -4,8 +4,6 @@ isolate only); values and exceptions come back as msgspec data, never as pickle.
 from __future__ import annotations
 
 import builtins
-import inspect
-import linecache
 import os
 import pickle
 import traceback
@@ -99,16 +97,6 @@ def _rebuild_struct(
         name, fields, bases=bases or None, module="__main__", namespace=methods,
         rename=rename, **options,
     )  # fmt: skip
-
-
-def sources(fn: object) -> dict[str, list[str]]:
-    """The source lines of the file ``fn`` lives in, so the isolate's tracebacks show them
-    (once confined it may not read files, and by-value code has no file at all)."""
-    code = getattr(inspect.unwrap(fn), "__code__", None)  # type: ignore[arg-type]
-    if code is None:
-        return {}
-    lines = linecache.getlines(code.co_filename)
-    return {code.co_filename: lines} if lines else {}
 
 
 def restore_filenames(fn: Any, filename: str) -> None:

@@ -7,13 +7,14 @@ msgspec and never unpickles anything that came from an isolate.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from isolates.sandbox import Status
+from isolates.sandbox._compiled import Status
 
-from ._namespaces import NamespaceStatus
+if TYPE_CHECKING:
+    from ._namespaces import NamespaceStatus
 
 #: Descriptors one control message may carry (a worker's channel ends come with Boot).
 MAX_BOOT_FDS: Final = 64
@@ -65,6 +66,8 @@ class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
     def namespaces(self) -> NamespaceStatus | None:
         if self.namespaces_data is None:
             return None
+        from ._namespaces import NamespaceStatus
+
         return msgspec.convert(self.namespaces_data, NamespaceStatus)
 
 

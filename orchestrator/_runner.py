@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from isolates.channels import Channel, open_pair
 from isolates.sandbox import CompiledPolicy
 
 from ._call import build_boot, compile_for
-from ._context import MAX_FDS
+from ._context import MAX_FDS, is_async
 from ._encode import decode_value, rebuild
 from ._errors import WorkerFailed
 from ._graph import ChannelSpec, Worker
@@ -39,9 +38,7 @@ class Runner:
         self.stopping = False
         self.thread: threading.Thread | None = None
         self._boot: Boot | None = None
-        self._policy = worker_policy(
-            worker.policy, channels=True, is_async=inspect.iscoroutinefunction(worker.fn)
-        )
+        self._policy = worker_policy(worker.policy, channels=True, is_async=is_async(worker.fn))
 
     # -- start ----------------------------------------------------------------------
 

@@ -4,30 +4,73 @@ Build a :class:`Policy` from RuleSets, then ``policy.apply()`` (this thread),
 ``policy.apply(all_threads=True)`` or ``policy.run(fn)`` (a new confined thread).
 """
 
-from ._builtins_io import SystemIO as SystemIO
-from ._builtins_net import Networking as Networking
-from ._builtins_proc import Pipes as Pipes
-from ._builtins_proc import Processes as Processes
-from ._builtins_proc import PythonRuntime as PythonRuntime
-from ._builtins_proc import Signals as Signals
-from ._builtins_proc import Threads as Threads
-from ._builtins_proc import Time as Time
-from ._compiled import CompiledPolicy as CompiledPolicy
-from ._compiled import Status as Status
-from ._errors import PolicyError as PolicyError
-from ._errors import SandboxError as SandboxError
-from ._landlock import Compat as Compat
-from ._landlock import Landlock as Landlock
-from ._policy import ALWAYS_DENIED as ALWAYS_DENIED
-from ._policy import Policy as Policy
-from ._rules import SELF_PID as SELF_PID
-from ._rules import Action as Action
-from ._rules import Arg as Arg
-from ._rules import Rule as Rule
-from ._ruleset import RuleSet as RuleSet
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from . import profiles as profiles
+    from ._builtins_io import SystemIO as SystemIO
+    from ._builtins_net import Networking as Networking
+    from ._builtins_proc import Pipes as Pipes
+    from ._builtins_proc import Processes as Processes
+    from ._builtins_proc import PythonRuntime as PythonRuntime
+    from ._builtins_proc import Signals as Signals
+    from ._builtins_proc import Threads as Threads
+    from ._builtins_proc import Time as Time
+    from ._compiled import CompiledPolicy as CompiledPolicy
+    from ._compiled import Status as Status
+    from ._errors import PolicyError as PolicyError
+    from ._errors import SandboxError as SandboxError
+    from ._landlock import Compat as Compat
+    from ._landlock import Landlock as Landlock
+    from ._landlock_abi import AccessFs as AccessFs
+    from ._landlock_abi import AccessNet as AccessNet
+    from ._landlock_abi import Scope as Scope
+    from ._landlock_sys import LandlockPlan as LandlockPlan
+    from ._landlock_sys import LandlockStatus as LandlockStatus
+    from ._policy import ALWAYS_DENIED as ALWAYS_DENIED
+    from ._policy import Policy as Policy
+    from ._rules import SELF_PID as SELF_PID
+    from ._rules import Action as Action
+    from ._rules import Arg as Arg
+    from ._rules import Rule as Rule
+    from ._ruleset import RuleSet as RuleSet
+
+_EXPORTS = {
+    "SystemIO": "._builtins_io",
+    "Networking": "._builtins_net",
+    "Pipes": "._builtins_proc",
+    "Processes": "._builtins_proc",
+    "PythonRuntime": "._builtins_proc",
+    "Signals": "._builtins_proc",
+    "Threads": "._builtins_proc",
+    "Time": "._builtins_proc",
+    "CompiledPolicy": "._compiled",
+    "Status": "._compiled",
+    "PolicyError": "._errors",
+    "SandboxError": "._errors",
+    "Compat": "._landlock",
+    "AccessFs": "._landlock_abi",
+    "AccessNet": "._landlock_abi",
+    "Scope": "._landlock_abi",
+    "LandlockPlan": "._landlock_sys",
+    "LandlockStatus": "._landlock_sys",
+    "profiles": ".profiles",
+    "Landlock": "._landlock",
+    "ALWAYS_DENIED": "._policy",
+    "Policy": "._policy",
+    "SELF_PID": "._rules",
+    "Action": "._rules",
+    "Arg": "._rules",
+    "Rule": "._rules",
+    "RuleSet": "._ruleset",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "ALWAYS_DENIED", "SELF_PID", "Action", "Arg", "Compat", "CompiledPolicy", "Landlock",
-    "Networking", "Pipes", "Policy", "PolicyError", "Processes", "PythonRuntime", "Rule",
-    "RuleSet", "SandboxError", "Signals", "Status", "SystemIO", "Threads", "Time",
+    "ALWAYS_DENIED", "SELF_PID", "AccessFs", "AccessNet", "Action", "Arg", "Compat",
+    "CompiledPolicy", "Landlock", "LandlockPlan", "LandlockStatus", "Networking", "Pipes",
+    "Policy", "PolicyError", "Processes", "PythonRuntime", "Rule", "RuleSet", "SandboxError",
+    "Scope", "Signals", "Status", "SystemIO", "Threads", "Time", "profiles",
 ]  # fmt: skip

@@ -7,7 +7,7 @@ import importlib
 from dataclasses import dataclass
 
 from . import _kernel
-from ._landlock import LandlockPlan, LandlockStatus, apply_plan
+from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan
 
 
 @dataclass(frozen=True)
