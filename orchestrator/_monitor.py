@@ -27,11 +27,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._handlers: dict[int, OnViolation] = {}
         self._poll = select.poll()
-        # A socketpair, not a pipe: send/recv are syscalls every supervisor policy has
-        # (channels use them), while read/write may be restricted to a few descriptors.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._poll.register(self._wake_r, select.POLLIN)
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
 
     def watch(self, listener: int, on_violation: OnViolation) -> None:
@@ -39,18 +35,27 @@ class Monitor:
         with self._lock:
             self._handlers[listener] = on_violation
             self._poll.register(listener, select.POLLIN)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="isolates-monitor", daemon=True
-                )
-                self._thread.start()
-        self._wake_w.send(b"\0")
+            wake = self._start()
+        wake.send(b"\0")
+
+    def _start(self) -> socket.socket:
+        """The thread and its wake-up socket, created on first use (under the lock)."""
+        if self._wake is None:
+            # A socketpair, not a pipe: send/recv are in every supervisor policy (its
+            # channels use them), while read/write may be limited to a few descriptors.
+            self._wake = socket.socketpair()
+            self._wake[0].setblocking(False)
+            self._poll.register(self._wake[0], select.POLLIN)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="isolates-monitor", daemon=True)
+            self._thread.start()
+        return self._wake[1]
 
     def _loop(self) -> None:
         while True:
             for fd, events in self._poll.poll():
-                if fd == self._wake_r.fileno():
-                    self._wake_r.recv(4096)
+                if self._wake is not None and fd == self._wake[0].fileno():
+                    self._wake[0].recv(4096)
                 elif events & select.POLLIN:
                     self._notified(fd)
                 elif events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
@@ -72,5 +77,15 @@ class Monitor:
             self._poll.unregister(fd)
         os.close(fd)
 
+    def after_fork_in_child(self) -> None:
+        """The listeners belong to the parent's isolates: close our copies, start afresh.
+        (The lock may have been held by the monitor thread, which did not survive.)"""
+        for fd in self._handlers:
+            os.close(fd)
+        for end in self._wake or ():
+            end.close()
+        self.__init__()  # type: ignore[misc]
+
 
 MONITOR: Final = Monitor()
+os.register_at_fork(after_in_child=MONITOR.after_fork_in_child)

@@ -100,5 +100,9 @@ class Spawner:
             except BaseException as exc:
                 future.set_exception(exc)
 
+    def _after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the thread did not survive the fork
+
 
 SPAWNER: Final = Spawner()
+os.register_at_fork(after_in_child=SPAWNER._after_fork_in_child)
