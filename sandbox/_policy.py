@@ -125,6 +125,14 @@ class Policy:
         number(syscall)
         return any(e.syscall == syscall and e.action == Action.ALLOW for e in self.entries())
 
+    def decide(self, syscall: str, *args: int) -> Action:
+        """What this policy's filter answers for ``syscall(*args)``, computed by running
+        the compiled BPF program here (nothing is loaded): ``Action.ALLOW``, an
+        ``Action.ERRNO(n)``, a kill... Arguments not given are 0."""
+        from ._bpf import action_of, evaluate
+
+        return action_of(evaluate(self.compile().bpf, number(syscall), args))
+
     def entries(self) -> tuple[Entry, ...]:
         """The merged rules, one line per (syscall, action, conditions)."""
         return self._entries
@@ -224,8 +232,9 @@ def _guards(named: frozenset[str], default: Action) -> tuple[Entry, ...]:
     """Rules every policy carries: clone3 -> ENOSYS, and under a permissive default the
     explicit denials (a denying default already covers them)."""
     out: list[Entry] = []
-    if "clone3" not in named:
-        out.append(Entry("clone3", number("clone3"), Action.ERRNO(errno.ENOSYS), ()))
+    enosys = Action.ERRNO(errno.ENOSYS)
+    if "clone3" not in named and default != enosys:
+        out.append(Entry("clone3", number("clone3"), enosys, ()))
     if default.denies:
         return tuple(out)
     deny = Action.ERRNO(errno.EPERM)

@@ -347,6 +347,7 @@ X86_64: Final = {
     "io_pgetevents": 333,
     "rseq": 334,
     "uretprobe": 335,
+    "uprobe": 336,
     "pidfd_send_signal": 424,
     "io_uring_setup": 425,
     "io_uring_enter": 426,
@@ -393,6 +394,7 @@ X86_64: Final = {
     "open_tree_attr": 467,
     "file_getattr": 468,
     "file_setattr": 469,
+    "listns": 470,
 }
 
 AARCH64: Final = {
@@ -721,6 +723,7 @@ AARCH64: Final = {
     "open_tree_attr": 467,
     "file_getattr": 468,
     "file_setattr": 469,
+    "listns": 470,
 }
 
 TABLES: Final = {"x86_64": X86_64, "aarch64": AARCH64}

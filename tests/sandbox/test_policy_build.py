@@ -166,3 +166,16 @@ def test_socket_rules_compare_domain_and_type_for_equality() -> None:
         assert domain.op == "==" and domain.value in (socket.AF_INET, socket.AF_INET6)
         assert kind.op == "&==" and kind.value == socket.SOCK_STREAM
         assert kind.mask | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC == 0xFFFFFFFF
+
+
+def test_decide_answers_like_the_compiled_filter() -> None:
+    policy = Policy(SystemIO.nothing().allow_stdout(), default=Action.ERRNO(errno.EACCES))
+    assert policy.decide("write", 1) == Action.ALLOW
+    assert policy.decide("write", 2) == Action.ERRNO(errno.EACCES)
+    assert policy.decide("clone3") == Action.ERRNO(errno.ENOSYS)
+    assert Policy(default=Action.KILL_PROCESS).decide("uname") == Action.KILL_PROCESS
+
+
+def test_an_enosys_default_compiles_with_the_clone3_guard_folded_in() -> None:
+    policy = Policy(default=Action.ERRNO(errno.ENOSYS))
+    assert policy.decide("clone3") == Action.ERRNO(errno.ENOSYS)
