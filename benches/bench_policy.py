@@ -14,9 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _util import in_fork, median_time, table, verdict  # noqa: E402
+from _util import in_fork, median_time, table, verdict
 
-from isolates.sandbox import (  # noqa: E402
+from isolates.sandbox import (
     Networking,
     Pipes,
     Policy,

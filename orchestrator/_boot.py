@@ -18,13 +18,13 @@ from typing import Any, NoReturn
 import msgspec
 
 from isolates.channels import Channel, ChannelClosed
-from isolates.sandbox._compiled import CompiledPolicy, Status
+from isolates.sandbox._compiled import CompiledPolicy, Status, preload_runtime
 from isolates.sandbox._kernel import set_parent_death_signal
 from isolates.sandbox._landlock_sys import LandlockPlan
 
 from ._context import WorkerContext, call, is_async, preload_async, unwrap
 from ._encode import describe, encode_value, restore_filenames
-from ._messages import MAX_BOOT_FDS, Boot, Control, Go, Ready, Result
+from ._messages import MAX_BOOT_FDS, Boot, Control, Go, Idle, Ready, Result
 
 
 def main(control_fd: int, parent: int) -> NoReturn:
@@ -32,7 +32,9 @@ def main(control_fd: int, parent: int) -> NoReturn:
     if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
         os._exit(1)
     control = Channel.from_fd(control_fd, Control, max_fds=MAX_BOOT_FDS, name="control")
+    preload_runtime()  # now, while a pooled isolate waits, not on a call's path
     try:
+        control.send(Idle())
         boot, fds = control.recv_with_fds()
     except ChannelClosed:  # a pooled isolate that was never used
         os._exit(0)
@@ -56,7 +58,7 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     control.send(ready, fds=[listener] if listener is not None else ())
     if listener is not None:
         os.close(listener)
-    if not isinstance(control.recv(), Go):
+    if boot.hold and not isinstance(control.recv(), Go):
         os._exit(0)  # Stop, or anything else: the supervisor does not want us to run
     if boot.context:  # a supervised worker: SIGTERM unwinds it (finally blocks run)
         signal.signal(signal.SIGTERM, _terminate)
@@ -98,9 +100,18 @@ def _enter_namespaces(boot: Boot) -> Any:
     return enter(msgspec.convert(boot.namespaces, Namespaces))
 
 
+def _no_source_lookups() -> None:
+    """From now on tracebacks show only the source lines we hold: looking up others
+    means stat() and open(), which a policy that kills on them would punish (the
+    traceback of a harmless exception would end as a violation)."""
+    linecache.checkcache = lambda filename=None: None
+    linecache.updatecache = lambda filename, module_globals=None: []
+
+
 def _confine(boot: Boot) -> tuple[Status, int | None]:
     plan = msgspec.convert(boot.landlock, LandlockPlan) if boot.landlock is not None else None
     compiled = CompiledPolicy(bpf=boot.bpf, landlock=plan, preload=tuple(boot.preload))
+    _no_source_lookups()
     return compiled.apply_with_listener(all_threads=True, listener=boot.notify)
 
 

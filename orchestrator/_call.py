@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import linecache
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from ._namespaces import Namespaces
 from ._policies import worker_policy
 from ._pool import POOL
 from ._process import IsolateProcess
+from ._spawn import explicit_sys_path
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)
     namespaces: Namespaces | None = None
     name: str = "isolate"
+
+    def full_policy(self, is_async: bool) -> Policy:
+        """The policy plus what the isolate itself needs; built once, so its compiled
+        filter is cached across calls."""
+        cache = self.__dict__.setdefault("_full", {})
+        if is_async not in cache:
+            cache[is_async] = worker_policy(self.policy, channels=False, is_async=is_async)
+        return cache[is_async]  # type: ignore[no-any-return]
 
 
 class Call:
@@ -51,8 +59,7 @@ class Call:
             if self._cancelled:
                 raise InterruptedError("cancelled")
             proc.boot(self._boot(proc.pid))
-            proc.wait_ready(deadline)
-            proc.go()
+            proc.wait_ready(deadline)  # a single call holds no barrier: it runs at once
             outcome = proc.wait_outcome(deadline)
         except BaseException:
             proc.kill()
@@ -70,7 +77,7 @@ class Call:
 
     def _boot(self, pid: int) -> Boot:
         opts = self.options
-        policy = worker_policy(opts.policy, channels=False, is_async=is_async(self.fn))
+        policy = opts.full_policy(is_async(self.fn))
         compiled = compile_for(policy, pid, opts.namespaces)
         return build_boot(
             opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces, opts.env
@@ -96,7 +103,7 @@ def build_boot(
     return Boot(
         name=name,
         payload=dump((target, arguments, channels or {})),
-        sys_path=[p for p in sys.path if p],
+        sys_path=explicit_sys_path(),
         sources=sources(target),
         env=dict(env),
         cwd=os.getcwd(),
@@ -106,6 +113,7 @@ def build_boot(
         namespaces=msgspec.to_builtins(ns) if ns is not None else None,
         channels=list(channels or {}),
         notify=True,
+        hold=context,
         context=context,
     )
 

@@ -7,11 +7,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-import anyio
-
 from isolates.sandbox import Landlock, Policy, PolicyError
 
 from ._call import Call, Options
+from ._context import identity
 from ._namespaces import Namespaces
 
 P = ParamSpec("P")
@@ -36,6 +35,8 @@ class IsolatedFunction(Generic[P, R]):
         return result
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        import anyio.to_thread
+
         call = Call(self, args, kwargs, self.options)
         try:
             result: R = await anyio.to_thread.run_sync(call.run, abandon_on_cancel=True)
@@ -54,14 +55,10 @@ class IsolatedFunction(Generic[P, R]):
         module = sys.modules.get(fn.__module__)
         if fn.__module__ != "__main__" and _lookup(module, fn.__qualname__) is self:
             return fn.__qualname__
-        return (_unwrap, (fn,))
+        return (identity, (fn,))  # identity: a function the isolate has imported already
 
     def __repr__(self) -> str:
         return f"<isolated function {self.__wrapped__.__qualname__}>"
-
-
-def _unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
 
 
 def _lookup(module: object, qualname: str) -> object:

@@ -60,3 +60,22 @@ def diagram() -> str:
 
 def _order(state: State) -> int:
     return list(State).index(state)
+
+
+BEGIN, END = "<!-- lifecycle: begin -->", "<!-- lifecycle: end -->"
+
+
+def with_diagram(doc: str) -> str:
+    """``doc`` with the diagram between the lifecycle markers replaced by the table's."""
+    head, _, rest = doc.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n```mermaid\n{diagram()}\n```\n{END}{tail}"
+
+
+if __name__ == "__main__":  # python -m isolates.orchestrator._lifecycle docs/orchestrator.md
+    import sys
+
+    with open(sys.argv[1]) as f:
+        text = f.read()
+    with open(sys.argv[1], "w") as f:
+        f.write(with_diagram(text))

@@ -38,7 +38,12 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     namespaces: Any  # the Namespaces option as plain data, or None
     channels: list[str]  # channel names, in the order of the descriptors sent with Boot
     notify: bool  # load with a listener and hand it to the parent
+    hold: bool  # wait at the barrier for GO after READY (supervised workers)
     context: bool  # call fn(ctx, ...) with a WorkerContext
+
+
+class Idle(msgspec.Struct, tag="idle", forbid_unknown_fields=True):
+    """A new interpreter finished its imports and waits for its boot message."""
 
 
 class Go(msgspec.Struct, tag="go", forbid_unknown_fields=True):
@@ -92,5 +97,5 @@ class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
 
 
 ToIsolate = Boot | Go | Stop | PeerRestarted
-FromIsolate = Ready | Result | Failure | Log
-Control = Boot | Go | Stop | PeerRestarted | Ready | Result | Failure | Log
+FromIsolate = Idle | Ready | Result | Failure | Log
+Control = Boot | Go | Stop | PeerRestarted | Idle | Ready | Result | Failure | Log

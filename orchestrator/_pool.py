@@ -17,6 +17,9 @@ from collections import deque
 from ._process import IsolateProcess, stop_all
 from ._spawn import SPAWNER
 
+#: How long a pooled interpreter may take to import its boot code.
+IDLE_TIMEOUT = 30.0
+
 
 class Pool:
     def __init__(self, size: int = 2) -> None:
@@ -28,6 +31,11 @@ class Pool:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def idle(self) -> int:
+        """How many interpreters wait, imports done, for a call right now."""
+        return len(self._idle)
 
     def resize(self, size: int) -> None:
         """Keep ``size`` idle isolates ready (0 disables the pool)."""
@@ -66,6 +74,10 @@ class Pool:
         try:
             while len(self._idle) < self._size:
                 proc = IsolateProcess.spawn()
+                if not proc.wait_idle(IDLE_TIMEOUT):
+                    proc.kill()
+                    proc.reap()
+                    return  # cannot start interpreters now: callers spawn their own
                 with self._lock:
                     self._idle.append(proc)
         finally:

@@ -16,7 +16,7 @@ from isolates.sandbox._kernel import Notification
 from isolates.sandbox._syscalls import name_of
 
 from ._errors import IsolateViolation, WorkerFailed
-from ._messages import MAX_BOOT_FDS, Boot, Control, Failure, Go, Log, Ready, Result, Stop
+from ._messages import MAX_BOOT_FDS, Boot, Control, Failure, Go, Idle, Log, Ready, Result, Stop
 from ._monitor import MONITOR
 from ._spawn import SPAWNER, popen
 
@@ -53,6 +53,15 @@ class IsolateProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the interpreter has imported its boot code (a pool keeps only
+        these: a call then pays for no start-up at all). False if it did not."""
+        try:
+            msg = self.control.recv(timeout=timeout)
+        except (TimeoutError, ChannelError):
+            return False
+        return isinstance(msg, Idle)
 
     def boot(self, boot: Boot, fds: Sequence[int] = ()) -> None:
         self.name = boot.name
@@ -109,9 +118,10 @@ class IsolateProcess:
             except ChannelError as exc:
                 self.kill()
                 raise self.failure(f"broke its control channel: {exc}") from None
-            if not isinstance(msg, Log):
+            if isinstance(msg, Log):
+                _log(self.name, msg)
+            elif not isinstance(msg, Idle):
                 return msg, fds
-            _log(self.name, msg)
 
     def _protocol(self, msg: object, expected: str) -> WorkerFailed:
         self.kill()

@@ -36,8 +36,13 @@ BOOTSTRAP: Final = (
 def command(control_fd: int) -> list[str]:
     """The child's command line: interpreter flags, bootstrap, sys.path, fd, parent pid."""
     flags = ["-I", "-S"] if _importable_without_site() else ["-I"]
-    path = SEP.join(p for p in sys.path if p)
+    path = SEP.join(explicit_sys_path())
     return [sys.executable, *flags, "-c", BOOTSTRAP, path, str(control_fd), str(os.getpid())]
+
+
+def explicit_sys_path() -> list[str]:
+    """Our sys.path with absolute entries ('' is the current directory, now)."""
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
 
 def _importable_without_site() -> bool:
@@ -45,7 +50,7 @@ def _importable_without_site() -> bool:
     can skip site processing (``-S``, about 20 ms); an editable install is found through a
     finder that a .pth file installs, and needs it."""
     boot = os.path.join("isolates", "orchestrator", "_boot.py")
-    return any(os.path.isfile(os.path.join(p, boot)) for p in sys.path if p)
+    return any(os.path.isfile(os.path.join(p, boot)) for p in explicit_sys_path())
 
 
 def popen(control_fd: int, pass_fds: Sequence[int]) -> subprocess.Popen[bytes]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
@@ -56,10 +55,10 @@ _NUMBERS: Final = {
 
 def syscall_number(name: str) -> int:
     try:
-        return _NUMBERS[platform.machine()][name]
+        return _NUMBERS[os.uname().machine][name]
     except KeyError:
         raise SandboxError(
-            errno.ENOSYS, f"isolates does not know the number of {name} on {platform.machine()}"
+            errno.ENOSYS, f"isolates does not know the number of {name} on {os.uname().machine}"
         ) from None
 
 

@@ -1,0 +1,166 @@
+"""@isolate start-up and call latency, against Python's own ways of running a function in
+another process, all measured in this run:
+
+- cold first result (no pool): a fresh parent process calls a trivial function once;
+  against multiprocessing's spawn Process, ProcessPoolExecutor (forkserver) and
+  anyio.to_process.run_sync, each also from a fresh parent;
+- warm call: with the pool warm, one call (a fresh isolate each time) against a warm
+  ProcessPoolExecutor.submit (which reuses its worker; ours never do);
+- exec-to-READY: spawn an isolate and wait until it is confined, against a bare
+  ``python -I -S -c pass``.
+
+    python benches/bench_isolate.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import table, verdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROUNDS = 9
+
+COLD = {
+    "isolate (no pool)": """
+        from isolates.orchestrator import POOL, isolate
+        from _targets import trivial
+        POOL.resize(0)
+        f = isolate(trivial)
+        start = time.perf_counter(); f(1)
+    """,
+    "multiprocessing spawn Process": """
+        import multiprocessing as mp
+        from _targets import to_queue
+        ctx = mp.get_context("spawn"); q = ctx.Queue()
+        start = time.perf_counter()
+        p = ctx.Process(target=to_queue, args=(q, 1)); p.start(); q.get(); p.join()
+    """,
+    "ProcessPoolExecutor (forkserver)": """
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        from _targets import trivial
+        start = time.perf_counter()
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("forkserver")) as ex:
+            ex.submit(trivial, 1).result()
+    """,
+    "anyio.to_process.run_sync": """
+        import anyio, anyio.to_process
+        from _targets import trivial
+        async def main():
+            global start
+            start = time.perf_counter()
+            await anyio.to_process.run_sync(trivial, 1)
+        anyio.run(main)
+    """,
+}
+
+
+def cold(code: str) -> float:
+    script = "import time, sys\n" + textwrap.dedent(code) + "\nprint(time.perf_counter() - start)"
+    samples = []
+    for _ in range(ROUNDS):
+        out = subprocess.run([sys.executable, "-c", script], cwd=HERE, capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        samples.append(float(out.stdout.split()[-1]))
+    return statistics.median(samples)
+
+
+def warm_calls() -> tuple[float, float]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from _targets import trivial
+
+    from isolates.orchestrator import POOL, isolate
+
+    f = isolate(trivial)
+    POOL.resize(2)
+    POOL.warm()
+    ours = []
+    for _ in range(40):
+        while POOL.idle < POOL.size:  # the pool refills in the background
+            time.sleep(0.005)
+        start = time.perf_counter()
+        f(1)
+        ours.append(time.perf_counter() - start)
+    with ProcessPoolExecutor(1) as ex:
+        ex.submit(trivial, 1).result()
+        theirs = [_timed(lambda: ex.submit(trivial, 1).result()) for _ in range(40)]
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def _timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def exec_to_ready() -> tuple[float, float, float]:
+    from _targets import trivial
+
+    from isolates.orchestrator._call import Call, Options
+    from isolates.orchestrator._process import IsolateProcess
+
+    def ready() -> float:
+        start = time.perf_counter()
+        proc = IsolateProcess.spawn()
+        proc.boot(Call(trivial, (1,), {}, Options())._boot(proc.pid))
+        proc.wait_ready(None)
+        elapsed = time.perf_counter() - start
+        proc.kill()
+        proc.reap()
+        return elapsed
+
+    bare = [sys.executable, "-I", "-S", "-c", "pass"]
+    ready()
+    ours = statistics.median(ready() for _ in range(15))
+    base = statistics.median(_timed(lambda: subprocess.run(bare)) for _ in range(15))
+    with_site = statistics.median(
+        _timed(lambda: subprocess.run([sys.executable, "-I", "-c", "pass"])) for _ in range(15)
+    )
+    return ours, base, with_site
+
+
+def main() -> None:
+    results = {name: cold(code) for name, code in COLD.items()}
+    ours = results["isolate (no pool)"]
+    spawn = results["multiprocessing spawn Process"]
+    rows = [[name, f"{t * 1e3:.1f} ms", f"{ours / t:.2f}x"] for name, t in results.items()]
+    rows[0] += ["<= 0.6x spawn", verdict(ours / spawn, 0.6)]
+    for row in rows[1:]:
+        row += ["", ""]
+    table(f"Cold first result (median of {ROUNDS} fresh parents)",
+          ["how", "first result", "isolate / this", "target", ""], rows)  # fmt: skip
+
+    warm, ppe = warm_calls()
+    table("Warm call (median of 40)", ["how", "latency", "ratio", "target", ""], [
+        ["isolate, warm pool (fresh process per call)", f"{warm * 1e3:.2f} ms",
+         f"{warm / ppe:.1f}x", "<= 2 ms", verdict(warm, 2e-3)],
+        ["ProcessPoolExecutor.submit (reused worker)", f"{ppe * 1e3:.2f} ms", "1.0x", "", ""],
+    ])  # fmt: skip
+
+    ready, bare, site = exec_to_ready()
+    flags = "-I -S" if "-S" in _child_flags() else "-I (site needed: editable install)"
+    table("Exec to READY (median of 15)", ["what", "time", "ratio", "target", ""], [
+        [f"isolate spawned, booted, confined ({flags})", f"{ready * 1e3:.1f} ms",
+         f"{ready / bare:.2f}x", "<= 1.5x", verdict(ready / bare, 1.5)],
+        ["python -I -S -c pass", f"{bare * 1e3:.1f} ms", "1.00x", "", ""],
+        ["python -I -c pass (with site)", f"{site * 1e3:.1f} ms", f"{site / bare:.2f}x", "", ""],
+    ])  # fmt: skip
+
+
+def _child_flags() -> list[str]:
+    from isolates.orchestrator._spawn import command
+
+    return command(3)[1:3]
+
+
+if __name__ == "__main__":
+    main()
