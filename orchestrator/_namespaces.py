@@ -221,6 +221,15 @@ _USERNS_HINTS: Final = {
 }
 
 
+_MAP_HINTS: Final = {
+    errno.EPERM: "the new user namespace has no capabilities: on Ubuntu 23.10+ AppArmor "
+    "restricts unprivileged user namespaces "
+    "(`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, or a profile allowing userns)",
+    errno.EACCES: "/proc/self is not ours: the process is not dumpable (it changed uid "
+    "without exec'ing, or set PR_SET_DUMPABLE to 0)",
+}
+
+
 def _enter_user(ns: Namespaces) -> None:
     uid, gid = os.getuid(), os.getgid()  # before unshare: afterwards both read 65534
     try:
@@ -232,12 +241,9 @@ def _enter_user(ns: Namespaces) -> None:
     try:
         k.write_id_maps(_or(ns.uid, uid), _or(ns.gid, gid), uid, gid)
     except OSError as exc:
-        raise SandboxError(
-            exc.errno,
-            f"namespaces: cannot write the user namespace's id maps ({exc.strerror}); on "
-            "Ubuntu 23.10+ AppArmor creates unprivileged user namespaces without "
-            "capabilities: `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`",
-        ) from None
+        hint = _MAP_HINTS.get(exc.errno or 0, exc.strerror)
+        msg = f"namespaces: cannot write the user namespace's id maps: {hint}"
+        raise SandboxError(exc.errno, msg) from None
 
 
 def _or(value: int | None, default: int) -> int:
