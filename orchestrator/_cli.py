@@ -43,14 +43,9 @@ def _extra_commands() -> list[
     Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]
 ]:
     """Subcommands defined in their own modules (run, trace)."""
-    registrars = []
-    for module in ("_cli_run", "_trace"):
-        try:
-            imported = __import__(f"isolates.orchestrator.{module}", fromlist=["register"])
-        except ModuleNotFoundError:
-            continue
-        registrars.append(imported.register)
-    return registrars
+    from . import _cli_run, _trace
+
+    return [_cli_run.register, _trace.register]
 
 
 if __name__ == "__main__":
