@@ -182,12 +182,12 @@ def enter(ns: Namespaces) -> NamespaceStatus:
     if ns.user:
         _enter_user(ns)
     if ns.pid:
-        _unshare(k.CLONE_NEWPID, "pid")
+        _unshare(k.CLONE_NEWPID, "pid", in_userns=ns.user)
         _fork_pid1()
     flags = {"mount": k.CLONE_NEWNS, "net": k.CLONE_NEWNET, "ipc": k.CLONE_NEWIPC,
              "uts": k.CLONE_NEWUTS}  # fmt: skip
     asked = [name for name in flags if name in ns.kinds]
-    _unshare(sum(flags[name] for name in asked), "/".join(asked))
+    _unshare(sum(flags[name] for name in asked), "/".join(asked), in_userns=ns.user)
     if ns.uts:
         k.sethostname(ns.hostname)
     if ns.net:
@@ -250,21 +250,29 @@ def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def _unshare(flags: int, what: str) -> None:
+def _unshare(flags: int, what: str, *, in_userns: bool) -> None:
     if not flags:
         return
     try:
         k.unshare(flags)
     except OSError as exc:
-        hints = {
-            errno.EPERM: "creating it needs CAP_SYS_ADMIN: keep Namespaces(user=True) so "
-            "an unprivileged user namespace provides it",
-            errno.EINVAL: f"the kernel lacks it (CONFIG_{what.split('/')[0].upper()}_NS)",
-            errno.ENOSPC: f"a namespace limit is reached (sysctl user.max_{what}_namespaces)",
-        }
-        hint = hints.get(exc.errno or 0, exc.strerror)
+        hint = _unshare_hint(exc.errno or 0, what, in_userns) or exc.strerror
         msg = f"namespaces: cannot create {what} namespace: {hint}"
         raise SandboxError(exc.errno, msg) from None
+
+
+def _unshare_hint(err: int, what: str, in_userns: bool) -> str | None:
+    sysctls = ", ".join(f"user.max_{kind.replace('mount', 'mnt')}_namespaces" for kind in
+                        what.split("/"))  # fmt: skip
+    configs = ", ".join(f"CONFIG_{kind.upper()}_NS" for kind in what.split("/") if kind != "mount")
+    if err == errno.EPERM and in_userns:
+        return "our user namespace gave no CAP_SYS_ADMIN (an AppArmor or LSM restriction?)"
+    return {
+        errno.EPERM: "creating it needs CAP_SYS_ADMIN: keep Namespaces(user=True) so an "
+        "unprivileged user namespace provides it",
+        errno.EINVAL: f"the kernel lacks it ({configs or 'CONFIG_NAMESPACES'})",
+        errno.ENOSPC: f"a namespace limit is reached (sysctl {sysctls})",
+    }.get(err)
 
 
 # --- pid: pid 1 inside, a mirror outside -------------------------------------------------
@@ -486,7 +494,7 @@ def _build_root(plan: _Plan) -> None:
         k.pivot_root(".", "oldroot")
         os.chdir("/")
     for step in plan.steps:
-        with _explained(f"{step.kind} {step.source or ''} at {step.target}"):
+        with _explained(f"{step.kind} {step.source} at {step.target}".replace("  ", " ")):
             _run(step, plan.new_pid_ns)
     with _explained("switching to the new root"):
         for path, text in plan.links:

@@ -64,6 +64,7 @@ def test_namespaces_travel_as_plain_data() -> None:
         hostname="web",
     )
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(ns), type=Namespaces) == ns
+    assert msgspec.convert(msgspec.to_builtins(ns), Namespaces) == ns
     status = NamespaceStatus(("user", "pid"), 1000, 1000, 1, "web", capabilities=False)
     assert msgspec.json.decode(msgspec.json.encode(status), type=NamespaceStatus) == status
     assert str(status) == (
@@ -582,3 +583,12 @@ def test_working_directory_is_kept_when_it_is_visible() -> None:
 def test_missing_bind_source_is_named() -> None:
     error = in_child(enter, Namespaces(mount=Mount(ro=("/no/such/dir",)))).error
     assert isinstance(error, SandboxError) and "/no/such/dir does not exist" in str(error)
+
+
+def test_a_failing_mount_step_names_itself(tmp_path: Path) -> None:
+    # The mount point would have to be created inside a read-only bind.
+    clash = Mount(ro=(str(tmp_path),), binds=(Bind("/usr", f"{tmp_path}/new"),))
+    error = in_child(enter, Namespaces(mount=clash)).error
+    assert isinstance(error, SandboxError) and error.errno == errno.EROFS, error
+    assert f"namespaces: mount namespace: bind /usr at {tmp_path}/new: Read-only" in str(error)
+    assert not (tmp_path / "new").exists()
