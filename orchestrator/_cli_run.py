@@ -441,13 +441,19 @@ def describe(plan: Plan) -> str:
     lines = [f"command: {plan.path} (argv {plan.argv})",
              f"policy: {plan.policy!r}", "added so the program can start:"]  # fmt: skip
     lines += [f"  seccomp {need.rule!r}: {need.why}" for need in plan.added] or ["  seccomp: -"]
-    domain = "its own domain" if plan.start is not None else "the options' domain"
-    if plan.start is not None or _handles_fs(plan.policy):
-        lines += [f"  landlock ({domain}) {path}: {rights!r}" for path, rights in plan.grants]
     if plan.start is not None:
-        lines.append(f"  its own domain handles {AccessFs(plan.start.handled_fs)!r}")
+        handled = AccessFs(plan.start.handled_fs)
+        lines.append(f"  landlock, a domain of its own handling {_flags(handled)}:")
+        lines += [f"    {p}: {_flags(r & handled)}" for p, r in plan.grants if r & handled]
+    elif _handles_fs(plan.policy):
+        lines.append("  landlock, added to the options' domain:")
+        lines += [f"    {path}: {_flags(rights)}" for path, rights in plan.grants]
     lines.append("seccomp rules:")
     for e in plan.policy.entries():
         lines.append(f"  {e.syscall} {e.action!r} {' '.join(map(repr, e.conditions))}".rstrip())
     lines.append(f"  (any other syscall: {plan.policy.default!r})")
     return "\n".join(lines)
+
+
+def _flags(rights: AccessFs) -> str:
+    return "|".join(str(flag.name) for flag in AccessFs if flag & rights)

@@ -513,7 +513,8 @@ def render(result: Trace, found: list[Cover]) -> str:
     counts = result.counts()
     lines = [
         f"isolates trace: {shlex.join(result.argv)} exited with {result.exit_code} "
-        f"({len(result.tasks)} tasks, {sum(counts.values())} calls, {len(counts)} syscalls)",
+        f"({_count(len(result.tasks), 'task')}, {_count(sum(counts.values()), 'call')}, "
+        f"{_count(len(counts), 'syscall')})",
         "",
         f"{'calls':>8}  syscall",
         *(f"{count:>8}  {name}" for name, count in counts.items()),
@@ -529,6 +530,10 @@ def render(result: Trace, found: list[Cover]) -> str:
     if enosys:
         lines.append(f"answered ENOSYS, as every isolates policy does: {', '.join(enosys)}")
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

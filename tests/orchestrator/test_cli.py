@@ -1,0 +1,218 @@
+"""``isolates run``: real programs exec'd under policies built from options.
+
+Every test runs the command line in a subprocess (``python -m isolates.orchestrator._cli``)
+and looks at what the confined program could and could not do, side by side.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from isolates.orchestrator._cli_run import exec_chain, library_dirs
+
+CLI = [sys.executable, "-m", "isolates.orchestrator._cli"]
+PYTHON = sys.executable
+
+
+def isolates(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    (inside / "in.txt").write_text("in here\n")
+    (tmp_path / "out.txt").write_text("out there\n")
+    return tmp_path
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+def test_pledge_stdio_rpath_runs_cat(files: Path) -> None:
+    done = isolates("run", "--pledge", "stdio rpath", "--", "cat", str(files / "out.txt"))
+    assert (done.returncode, done.stdout) == (0, "out there\n"), done.stderr
+
+
+def test_read_limits_reading_to_the_directory(files: Path) -> None:
+    inside, outside = files / "inside" / "in.txt", files / "out.txt"
+    done = isolates("run", "--pledge", "stdio rpath", "--read", str(files / "inside"),
+                    "--", "cat", str(inside), str(outside))  # fmt: skip
+    assert done.stdout == "in here\n"  # allowed, next to the denial
+    assert done.returncode == 1
+    assert f"{outside}: Permission denied" in done.stderr
+
+
+def test_paths_without_a_profile_confine_only_the_filesystem(files: Path) -> None:
+    script = f"cat {files}/inside/in.txt; cat {files}/out.txt; echo $((6*7))"
+    done = isolates("run", "--read", str(files / "inside"), "--", "sh", "-c", script)
+    assert done.stdout == "42\n"  # sh runs, but may execute nothing but itself
+    assert done.stderr.count("cat: Permission denied") == 2
+    done = isolates("run", "--read", str(files / "inside"), "--exec", "/usr/bin",
+                    "--", "sh", "-c", script)  # fmt: skip
+    assert done.stdout == "in here\n42\n"
+    assert f"{files}/out.txt: Permission denied" in done.stderr
+
+
+def test_writing_needs_wpath_and_cpath(files: Path) -> None:
+    target = files / "inside" / "new.txt"
+    script = f"echo x > {target}"
+    denied = isolates("run", "--pledge", "stdio rpath", "--", "sh", "-c", script)
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr
+    assert not target.exists()
+    allowed = isolates("run", "--pledge", "stdio rpath wpath cpath", "--", "sh", "-c", script)
+    assert allowed.returncode == 0, allowed.stderr
+    assert target.read_text() == "x\n"
+
+
+def test_write_allows_one_directory(files: Path) -> None:
+    inside, outside = files / "inside" / "new.txt", files / "new.txt"
+    done = isolates("run", "--pledge", "stdio rpath", "--write", str(files / "inside"),
+                    "--", "sh", "-c", f"echo a > {inside}; echo b > {outside}")  # fmt: skip
+    assert inside.read_text() == "a\n"
+    assert not outside.exists() and "Permission denied" in done.stderr
+
+
+def test_kill_turns_a_violation_into_sigsys(files: Path) -> None:
+    target = files / "new.txt"
+    done = isolates("run", "--kill", "--pledge", "stdio rpath", "--",
+                    "sh", "-c", f"echo before; echo x > {target}")  # fmt: skip
+    assert done.returncode == -signal.SIGSYS
+    assert done.stdout == "before\n" and not target.exists()
+
+
+def test_systemd_groups(files: Path) -> None:
+    path = str(files / "out.txt")
+    done = isolates("run", "--systemd", "@basic-io @file-system", "--", "cat", path)
+    assert (done.returncode, done.stdout) == (0, "out there\n"), done.stderr
+    done = isolates("run", "--systemd", "@basic-io", "--", "cat", path)
+    assert done.returncode == 1 and "Permission denied" in done.stderr
+
+
+# --- network ------------------------------------------------------------------------------
+
+CLIENT = "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).send(b'hi')"
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        listening.setblocking(False)
+        yield listening
+
+
+def _accepted(listening: socket.socket) -> bytes | None:
+    try:
+        conn, _ = listening.accept()
+    except BlockingIOError:
+        return None
+    with conn:
+        conn.setblocking(True)
+        return conn.recv(2)
+
+
+def test_network_client_needs_net_connect(server: socket.socket) -> None:
+    port = str(server.getsockname()[1])
+    denied = isolates("run", "--pledge", "stdio rpath", "--", PYTHON, "-c", CLIENT, port)
+    assert denied.returncode == 1 and "PermissionError" in denied.stderr
+    assert _accepted(server) is None
+    allowed = isolates("run", "--pledge", "stdio rpath", "--net-connect", port,
+                       "--", PYTHON, "-c", CLIENT, port)  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert _accepted(server) == b"hi"
+
+
+def test_net_connect_allows_only_its_port(server: socket.socket) -> None:
+    port = server.getsockname()[1]
+    done = isolates("run", "--net-connect", str(port + 1 if port < 65535 else port - 1),
+                    "--", PYTHON, "-c", CLIENT, str(port))  # fmt: skip
+    assert done.returncode == 1 and "Permission denied" in done.stderr
+    assert _accepted(server) is None
+
+
+# --- what run adds, exit codes, errors ----------------------------------------------------
+
+
+def test_the_program_cannot_exec_anything_else() -> None:
+    script = "/usr/bin/true && echo ran"
+    done = isolates("run", "--pledge", "stdio rpath proc", "--", "sh", "-c", script)
+    assert done.returncode == 126 and "Permission denied" in done.stderr
+    done = isolates("run", "--pledge", "stdio rpath proc exec prot_exec", "--", "sh", "-c", script)
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
+
+
+def test_dry_run_shows_only_what_the_policy_lacks() -> None:
+    bare = isolates("run", "--pledge", "stdio rpath", "--dry-run", "--", "true").stdout
+    assert "seccomp Rule('execve')" in bare and "seccomp Rule('arch_prctl'" in bare
+    assert "EXECUTE" in bare and "/etc/ld.so.cache" not in bare  # rpath reads already
+    full = isolates("run", "--pledge", "stdio rpath exec prot_exec", "--dry-run", "--", "true")
+    added = full.stdout.split("added so the program can start:\n")[1].split("seccomp rules:")[0]
+    assert added == "  seccomp: -\n"  # exec and prot_exec: nothing to add, no domain
+
+
+def test_exit_codes_propagate() -> None:
+    assert isolates("run", "--pledge", "stdio", "--", "sh", "-c", "exit 7").returncode == 7
+    killed = isolates("run", "--pledge", "stdio", "--", "sh", "-c", "kill -TERM $$")
+    assert killed.returncode == -signal.SIGTERM
+
+
+def test_environment() -> None:
+    done = isolates("run", "--clear-env", "--env", "GREETING=hi", "--env", "PATH", "--",
+                    "sh", "-c", "echo $GREETING ${HOME:-no-home}")  # fmt: skip
+    assert done.stdout == "hi no-home\n"
+
+
+def test_unknown_command_exits_127() -> None:
+    done = isolates("run", "--pledge", "stdio", "--", "no-such-command-here")
+    assert done.returncode == 127
+    assert done.stderr == "isolates run: no-such-command-here: command not found\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--pledge", "stdoi rpath"], "--pledge 'stdoi rpath': pledge: unknown promise 'stdoi'"),
+        (["--systemd", "@basic-oi"], "--systemd '@basic-oi': systemd: unknown group"),
+        (["--read", "/no/such/dir"], "--read /no/such/dir: no such file or directory"),
+        (["--allow", "getppidd"], "--allow getppidd: unknown syscall 'getppidd'"),
+        (["--net-connect", "70000"], "--net-connect 70000: Landlock.connect_tcp(70000)"),
+        (["--env", "=x"], "--env =x: expected NAME=VALUE"),
+    ],
+)
+def test_policy_errors_name_the_option(options: list[str], named: str) -> None:
+    done = isolates("run", *options, "--", "true")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"isolates run: {named}")
+    assert done.stderr.count("\n") == 1
+
+
+def test_no_command_is_a_usage_error() -> None:
+    done = isolates("run", "--pledge", "stdio")
+    assert done.returncode == 2 and "no command given" in done.stderr
+
+
+# --- the pieces ---------------------------------------------------------------------------
+
+
+def test_exec_chain_follows_shebangs_to_the_loader(tmp_path: Path) -> None:
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh -e\necho hi\n")
+    chain = exec_chain(str(script))
+    assert chain[0] == str(script)
+    assert chain[1] == str(Path("/bin/sh").resolve())
+    assert "ld-linux" in Path(chain[2]).name and len(chain) == 3
+
+
+def test_library_dirs_are_real_and_not_nested() -> None:
+    dirs = library_dirs({"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:relative:/nope"})
+    assert str(Path("/lib").resolve()) in dirs
+    assert all(Path(d).is_dir() and Path(d).resolve() == Path(d) for d in dirs)
+    assert not any(a != b and b.startswith(a + "/") for a in dirs for b in dirs)
