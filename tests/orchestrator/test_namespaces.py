@@ -575,6 +575,13 @@ def test_runtime_paths_cover_the_interpreter_and_sys_path() -> None:
     assert not {"/", "/tmp", "/dev", "/proc"} & set(paths)
 
 
+def test_without_a_pid_namespace_proc_is_the_hosts() -> None:
+    def inside(_: NamespaceStatus) -> tuple[bool, bool]:
+        return str(os.getpid()) in os.listdir("/proc"), os.path.exists(f"/proc/{os.getppid()}")
+
+    assert _entered(Namespaces(pid=False), inside) == (True, True)
+
+
 def test_working_directory_is_kept_when_it_is_visible() -> None:
     cwd = os.getcwd()
     assert _entered(Namespaces(mount=Mount(ro=(cwd,))), lambda s: os.getcwd()) == cwd
