@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from ._graph import Restart as Restart
     from ._graph import Worker as Worker
     from ._lifecycle import State as State
+    from ._namespaces import Bind as Bind
     from ._namespaces import Mount as Mount
+    from ._namespaces import NamespaceStatus as NamespaceStatus
     from ._namespaces import Namespaces as Namespaces
     from ._pool import POOL as POOL
     from ._supervisor import Supervisor as Supervisor
@@ -29,7 +31,9 @@ _EXPORTS = {
     "Restart": "._graph",
     "Worker": "._graph",
     "State": "._lifecycle",
+    "Bind": "._namespaces",
     "Mount": "._namespaces",
+    "NamespaceStatus": "._namespaces",
     "Namespaces": "._namespaces",
     "POOL": "._pool",
     "Supervisor": "._supervisor",
@@ -37,6 +41,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "POOL", "IsolateViolation", "IsolatedFunction", "Mount", "Namespaces", "RemoteTraceback",
-    "Restart", "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
+    "POOL", "Bind", "IsolateViolation", "IsolatedFunction", "Mount", "NamespaceStatus",
+    "Namespaces", "RemoteTraceback", "Restart", "State", "Supervisor", "Worker",
+    "WorkerContext", "WorkerFailed", "isolate",
 ]  # fmt: skip
