@@ -1,0 +1,20 @@
+"""isolates.channels: typed messages over socketpairs, blocking and async, with descriptors.
+
+``a, b = open_pair(Ping | Pong)``; ``a.send(Ping(1))``; ``b.recv()``. Messages are
+msgspec Structs (or plain types) in length-prefixed msgpack frames: a peer's bytes decode to
+data or to a :class:`RemoteChannelError`, never to code.
+"""
+
+from ._blocking import Channel as Channel
+from ._blocking import open_pair as open_pair
+from ._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
+from ._codec import Codec as Codec
+from ._errors import ChannelClosed as ChannelClosed
+from ._errors import ChannelError as ChannelError
+from ._errors import LocalChannelError as LocalChannelError
+from ._errors import RemoteChannelError as RemoteChannelError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "Channel", "ChannelClosed", "ChannelError", "Codec",
+    "LocalChannelError", "RemoteChannelError", "open_pair",
+]  # fmt: skip
