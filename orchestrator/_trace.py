@@ -105,7 +105,7 @@ class Trace:
 
 
 def resolve(command: str, env: Mapping[str, str] | None = None) -> str:
-    """The file ``command`` names, searched in $PATH as execvp would; TraceError if none."""
+    """The file ``command`` names, searched in $PATH as execvp would (FileNotFoundError)."""
     found = shutil.which(command, path=(env or os.environ).get("PATH", os.defpath))
     if found is None:
         raise FileNotFoundError(errno.ENOENT, f"{command}: command not found")
@@ -119,22 +119,24 @@ def trace(
 
     Meant for a process of its own (the ``isolates trace`` command): it becomes a child
     subreaper and reaps every child it has until the traced tasks are all gone.
+    ``relevant`` defaults to ``relevance()``.
     """
     path = resolve(argv[0], env)
     environ = dict(os.environ if env is None else env)
-    ours, theirs = socket.socketpair()
+    relevant = relevance() if relevant is None else relevant
     program = notify_program()
+    set_child_subreaper()  # before the fork: no orphan of the program may escape us
+    ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
         ours.close()
         exec_traced(theirs, program, path, list(argv), environ)
     theirs.close()
-    set_child_subreaper()
     with ours:
         listener = _receive_listener(ours, pid)
     result = Trace(list(argv))
     try:
-        _serve(listener, pid, result, relevant or {})
+        _serve(listener, pid, result, relevant)
     finally:
         os.close(listener)
     return result
@@ -149,6 +151,7 @@ def _receive_listener(sock: socket.socket, pid: int) -> int:
         os.waitpid(pid, 0)
         raise TraceError("the traced child never handed over its listener") from None
     if fds and message == b"L":
+        os.set_inheritable(fds[0], False)
         return fds[0]
     os.waitpid(pid, 0)
     why = message[1:].decode(errors="replace") or "the child died before loading the filter"
@@ -198,7 +201,7 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
     try:
         note = receive_notification(listener)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:  # the task was killed meanwhile
+        if exc.errno in (errno.ENOENT, errno.EINTR):  # the task was killed meanwhile
             return started
         raise
     call = call_of(note, relevant)
@@ -557,7 +560,7 @@ def main(args: argparse.Namespace) -> int:
         print("isolates trace: no command given: isolates trace -- CMD [ARG ...]", file=sys.stderr)
         return 2
     try:
-        result = trace(argv, relevant=relevance())
+        result = trace(argv)
     except FileNotFoundError as exc:
         print(f"isolates trace: {exc.strerror}", file=sys.stderr)
         return 127
