@@ -3,7 +3,7 @@
     isolates run --pledge "stdio rpath" --read /srv/data -- cat /srv/data/report
 
 The options build a Policy. ``run`` then adds what the program needs to start and nothing
-else (``STARTUP``: each call is added only when the policy would deny it; Landlock rights
+else (_startup.py: each call is added only when the policy would deny it; Landlock rights
 for the command, its interpreters and the library directories), applies everything to
 this process (all threads; Landlock first, seccomp last) and execs the program: seccomp
 filters and Landlock domains survive execve, so nothing of Python stays in between.
@@ -13,86 +13,33 @@ docs/cli.md is the user's documentation.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
-import glob
 import os
 import shutil
 import signal
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Final, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 from isolates.sandbox import (
     Action,
-    Arg,
     Compat,
     Landlock,
     Networking,
     Policy,
     PolicyError,
-    Rule,
     RuleSet,
     SandboxError,
     profiles,
 )
-from isolates.sandbox._bpf import decide
 from isolates.sandbox._kernel import load_seccomp
 from isolates.sandbox._landlock import AccessFs, LandlockPlan, apply_plan
 from isolates.sandbox._syscalls import number
 
+from ._startup import Grants, Need, handles_fs, with_startup
+
 T = TypeVar("T")
-
-_EXEC_RIGHTS: Final = AccessFs.EXECUTE | AccessFs.READ_FILE
-_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | 0o20000000
-_ARCH_SET_FS, _AT_FDCWD, _AT_EMPTY_PATH, _RLIMIT_STACK = 0x1002, -100, 0x1000, 3
-_PROT_READ, _PROT_EXEC, _MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_DENYWRITE = 1, 4, 2, 0x20, 0x800
-
-
-@dataclass(frozen=True)
-class Need:
-    """A call the dynamic loader or the C runtime makes before ``main``, and the rule run
-    adds when the policy would deny it."""
-
-    syscall: str
-    args: tuple[int, ...]
-    rule: Rule
-    why: str
-
-
-#: What a dynamically linked program calls to start, beyond PythonRuntime (brk, mmap,
-#: munmap, mprotect, futex, rseq, set_robust_list, getrandom, close, exit_group), which
-#: every policy has. Measured with ``isolates trace -- true`` (glibc, x86_64).
-STARTUP: Final = (
-    Need("execve", (), Rule("execve"),
-         "the exec of the command itself; Landlock lets only the command and its "
-         "interpreters be executed"),
-    Need("arch_prctl", (_ARCH_SET_FS,), Rule("arch_prctl", Arg(0) == _ARCH_SET_FS),
-         "thread-local storage (ARCH_SET_FS only)"),
-    Need("access", (0, os.R_OK), Rule("access", action=Action.ERRNO(errno.ENOENT)),
-         "the loader checks /etc/ld.so.preload: answered 'no such file' without running"),
-    Need("openat", (_AT_FDCWD, 0, os.O_RDONLY | os.O_CLOEXEC),
-         Rule("openat", Arg(2) & _WRITE_FLAGS == 0),
-         "the loader opens libraries read-only; Landlock limits reading to the command, "
-         "the library directories and /etc/ld.so.cache"),
-    Need("newfstatat", (3, 0, 0, _AT_EMPTY_PATH),
-         Rule("newfstatat", Arg(3) & _AT_EMPTY_PATH == _AT_EMPTY_PATH),
-         "fstat of an opened library (AT_EMPTY_PATH only)"),
-    Need("read", (3,), Rule("read"), "reading a library's ELF header"),
-    Need("pread64", (3,), Rule("pread64"), "reading a library's program headers"),
-    Need("mmap", (0, 4096, _PROT_READ | _PROT_EXEC, _MAP_PRIVATE | _MAP_DENYWRITE, 3, 0),
-         Rule("mmap", Arg(2) & _PROT_EXEC == _PROT_EXEC, Arg(3) & _MAP_ANONYMOUS == 0),
-         "mapping library code: executable mappings of files, never anonymous ones"),
-    Need("set_tid_address", (0,), Rule("set_tid_address"), "the C runtime's thread setup"),
-    Need("prlimit64", (0, _RLIMIT_STACK, 0, 1), Rule("prlimit64", Arg(2) == 0),
-         "reading the stack limit (never setting one)"),
-)  # fmt: skip
-
-#: Where the loader looks for libraries by default; /etc/ld.so.conf adds more.
-LIBRARY_DIRS: Final = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
-LOADER_CACHE: Final = "/etc/ld.so.cache"
 
 
 class UsageError(Exception):
@@ -116,7 +63,7 @@ class Plan:
     env: dict[str, str]
     policy: Policy
     added: tuple[Need, ...]
-    grants: tuple[tuple[str, AccessFs], ...]
+    grants: Grants
     start: LandlockPlan | None  # run's own Landlock domain when the options have none
 
 
@@ -128,6 +75,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--systemd every syscall is allowed but those isolates always denies, and only "
         "the path and port options restrict. Violations fail with EPERM unless --kill.",
     )
+    _add_policy_options(parser)
+    add = parser.add_argument
+    add("--env", metavar="NAME[=VALUE]", action="append", default=[],
+        help="set NAME, or keep it with --clear-env")  # fmt: skip
+    add("--clear-env", action="store_true", help="start CMD with an empty environment")
+    add("--kill", action="store_true", help="kill the program on a violation (SIGSYS)")
+    add("--hard", action="store_true", help="fail if the kernel cannot enforce every right")
+    add("--dry-run", action="store_true", help="print the policy and what run adds; exit")
+    add("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
+    parser.set_defaults(command=main)
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    """The options that build the policy: a profile, syscalls, paths and ports."""
     add = parser.add_argument
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--pledge", metavar="PROMISES", help='OpenBSD promises: "stdio rpath"')
@@ -142,14 +103,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="TCP clients, connecting to PORT only")  # fmt: skip
     add("--net-bind", metavar="PORT", type=int, action="append", default=[],
         help="TCP servers, binding PORT only")  # fmt: skip
-    add("--env", metavar="NAME[=VALUE]", action="append", default=[],
-        help="set NAME, or keep it with --clear-env")  # fmt: skip
-    add("--clear-env", action="store_true", help="start CMD with an empty environment")
-    add("--kill", action="store_true", help="kill the program on a violation (SIGSYS)")
-    add("--hard", action="store_true", help="fail if the kernel cannot enforce every right")
-    add("--dry-run", action="store_true", help="print the policy and what run adds; exit")
-    add("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
-    parser.set_defaults(command=main)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -185,17 +138,8 @@ def build(args: argparse.Namespace) -> Plan:
         raise UsageError("no command given: isolates run [OPTIONS] -- CMD [ARG ...]")
     env = _environment(args)
     path = _resolve(argv[0], env)
-    policy = _options_policy(args)
-    chain = exec_chain(path)
-    grants = _start_grants(chain, env)
-    user_fs = _handles_fs(policy)
-    if user_fs:
-        policy = policy.extend(_StartPaths(_landlock(grants)))
-    added = tuple(need for need in STARTUP if _denied(policy, need))
-    if added:
-        policy = policy.extend(RuleSet(*(n.rule for n in added), name="isolates run: start"))
-    start = None if user_fs else _start_domain(added, grants, policy.compat)
-    return Plan(path, argv, env, policy, added, grants, start)
+    start = with_startup(_options_policy(args), path, env)
+    return Plan(path, argv, env, start.policy, start.added, start.grants, start.domain)
 
 
 def _options_policy(args: argparse.Namespace) -> Policy:
@@ -287,136 +231,6 @@ def _resolve(command: str, env: dict[str, str]) -> str:
     raise CommandNotFound(f"{command}: command not found")
 
 
-# -- what starting a program needs ---------------------------------------------------------
-
-
-def _denied(policy: Policy, need: Need) -> bool:
-    """True when ``policy`` answers the loader's call with its default and no rule names
-    the syscall outright (an explicit answer is the user's choice: run keeps it)."""
-    outright = {r.syscall for rs in policy.rulesets[1:] for r in rs.rules() if not r.conditions}
-    answer = decide(policy.compile().bpf, number(need.syscall), need.args)
-    return answer != Action.ALLOW and answer == policy.default and need.syscall not in outright
-
-
-def _handles_fs(policy: Policy) -> bool:
-    return policy.landlock is not None and bool(policy.landlock.plan().handled_fs)
-
-
-def _start_grants(chain: list[str], env: dict[str, str]) -> tuple[tuple[str, AccessFs], ...]:
-    grants = [(path, _EXEC_RIGHTS) for path in chain]
-    grants += [(d, AccessFs.READ_FILE) for d in library_dirs(env)]
-    if os.path.exists(LOADER_CACHE):
-        grants.append((LOADER_CACHE, AccessFs.READ_FILE))
-    return tuple(grants)
-
-
-def _landlock(grants: tuple[tuple[str, AccessFs], ...]) -> Landlock:
-    ll = Landlock(name="isolates run: start")
-    for path, rights in grants:
-        ll = ll.allow(path, rights, missing_ok=True)
-    return ll
-
-
-def _start_domain(added: tuple[Need, ...], grants: tuple[tuple[str, AccessFs], ...],
-                  compat: Compat) -> LandlockPlan | None:  # fmt: skip
-    """run's own Landlock domain when the options made none: it handles only the rights
-    whose syscalls run added (execute, reading files), so they reach the start's paths."""
-    names = {need.syscall for need in added}
-    handled = (AccessFs.EXECUTE if "execve" in names else AccessFs(0)) | (
-        AccessFs.READ_FILE if "openat" in names else AccessFs(0)
-    )
-    if not handled:
-        return None
-    return dataclasses.replace(_landlock(grants).plan(compat), handled_fs=int(handled))
-
-
-class _StartPaths(RuleSet):
-    """run's Landlock grants merged into the options' own domain, without the syscalls a
-    Landlock RuleSet implies (STARTUP adds exactly those the start needs)."""
-
-    def __init__(self, landlock: Landlock) -> None:
-        super().__init__(name="isolates run: start (Landlock)")
-        self._landlock = landlock
-
-    def landlock(self) -> Landlock:
-        return self._landlock
-
-
-def exec_chain(path: str) -> list[str]:
-    """The files the kernel opens to exec ``path``: the file, the interpreters of its
-    ``#!`` lines, and the ELF interpreter (dynamic loader) of the binary at the end."""
-    chain: list[str] = []
-    current: str | None = path
-    while current is not None and len(chain) < 6:  # the kernel follows 4 levels of #!
-        real = os.path.realpath(current)
-        if real in chain:
-            break
-        chain.append(real)
-        current = _interpreter(real)
-    return chain
-
-
-def _interpreter(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(128)
-            if head.startswith(b"#!"):
-                words = head[2:].split(b"\n", 1)[0].split()
-                return os.fsdecode(words[0]) if words else None
-            if head.startswith(b"\x7fELF") and len(head) >= 64:
-                return _elf_interpreter(f, head)
-    except (OSError, struct.error):
-        pass
-    return None
-
-
-def _elf_interpreter(f: BinaryIO, head: bytes) -> str | None:
-    """PT_INTERP of an ELF file (``f`` is open at any position), or None if static."""
-    wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
-    word = order + ("Q" if wide else "I")
-    (phoff,) = struct.unpack_from(word, head, 32 if wide else 28)
-    size, count = struct.unpack_from(order + "HH", head, 54 if wide else 42)
-    for i in range(count):
-        f.seek(phoff + i * size)
-        header = f.read(size)
-        if struct.unpack_from(order + "I", header)[0] == 3:  # PT_INTERP
-            (offset,) = struct.unpack_from(word, header, 8 if wide else 4)
-            (length,) = struct.unpack_from(word, header, 32 if wide else 16)
-            f.seek(offset)
-            return os.fsdecode(f.read(length).rstrip(b"\0"))
-    return None
-
-
-def library_dirs(env: dict[str, str]) -> list[str]:
-    """The loader's directories: LIBRARY_DIRS, those /etc/ld.so.conf lists, and
-    $LD_LIBRARY_PATH; real paths, those beneath another one dropped."""
-    dirs = [*LIBRARY_DIRS, *_ld_so_conf("/etc/ld.so.conf", 0)]
-    dirs += env.get("LD_LIBRARY_PATH", "").split(":")
-    real = sorted({os.path.realpath(d) for d in dirs if d.startswith("/") and os.path.isdir(d)})
-    kept: list[str] = []
-    for d in real:  # sorted: a parent comes before what is beneath it
-        if not any(d.startswith(k.rstrip("/") + "/") for k in kept):
-            kept.append(d)
-    return kept
-
-
-def _ld_so_conf(path: str, depth: int) -> list[str]:
-    try:
-        with open(path) as f:
-            lines = [line.split("#")[0].strip() for line in f]
-    except OSError:
-        return []
-    out: list[str] = []
-    for line in lines:
-        if line.startswith("include") and depth < 4:
-            pattern = os.path.join(os.path.dirname(path), line.split(None, 1)[-1])
-            for included in sorted(glob.glob(pattern)):
-                out += _ld_so_conf(included, depth + 1)
-        elif line.startswith("/"):
-            out.append(line.split()[0].split("=")[0])
-    return out
-
-
 # -- applying it ---------------------------------------------------------------------------
 
 
@@ -445,7 +259,7 @@ def describe(plan: Plan) -> str:
         handled = AccessFs(plan.start.handled_fs)
         lines.append(f"  landlock, a domain of its own handling {_flags(handled)}:")
         lines += [f"    {p}: {_flags(r & handled)}" for p, r in plan.grants if r & handled]
-    elif _handles_fs(plan.policy):
+    elif handles_fs(plan.policy):
         lines.append("  landlock, added to the options' domain:")
         lines += [f"    {path}: {_flags(rights)}" for path, rights in plan.grants]
     lines.append("seccomp rules:")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from isolates.orchestrator._cli_run import exec_chain, library_dirs
+from isolates.orchestrator._startup import exec_chain, library_dirs
 
 CLI = [sys.executable, "-m", "isolates.orchestrator._cli"]
 PYTHON = sys.executable
