@@ -9,45 +9,27 @@ shows the clone (whose flags a rule can check) that libc falls back to.
 
 A call is kept as a ``Call``: the syscall and only the arguments some builtin rule,
 promise or group compares (the others are zeroed), so a trace stays small and the
-covers below can be checked call by call.
+covers (_trace_cover.py) can be checked call by call.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
-import functools
-import inspect
 import json
 import os
 import select
-import shlex
 import shutil
 import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from isolates.sandbox import (
-    SELF_PID,
-    Action,
-    Networking,
-    Pipes,
-    Policy,
-    PolicyError,
-    Processes,
-    PythonRuntime,
-    Rule,
-    RuleSet,
-    SandboxError,
-    Signals,
-    SystemIO,
-    Threads,
-    Time,
-)
+from isolates.sandbox import SandboxError
 from isolates.sandbox._bpf import NATIVE_ARCH
 from isolates.sandbox._kernel import (
     Notification,
@@ -56,15 +38,10 @@ from isolates.sandbox._kernel import (
     receive_notification,
 )
 from isolates.sandbox._kernel_trace import exec_traced, notify_program, set_child_subreaper
-from isolates.sandbox._merge import Entry
-from isolates.sandbox._rules import Cmp
-from isolates.sandbox._syscalls import name_of, number
-from isolates.sandbox.profiles import groups, pledge, systemd
-from isolates.sandbox.profiles._promises import BUILDERS
+from isolates.sandbox._syscalls import name_of
 
-#: Stands for "the calling process's own pid" in a Call's arguments (never a u64 value).
-SELF: Final = -1
-_CLONE3: Final = number("clone3")
+from ._trace_cover import SELF, answered_enosys, covers, relevance, render, report
+
 _HANDOFF_TIMEOUT: Final = 30.0  # only if the child hangs before the handoff (a bug)
 
 
@@ -165,35 +142,52 @@ Relevance = Mapping[int, tuple[tuple[int, ...], frozenset[int]]]
 def _serve(listener: int, main: int, result: Trace, relevant: Relevance) -> None:
     """Answer notifications until no traced task is left (the listener hangs up), then
     collect the command's exit status."""
+    with _signal_wakeups() as wakeup:
+        status = _answer_all(listener, wakeup, main, result, relevant)
+    # The filter lets go of a task as it exits, which can be before it is a zombie.
+    status = os.waitpid(main, 0)[1] if status is None else status
+    _reap(main)
+    result.exit_code = _exit_code(status)
+
+
+def _answer_all(
+    listener: int, wakeup: int, main: int, result: Trace, relevant: Relevance
+) -> int | None:
+    """Answer notifications and reap exited children until the listener hangs up; the
+    command's wait status if it was reaped meanwhile."""
+    poll = select.poll()
+    poll.register(listener, select.POLLIN)
+    poll.register(wakeup, select.POLLIN)
+    started, status = False, None
+    while True:
+        events = dict(poll.poll())
+        if wakeup in events:
+            _drain(wakeup)
+            reaped = _reap(main)
+            status = status if reaped is None else reaped
+        if events.get(listener, 0) & select.POLLIN:
+            started = _answer(listener, main, result, relevant, started)
+        elif events.get(listener, 0) & (select.POLLHUP | select.POLLERR):
+            return status
+
+
+@contextlib.contextmanager
+def _signal_wakeups() -> Iterator[int]:
+    """A pipe that becomes readable when a signal arrives (SIGCHLD: a child exited), with
+    SIGINT and SIGQUIT ignored meanwhile (a ^C at the terminal reaches the command too:
+    it decides whether to end, and we answer its calls until it does); all restored after."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
     handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
     old_wakeup = signal.set_wakeup_fd(wake_w)
-    poll = select.poll()
-    poll.register(listener, select.POLLIN)
-    poll.register(wake_r, select.POLLIN)
-    started, status = False, None
     try:
-        while True:
-            events = dict(poll.poll())
-            if wake_r in events:
-                _drain(wake_r)
-                reaped = _reap(main)
-                status = status if reaped is None else reaped
-            if events.get(listener, 0) & select.POLLIN:
-                started = _answer(listener, main, result, relevant, started)
-            elif events.get(listener, 0) & (select.POLLHUP | select.POLLERR):
-                break
+        yield wake_r
     finally:
         signal.set_wakeup_fd(old_wakeup)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         os.close(wake_r)
         os.close(wake_w)
-    # The filter lets go of a task as it exits, which can be before it is a zombie.
-    status = os.waitpid(main, 0)[1] if status is None else status
-    _reap(main)
-    result.exit_code = _exit_code(status)
 
 
 def _answer(listener: int, main: int, result: Trace, relevant: Relevance, started: bool) -> bool:
@@ -206,7 +200,7 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
         raise
     call = call_of(note, relevant)
     try:
-        if note.nr == _CLONE3 and note.arch == NATIVE_ARCH:
+        if answered_enosys(call):
             deny_notification(listener, note.id, errno.ENOSYS)
         else:
             continue_notification(listener, note.id)
@@ -269,274 +263,7 @@ def _exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
 
 
-# -- covers: the builtins, promises and groups that allow every call seen ------------------
-
-BUILTINS: Final = (SystemIO, Networking, Threads, Time, Pipes, Processes, Signals)
-#: Groups left out of the systemd cover: everything (@known), a whole service
-#: (@system-service) and what every allow-list has already (@default).
-_UMBRELLA: Final = frozenset({"@known", "@system-service", "@default"})
-
-
-@dataclass(frozen=True)
-class Cover:
-    """The cover one family found for a trace (greedy, then pruned of what is redundant).
-
-    ``chosen``: builtin methods (``"SystemIO.allow_read"``), promises or groups.
-    ``always``: syscalls that what is always included covers (PythonRuntime for
-    builtins and pledge, @default for systemd). ``uncovered``: syscalls with at least one
-    call nothing in the family allows.
-    """
-
-    family: str
-    chosen: tuple[str, ...]
-    always: tuple[str, ...]
-    uncovered: tuple[str, ...]
-
-    def spelled(self) -> list[str] | str:
-        """How to write it: RuleSet expressions, a promise string or a filter string."""
-        if self.family == "builtins":
-            return builtin_rulesets(self.chosen)
-        return " ".join(self.chosen)
-
-
-def covers(result: Trace) -> list[Cover]:
-    """The builtin, pledge and systemd covers of every call in ``result``."""
-    calls = frozenset(c for c in result.calls if not _answered_enosys(c))
-    return [_builtins_cover(calls), _pledge_cover(calls), _systemd_cover(calls)]
-
-
-def _answered_enosys(call: Call) -> bool:
-    return call.arch == NATIVE_ARCH and call.nr == _CLONE3
-
-
-def _builtins_cover(calls: frozenset[Call]) -> Cover:
-    methods = builtin_methods()
-    runtime = PythonRuntime().rules()
-
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
-        rules = [*runtime, *(r for m in chosen for r in methods[m])]
-        return frozenset(c for c in calls if _rules_allow(rules, c))
-
-    sizes = {m: len({r.syscall for r in rules}) for m, rules in methods.items()}
-    chosen = _greedy(calls, sizes, covered)
-    try:  # the merged policy decides: a method's rule replaces PythonRuntime's on a syscall
-        allows = allowing(Policy(*(getattr(cls.nothing(), m)() for cls, m in _split(chosen))))
-        final = frozenset(c for c in calls if allows(c))
-    except PolicyError:  # methods that conflict: not after pruning, but say what they cover
-        final = covered(chosen)
-    return _cover("builtins", calls, _ordered(chosen, list(methods)), covered(frozenset()), final)
-
-
-def _pledge_cover(calls: frozenset[Call]) -> Cover:
-    promises = [p for p in BUILDERS if p != "error"]  # error changes answers, allows nothing
-
-    @functools.cache
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
-        allows = allowing(pledge(" ".join(sorted(chosen))))
-        return frozenset(c for c in calls if allows(c))
-
-    sizes = {p: len(_allowed_names(pledge(p))) for p in promises}
-    chosen = _greedy(calls, sizes, covered)
-    return _cover("pledge", calls, _ordered(chosen, promises), covered(frozenset()),
-                  covered(chosen))  # fmt: skip
-
-
-def _systemd_cover(calls: frozenset[Call]) -> Cover:
-    names = sorted(set(groups()) - _UMBRELLA)
-
-    @functools.cache
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
-        allows = allowing(systemd(" ".join(["@default", *sorted(chosen)])))
-        return frozenset(c for c in calls if allows(c))
-
-    sizes = {g: len(groups()[g].native()) for g in names}
-    chosen = _greedy(calls, sizes, covered)
-    return _cover("systemd", calls, _ordered(chosen, names), covered(frozenset()),
-                  covered(chosen))  # fmt: skip
-
-
-def _greedy(universe: frozenset[Call], sizes: Mapping[str, int],
-            covered: Callable[[frozenset[str]], frozenset[Call]]) -> frozenset[str]:  # fmt: skip
-    """Greedy set cover: take the candidate covering most of what is left (the smaller on
-    a tie), until nothing more can be covered; then drop any that became redundant."""
-    chosen: frozenset[str] = frozenset()
-    have = covered(chosen)
-    while not universe <= have:
-        gains = {c: len(covered(chosen | {c}) - have) for c in sorted(sizes) if c not in chosen}
-        best = max(gains, key=lambda c: (gains[c], -sizes[c]), default=None)
-        if best is None or gains[best] == 0:
-            break
-        chosen, have = chosen | {best}, covered(chosen | {best})
-    for candidate in sorted(chosen, key=lambda c: -sizes[c]):
-        if covered(chosen - {candidate}) >= have:
-            chosen -= {candidate}
-    return chosen
-
-
-def _cover(family: str, calls: frozenset[Call], chosen: tuple[str, ...],
-           always: frozenset[Call], final: frozenset[Call]) -> Cover:  # fmt: skip
-    missing = {c.name for c in calls - final}
-    base = {c.name for c in calls} - {c.name for c in calls - always}
-    return Cover(family, chosen, tuple(sorted(base)), tuple(sorted(missing)))
-
-
-def _ordered(chosen: frozenset[str], order: Sequence[str]) -> tuple[str, ...]:
-    return tuple(c for c in order if c in chosen)
-
-
-@functools.cache
-def builtin_methods() -> dict[str, tuple[Rule, ...]]:
-    """Every builtin ``allow_*`` method that takes no argument, with the rules it adds."""
-    out: dict[str, tuple[Rule, ...]] = {}
-    for cls in BUILTINS:
-        for name in sorted(dir(cls)):
-            method = getattr(cls, name)
-            if name.startswith("allow_") and len(inspect.signature(method).parameters) == 1:
-                out[f"{cls.__name__}.{name}"] = getattr(cls.nothing(), name)().rules()
-    return out
-
-
-def _split(labels: Iterable[str]) -> list[tuple[type[RuleSet], str]]:
-    classes = {cls.__name__: cls for cls in BUILTINS}
-    return [(classes[label.split(".")[0]], label.split(".")[1]) for label in labels]
-
-
-def builtin_rulesets(labels: Iterable[str]) -> list[str]:
-    """``["SystemIO.allow_read", "SystemIO.allow_open"]`` ->
-    ``["SystemIO.nothing().allow_read().allow_open()"]``, one RuleSet per class."""
-    by_class: dict[str, list[str]] = {}
-    for cls, method in _split(labels):
-        by_class.setdefault(cls.__name__, []).append(f".{method}()")
-    return [f"{cls}.nothing(){''.join(calls)}" for cls, calls in by_class.items()]
-
-
-# -- deciding a call the way a filter would, in Python --------------------------------------
-
-_COMPARE: Final[dict[str, Callable[[int, int], bool]]] = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-}  # fmt: skip
-
-
-def _holds(cmp: Cmp, args: tuple[int, ...]) -> bool:
-    value = SELF if cmp.value is SELF_PID else cmp.value
-    assert isinstance(value, int)
-    arg = args[cmp.arg]
-    if cmp.op == "&==":
-        return arg != SELF and arg & cmp.mask == value
-    return _COMPARE[cmp.op](arg, value)
-
-
-def _rules_allow(rules: Iterable[Rule], call: Call) -> bool:
-    if call.arch != NATIVE_ARCH:
-        return False
-    name = call.name
-    return any(
-        r.syscall == name and r.action == Action.ALLOW and _all_hold(r.conditions, call.args)
-        for r in rules
-    )
-
-
-def _all_hold(conditions: tuple[Cmp, ...], args: tuple[int, ...]) -> bool:
-    return all(_holds(c, args) for c in conditions)
-
-
-def allowing(policy: Policy) -> Callable[[Call], bool]:
-    """Whether ``policy``'s filter lets a call run: the strictest matching entry decides,
-    else the default; calls of other architectures never run."""
-    by_nr: dict[int, list[Entry]] = {}
-    for entry in policy.entries():
-        by_nr.setdefault(entry.nr, []).append(entry)
-
-    def allows(call: Call) -> bool:
-        if call.arch != NATIVE_ARCH:
-            return False
-        entries = by_nr.get(call.nr, ())
-        matching = [e.action for e in entries if _all_hold(e.conditions, call.args)]
-        if not matching:
-            return policy.default == Action.ALLOW
-        return all(action == Action.ALLOW for action in matching)
-
-    return allows
-
-
-def _allowed_names(policy: Policy) -> set[str]:
-    return {e.syscall for e in policy.entries() if e.action == Action.ALLOW}
-
-
-@functools.cache
-def relevance() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
-    """For each syscall, the arguments some candidate rule compares (and which of them
-    it compares to the caller's pid): all a Call needs to keep."""
-    rules: list[Rule | Entry] = [*PythonRuntime().rules()]
-    rules += [r for rs in builtin_methods().values() for r in rs]
-    policies = [pledge(p) for p in BUILDERS] + [pledge(" ".join(BUILDERS))]
-    policies += [systemd(g) for g in groups() if g != "@known"]
-    policies.append(Policy(default=Action.ALLOW))  # the guards every policy carries
-    rules += [e for p in policies for e in p.entries()]
-    indices: dict[str, set[int]] = {}
-    selfs: dict[str, set[int]] = {}
-    for rule in rules:
-        for c in rule.conditions:
-            indices.setdefault(rule.syscall, set()).add(c.arg)
-            if c.value is SELF_PID:
-                selfs.setdefault(rule.syscall, set()).add(c.arg)
-    return {number(s): (tuple(sorted(i)), frozenset(selfs.get(s, ()))) for s, i in indices.items()}
-
-
-# -- the report and the command line -------------------------------------------------------
-
-_ALWAYS: Final = {"builtins": "PythonRuntime", "pledge": "CPython's needs, in every pledge",
-                  "systemd": "@default"}  # fmt: skip
-_NOTHING: Final = {"builtins": "no builtin", "pledge": "no promise", "systemd": "no group"}
-
-
-def report(result: Trace, found: list[Cover]) -> dict[str, object]:
-    """The trace and its covers as one JSON-able object (docs/cli.md lists the keys)."""
-    out: dict[str, object] = {
-        "command": result.argv,
-        "exit_code": result.exit_code,
-        "tasks": len(result.tasks),
-        "calls": sum(result.calls.values()),
-        "syscalls": result.counts(),
-        "enosys": sorted({c.name for c in result.calls if _answered_enosys(c)}),
-    }
-    for cover in found:
-        out[cover.family] = {
-            "cover": cover.spelled(),
-            "chosen": list(cover.chosen),
-            "always": list(cover.always),
-            "uncovered": list(cover.uncovered),
-        }
-    return out
-
-
-def render(result: Trace, found: list[Cover]) -> str:
-    """The report as text: a table of syscalls with counts, then each family's cover."""
-    counts = result.counts()
-    lines = [
-        f"isolates trace: {shlex.join(result.argv)} exited with {result.exit_code} "
-        f"({_count(len(result.tasks), 'task')}, {_count(sum(counts.values()), 'call')}, "
-        f"{_count(len(counts), 'syscall')})",
-        "",
-        f"{'calls':>8}  syscall",
-        *(f"{count:>8}  {name}" for name, count in counts.items()),
-        "",
-    ]
-    for cover in found:
-        spelled = cover.spelled()
-        shown = f"Policy({', '.join(spelled)})" if isinstance(spelled, list) else repr(spelled)
-        lines.append(f"{cover.family}: {shown}")
-        lines.append(f"  always included ({_ALWAYS[cover.family]}): {', '.join(cover.always)}")
-        lines.append(f"  {_NOTHING[cover.family]} covers: {', '.join(cover.uncovered) or '-'}")
-    enosys = sorted({c.name for c in result.calls if _answered_enosys(c)})
-    if enosys:
-        lines.append(f"answered ENOSYS, as every isolates policy does: {', '.join(enosys)}")
-    return "\n".join(lines) + "\n"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+# -- the command line ----------------------------------------------------------------------
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

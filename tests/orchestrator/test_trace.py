@@ -19,18 +19,8 @@ from typing import Any
 import pytest
 
 import isolates.sandbox as sandbox
-from isolates.orchestrator._trace import (
-    SELF,
-    Call,
-    Cover,
-    Trace,
-    TraceError,
-    _greedy,
-    call_of,
-    covers,
-    relevance,
-    trace,
-)
+from isolates.orchestrator._trace import Call, Trace, TraceError, call_of, trace
+from isolates.orchestrator._trace_cover import SELF, Cover, _greedy, covers, relevance
 from isolates.sandbox import Action, Policy, RuleSet, profiles
 from isolates.sandbox._bpf import NATIVE_ARCH, decide, evaluate
 from isolates.sandbox._kernel import Notification, load_seccomp
