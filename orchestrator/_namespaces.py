@@ -168,12 +168,7 @@ def enter(ns: Namespaces) -> NamespaceStatus:
     the child (pid 1 inside) returns; this process waits outside and exits as it does.
     Raises SandboxError saying what the kernel refused and how to enable it.
     """
-    if threading.active_count() > 1:
-        raise SandboxError(
-            errno.EINVAL,
-            "namespaces: enter() must run before any thread starts "
-            f"(unshare(CLONE_NEWUSER) refuses a multi-threaded process): {threading.enumerate()}",
-        )
+    _check_single_threaded()
     plan = plan_root(ns.mount, pid=ns.pid) if ns.mount is not None else None
     if ns.user:
         _enter_user(ns)
@@ -191,6 +186,15 @@ def enter(ns: Namespaces) -> NamespaceStatus:
     if plan is not None:
         build_root(plan)
     return _finish(ns)
+
+
+def _check_single_threaded() -> None:
+    if threading.active_count() > 1:
+        raise SandboxError(
+            errno.EINVAL,
+            "namespaces: enter() must run before any thread starts "
+            f"(unshare(CLONE_NEWUSER) refuses a multi-threaded process): {threading.enumerate()}",
+        )
 
 
 def _finish(ns: Namespaces) -> NamespaceStatus:
