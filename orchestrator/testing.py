@@ -1,0 +1,129 @@
+"""Helpers for testing code that uses isolates; also a pytest plugin (loaded by pytest
+automatically once isolates is installed).
+
+- ``in_child(fn, *args)``: run ``fn`` in a forked child and get back what happened to it
+  (its value, its exception, the signal that killed it): the way to prove a denial
+  without confining the test runner. Reporting uses shared memory mapped before the
+  fork, so it works under any policy the child loads.
+- ``@pytest.mark.isolate(policy)``: run the test function itself in a fresh isolate
+  confined by ``policy`` (fixture values are pickled in; an assertion failure comes back
+  as AssertionError with the isolate's traceback).
+- the ``in_child`` fixture: the function above, for tests that prefer fixtures.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_SHARED = 1 << 20
+
+
+@dataclass
+class Outcome:
+    """What happened to a child: ``value``, or ``error``, or ``signal``/``exitcode``."""
+
+    value: Any = None
+    error: BaseException | None = None
+    signal: int | None = None
+    exitcode: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.signal is None and self.exitcode == 0
+
+    def unwrap(self) -> Any:
+        """The child's return value; any other fate raises AssertionError saying which."""
+        if self.error is not None:
+            raise AssertionError(f"child raised {self.error!r}") from self.error
+        if self.signal is not None:
+            raise AssertionError(f"child killed by {signal.Signals(self.signal).name}")
+        if self.exitcode != 0:
+            raise AssertionError(f"child exited with {self.exitcode}")
+        return self.value
+
+
+def in_child(fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Outcome:
+    """Fork, run ``fn(*args)`` in the child, report what happened. Never confines us."""
+    shared = mmap.mmap(-1, _SHARED)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        _report(shared, fn, args)
+    try:
+        status = _wait(pid, timeout)
+    finally:
+        result = _read(shared)
+        shared.close()
+    if os.WIFSIGNALED(status):
+        return Outcome(signal=os.WTERMSIG(status), **result)
+    return Outcome(exitcode=os.WEXITSTATUS(status), **result)
+
+
+def _report(shared: mmap.mmap, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        payload: dict[str, Any] = {"value": fn(*args)}
+    except BaseException as exc:
+        payload = {"error": exc}
+    try:
+        data = pickle.dumps(payload)
+    except Exception as exc:
+        data = pickle.dumps({"error": RuntimeError(f"unpicklable result: {exc!r}")})
+    if len(data) + 4 > _SHARED:
+        data = pickle.dumps({"error": RuntimeError(f"result too large: {len(data)} bytes")})
+    shared[: 4 + len(data)] = struct.pack("I", len(data)) + data
+    os._exit(0)
+
+
+def _read(shared: mmap.mmap) -> dict[str, Any]:
+    (size,) = struct.unpack("I", shared[:4])
+    return pickle.loads(shared[4 : 4 + size]) if size else {}  # our own child's data
+
+
+def _wait(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not finish within {timeout}s")
+
+
+# -- pytest plugin ----------------------------------------------------------------------
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers", "isolate(policy=None, **options): run this test in a fresh isolate"
+    )
+
+
+def pytest_pyfunc_call(pyfuncitem: Any) -> bool | None:
+    marker = pyfuncitem.get_closest_marker("isolate")
+    if marker is None:
+        return None
+    from ._decorator import isolate
+
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    isolate(*marker.args, **marker.kwargs)(pyfuncitem.obj)(**kwargs)
+    return True
+
+
+try:
+    import pytest as _pytest
+
+    @_pytest.fixture(name="in_child")
+    def _in_child_fixture() -> Callable[..., Outcome]:
+        return in_child
+except ImportError:  # pytest is not installed: the helpers above still work
+    pass
