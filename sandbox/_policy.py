@@ -14,7 +14,7 @@ from ._compiled import CompiledPolicy, Status
 from ._errors import PolicyError, SandboxError
 from ._landlock import Compat, Landlock
 from ._merge import Entry, merge
-from ._rules import SELF_PID, Action, Arg
+from ._rules import SELF_PID, Action, Arg, Rule
 from ._ruleset import RuleSet, as_ruleset
 from ._syscalls import exists, number
 
@@ -76,7 +76,7 @@ class Policy:
 
     def __init__(
         self,
-        *rulesets: RuleSet | str,
+        *rulesets: RuleSet | Rule | str,
         default: Action = _EPERM,
         compat: Compat = Compat.BEST_EFFORT,
     ) -> None:
@@ -115,7 +115,7 @@ class Policy:
         """The merged Landlock rights of every RuleSet, if any grants some."""
         return self._landlock
 
-    def extend(self, *rulesets: RuleSet | str, default: Action | None = None) -> Policy:
+    def extend(self, *rulesets: RuleSet | Rule | str, default: Action | None = None) -> Policy:
         """A new Policy with more RuleSets (and optionally another default)."""
         mine = self.rulesets[1:]  # PythonRuntime is added again by the constructor
         return Policy(*mine, *rulesets, default=default or self.default, compat=self.compat)
