@@ -1,10 +1,12 @@
 """isolates.channels: typed messages over socketpairs, blocking and async, with descriptors.
 
 ``a, b = open_pair(Ping | Pong)``; ``a.send(Ping(1))``; ``b.recv()``. Messages are
-msgspec Structs (or plain types) in length-prefixed msgpack frames: a peer's bytes decode to
-data or to a :class:`RemoteChannelError`, never to code.
+msgspec Structs (or plain types) sent as msgpack records over a SOCK_SEQPACKET socketpair:
+a peer's bytes decode to data or to a :class:`RemoteChannelError`, never to code.
 """
 
+from ._async import AsyncChannel as AsyncChannel
+from ._async import open_async_pair as open_async_pair
 from ._blocking import Channel as Channel
 from ._blocking import open_pair as open_pair
 from ._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
@@ -15,6 +17,6 @@ from ._errors import LocalChannelError as LocalChannelError
 from ._errors import RemoteChannelError as RemoteChannelError
 
 __all__ = [
-    "DEFAULT_MAX_FRAME", "Channel", "ChannelClosed", "ChannelError", "Codec",
-    "LocalChannelError", "RemoteChannelError", "open_pair",
+    "DEFAULT_MAX_FRAME", "AsyncChannel", "Channel", "ChannelClosed", "ChannelError", "Codec",
+    "LocalChannelError", "RemoteChannelError", "open_async_pair", "open_pair",
 ]  # fmt: skip

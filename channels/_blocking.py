@@ -11,14 +11,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
-from ._endpoint import (
-    RECV_FLAGS,
-    SEND_FLAGS,
-    TRUNC,
-    Endpoint,
-    adopt_fd,
-    socketpair,
-)
+from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
 from ._errors import ChannelClosed
 from ._scm import FdLike, close_all, rights
 
@@ -150,14 +143,7 @@ class Channel(Endpoint[T]):
         while not self._inbox:
             if deadline is not None:
                 self._wait_readable(sock, deadline, timeout)
-            try:
-                if self._ancsize:
-                    n, anc, flags, _ = sock.recvmsg_into((self._rview,), self._ancsize, RECV_FLAGS)
-                    self._absorb_msg(n, anc, flags)
-                else:
-                    self._absorb(sock.recv_into(self._rbuf, 0, TRUNC))
-            except OSError as exc:
-                self._absorb(self._read_failed(exc))
+            self._read_record(sock)
 
     def _wait_readable(self, sock: socket.socket, deadline: float, timeout: float | None) -> None:
         if self._poller is None:

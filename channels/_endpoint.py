@@ -114,6 +114,19 @@ class Endpoint(Generic[T]):
 
     # -- what a received record does ---------------------------------------------------
 
+    def _read_record(self, sock: socket.socket) -> None:
+        """Read and absorb one record; BlockingIOError when none is there (non-blocking)."""
+        try:
+            if self._ancsize:
+                n, anc, flags, _ = sock.recvmsg_into((self._rview,), self._ancsize, RECV_FLAGS)
+                return self._absorb_msg(n, anc, flags)
+            n = sock.recv_into(self._rbuf, 0, TRUNC)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            n = self._read_failed(exc)
+        return self._absorb(n)
+
     def _absorb(self, nbytes: int) -> None:
         """Decode one record read with recv (on a channel without descriptors the kernel
         discards any a peer attaches: they are never installed here)."""
