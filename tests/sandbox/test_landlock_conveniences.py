@@ -4,10 +4,12 @@ in a confined child while a bare ruleset refuses it."""
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import socket
 import ssl
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,21 @@ def test_devices_read_and_write_the_harmless_ones(tmp_path: Path) -> None:
 
 def _covered(path: str, granted: list[str]) -> bool:
     return any(path == g or path.startswith(g.rstrip("/") + "/") for g in granted)
+
+
+def test_ssl_certs_adds_the_environment_and_certifi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, cadir, certifi_pem = tmp_path / "env.pem", tmp_path / "cadir", tmp_path / "ci.pem"
+    bundle.write_text("-")
+    cadir.mkdir()
+    certifi_pem.write_text("-")
+    fake = types.ModuleType("certifi")
+    fake.__spec__ = importlib.machinery.ModuleSpec("certifi", None)
+    fake.where = lambda: str(certifi_pem)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "certifi", fake)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", f"{cadir}:/nonexistent")
+    granted = paths(Landlock().ssl_certs())
+    assert {str(bundle), str(cadir), str(certifi_pem)} <= set(granted)
+    assert "/nonexistent" not in granted
