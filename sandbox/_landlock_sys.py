@@ -243,11 +243,13 @@ class LandlockStatus:
     dropped: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        if self.abi == 0:
+            if self.enforcement == "full":
+                return "full (nothing was asked of Landlock)"
+            return "none (this kernel has no Landlock: it needs Linux 5.13+)"
         where = f"Landlock ABI {self.abi}, Linux {kernel_of(self.abi)}+"
         if self.enforcement == "full":
             return f"full ({where})"
-        if self.abi == 0:
-            return "none (this kernel has no Landlock: it needs Linux 5.13+)"
         return f"{self.enforcement} ({where}; dropped {', '.join(map(needs, self.dropped))})"
 
 

@@ -25,8 +25,8 @@ from isolates.sandbox._landlock import (
     Scope,
     apply_plan,
 )
-from isolates.sandbox._landlock_abi import LEVELS, NEWEST, fit, introduced
-from isolates.sandbox._landlock_sys import ABI_CAP_ENV, kernel_abi
+from isolates.sandbox._landlock_abi import ALL_FS, LEVELS, NEWEST, TSYNC, fit, introduced
+from isolates.sandbox._landlock_sys import ABI_CAP_ENV, _all_threads, errata, kernel_abi
 from tests.sandbox.test_landlock_child import attempt, in_child, run
 
 
@@ -250,3 +250,41 @@ def test_the_plan_is_plain_data_that_survives_msgspec(d: Path) -> None:
     plan = Landlock().read(d).connect_tcp(443).scope(Scope.SIGNAL).audit(same_exec=False)
     encoded = msgspec.msgpack.encode(plan.plan(Compat.HARD))
     assert msgspec.msgpack.decode(encoded, type=LandlockPlan) == plan.plan(Compat.HARD)
+
+
+def test_all_threads_uses_tsync_from_abi_8() -> None:
+    fitted = fit(ALL_FS, 0, 0, 0, 0, 8)
+    assert _all_threads(fitted, 8).restrict == TSYNC
+    assert _all_threads(fitted, 8).dropped == ()
+
+
+def test_the_errata_query_reports_fixes_present_since_the_interface() -> None:
+    # The errata query arrived with ABI 7 (Linux 6.15), which already fixed errata 1 and 2.
+    if kernel_abi() >= 7:
+        assert errata() & 0b11 == 0b11
+    else:
+        assert errata() >= 0
+
+
+def test_an_empty_ruleset_asks_nothing_and_gets_it() -> None:
+    def child() -> tuple[LandlockStatus, str]:
+        pretend(0)
+        status = apply_plan(Landlock().plan(Compat.HARD))
+        return status, str(status)
+
+    assert run(child) == (LandlockStatus("full", 0, ()), "full (nothing was asked of Landlock)")
+
+
+def test_the_kernels_limit_of_16_stacked_domains_is_explained(d: Path) -> None:
+    def child() -> str:
+        plan = Landlock().read(d).plan()
+        for _ in range(16):
+            apply_plan(plan)
+        try:
+            apply_plan(plan)
+        except SandboxError as exc:
+            assert exc.errno == errno.E2BIG
+            return str(exc)
+        raise AssertionError("a 17th domain was accepted")
+
+    assert "16 stacked Landlock domains" in run(child)
