@@ -62,6 +62,11 @@ class Monitor:
                     self._forget(fd)  # every process using the filter is gone
 
     def _notified(self, fd: int) -> None:
+        # The number may have been released and reused since poll() returned: only read
+        # a listener we still hold, and only if it is readable now (RECV would block).
+        with self._lock:
+            if fd not in self._handlers or not _readable(fd):
+                return
         try:
             notification = receive_notification(fd)
         except OSError:  # ENOENT: the caller died (or was killed) before we read it
@@ -73,9 +78,14 @@ class Monitor:
 
     def _forget(self, fd: int) -> None:
         with self._lock:
-            self._handlers.pop(fd, None)
+            if self._handlers.pop(fd, None) is None:
+                return  # released already (its number may belong to someone else now)
             self._poll.unregister(fd)
-        os.close(fd)
+            os.close(fd)
+
+    def release(self, listener: int) -> None:
+        """Stop watching ``listener`` and close it (its isolate was reaped)."""
+        self._forget(listener)
 
     def after_fork_in_child(self) -> None:
         """The listeners belong to the parent's isolates: close our copies, start afresh.
@@ -85,6 +95,12 @@ class Monitor:
         for end in self._wake or ():
             end.close()
         self.__init__()  # type: ignore[misc]
+
+
+def _readable(fd: int) -> bool:
+    probe = select.poll()
+    probe.register(fd, select.POLLIN)
+    return any(events & select.POLLIN for _, events in probe.poll(0))
 
 
 MONITOR: Final = Monitor()

@@ -33,6 +33,7 @@ class IsolateProcess:
         # Signals go through a pidfd: it names this process and no other, even after it
         # exits, and a confined supervisor may use it without being able to kill(2).
         self.pidfd = os.pidfd_open(proc.pid)
+        self.listener: int | None = None
         self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
@@ -79,7 +80,8 @@ class IsolateProcess:
         if not isinstance(msg, Ready):
             raise self._protocol(msg, "READY")
         if fds:
-            MONITOR.watch(fds[0], self._violated)
+            self.listener = fds[0]
+            MONITOR.watch(self.listener, self._violated)
         self.ready = msg
         return msg
 
@@ -154,6 +156,9 @@ class IsolateProcess:
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
+            if self.listener is not None:
+                MONITOR.release(self.listener)
+                self.listener = None
             _LIVE.discard(self)
         return code
 
