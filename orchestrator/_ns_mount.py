@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Final
 
 from isolates.sandbox import SandboxError
 from isolates.sandbox import _kernel_ns as k
+
+from ._elf import interpreter
 
 if TYPE_CHECKING:
     from ._namespaces import Mount
@@ -73,7 +74,7 @@ def runtime_paths() -> list[str]:
     """What a running CPython may still read: its prefixes, ``sys.path``, the directories
     of imported packages (editable installs too) and of its loaded shared libraries."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/etc/ld.so.cache",
-             os.path.dirname(sys.executable), _interpreter(sys.executable)}  # fmt: skip
+             os.path.dirname(sys.executable), interpreter(sys.executable) or "/"}  # fmt: skip
     paths.update(os.path.abspath(p) for p in sys.path if isinstance(p, str))
     for module in list(sys.modules.values()):
         paths.update(p for p in list(getattr(module, "__path__", None) or ()) if isinstance(p, str))
@@ -83,23 +84,6 @@ def runtime_paths() -> list[str]:
     # Never the host's /, /tmp, /dev or /proc wholesale (a worker started in /tmp has it
     # on sys.path): those stay private. Their subdirectories are fine.
     return sorted(p for p in paths if p not in _NEVER_SHOWN and os.path.exists(p))
-
-
-def _interpreter(executable: str) -> str:
-    """The ELF interpreter (PT_INTERP) of a 64-bit little-endian executable, or "/"."""
-    with open(executable, "rb") as f:
-        head = f.read(1 << 16)
-    if head[:6] != b"\x7fELF\x02\x01":
-        return "/"
-    phoff, phentsize, phnum = (
-        *struct.unpack_from("<Q", head, 32),
-        *struct.unpack_from("<HH", head, 54),
-    )
-    for i in range(phnum):
-        kind, _, offset, _, _, size = struct.unpack_from("<IIQQQQ", head, phoff + i * phentsize)
-        if kind == 3:  # PT_INTERP
-            return head[offset : offset + size].rstrip(b"\0").decode()
-    return "/"
 
 
 def _resolve(path: str, links: dict[str, str], depth: int = 0) -> str:

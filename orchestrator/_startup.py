@@ -13,14 +13,15 @@ import dataclasses
 import errno
 import glob
 import os
-import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import Final
 
 from isolates.sandbox import Action, Arg, Compat, Landlock, Policy, Rule, RuleSet
 from isolates.sandbox._bpf import decide
 from isolates.sandbox._landlock import AccessFs, LandlockPlan
 from isolates.sandbox._syscalls import number
+
+from ._elf import interpreter
 
 _EXEC_RIGHTS: Final = AccessFs.EXECUTE | AccessFs.READ_FILE
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | 0o20000000
@@ -162,39 +163,8 @@ def exec_chain(path: str) -> list[str]:
         if real in chain:
             break
         chain.append(real)
-        current = _interpreter(real)
+        current = interpreter(real)
     return chain
-
-
-def _interpreter(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(128)
-            if head.startswith(b"#!"):
-                words = head[2:].split(b"\n", 1)[0].split()
-                return os.fsdecode(words[0]) if words else None
-            if head.startswith(b"\x7fELF") and len(head) >= 64:
-                return _elf_interpreter(f, head)
-    except (OSError, struct.error):
-        pass
-    return None
-
-
-def _elf_interpreter(f: BinaryIO, head: bytes) -> str | None:
-    """PT_INTERP of an ELF file (``f`` is open at any position), or None if static."""
-    wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
-    word = order + ("Q" if wide else "I")
-    (phoff,) = struct.unpack_from(word, head, 32 if wide else 28)
-    size, count = struct.unpack_from(order + "HH", head, 54 if wide else 42)
-    for i in range(count):
-        f.seek(phoff + i * size)
-        header = f.read(size)
-        if struct.unpack_from(order + "I", header)[0] == 3:  # PT_INTERP
-            (offset,) = struct.unpack_from(word, header, 8 if wide else 4)
-            (length,) = struct.unpack_from(word, header, 32 if wide else 16)
-            f.seek(offset)
-            return os.fsdecode(f.read(length).rstrip(b"\0"))
-    return None
 
 
 def library_dirs(env: dict[str, str]) -> list[str]:
