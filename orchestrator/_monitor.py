@@ -29,6 +29,7 @@ class Monitor:
         self._poll = select.poll()
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def watch(self, listener: int, on_violation: OnViolation) -> None:
         """Take ownership of ``listener``; call ``on_violation`` for each notification."""
@@ -51,8 +52,26 @@ class Monitor:
             self._thread.start()
         return self._wake[1]
 
+    def pause(self) -> None:
+        """Stop the thread (the listeners stay registered); ``resume`` starts a new one.
+        A supervisor does this around confining itself, so that the monitor thread is
+        created anew by a confined thread and inherits its Landlock domain."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stopping = thread is not None
+            wake = self._wake[1] if self._wake is not None else None
+        if thread is not None and wake is not None:
+            wake.send(b"\0")
+            thread.join()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._stopping = False
+            if self._handlers:
+                self._start()
+
     def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             for fd, events in self._poll.poll():
                 if self._wake is not None and fd == self._wake[0].fileno():
                     self._wake[0].recv(4096)

@@ -17,9 +17,11 @@ from ._context import MAX_FDS
 from ._errors import WorkerFailed
 from ._graph import MAX_RESTARTS, ChannelSpec, Restart, Worker, check_worker
 from ._lifecycle import FINAL, State
+from ._monitor import MONITOR
 from ._namespaces import Namespaces
 from ._policies import supervisor_rules
 from ._runner import Runner, send_peer
+from ._spawn import SPAWNER
 
 Endpoint: TypeAlias = "Worker | str | Supervisor"
 
@@ -141,14 +143,27 @@ class Supervisor:
             self._abort()
             raise
         if self.policy is not None:
-            own = self.policy.extend(*supervisor_rules(self._runners.values()))
-            self.status = own.compile().apply(all_threads=True)
+            self.status = self._confine()
         start = time.perf_counter()
         for runner in self._runners.values():
             runner.go()
         self.release_seconds = time.perf_counter() - start
         for runner in self._runners.values():
             runner.start_waiting()
+
+    def _confine(self) -> Status:
+        """Load the supervisor's policy on every thread. Seccomp synchronises threads
+        itself; Landlock (before ABI 8) binds only the thread that applies it, so our
+        helper threads take it too: the spawner applies it itself, the monitor thread
+        is started again from this confined one."""
+        assert self.policy is not None
+        compiled = self.policy.extend(*supervisor_rules(self._runners.values())).compile()
+        MONITOR.pause()
+        try:
+            covered = [SPAWNER.run(compiled.apply_landlock_here)]
+            return compiled.apply(all_threads=True, covered=covered)
+        finally:
+            MONITOR.resume()
 
     def _boot_all(self) -> None:
         spares = MAX_RESTARTS if self.policy is not None else 0

@@ -144,7 +144,7 @@ def write_files(ctx: WorkerContext, directory: str, phone_home: bool) -> int:
         writes.send(Written(name, len(request.body)))
         count += 1
     if phone_home:  # a compromised writer would try this: its policy kills it
-        socket.create_connection(("93.184.215.14", 80), timeout=1)
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("93.184.215.14", 80))
     return count
 
 

@@ -3,6 +3,7 @@ child processes and signals."""
 
 from __future__ import annotations
 
+import termios
 from typing import ClassVar, Final, Self
 
 from ._rules import SELF_PID, Arg, Rule
@@ -22,6 +23,7 @@ class PythonRuntime(RuleSet):
     gettid), sched_yield/sched_getaffinity, exit and exit_group, and the shutdown path:
     getsockname/getpeername (the repr of an unclosed socket) and close.
 
+    ``ioctl(fd, TCGETS)`` is allowed too: ``open()`` calls isatty() on every file.
     It also allows what can only tighten: loading a further seccomp filter (seccomp with
     SECCOMP_SET_MODE_FILTER, prctl(PR_SET_NO_NEW_PRIVS)) and the Landlock syscalls, so a
     confined thread can always stack another policy on top of its own.
@@ -48,6 +50,8 @@ class PythonRuntime(RuleSet):
             *self.SYSCALLS,
             Rule("seccomp", Arg(0) == seccomp_set_mode_filter),
             Rule("prctl", Arg(0) == pr_set_no_new_privs),
+            # isatty(): every open() asks, to choose its buffering; a query, nothing more.
+            Rule("ioctl", Arg(1) == termios.TCGETS),
             "landlock_create_ruleset",
             "landlock_add_rule",
             "landlock_restrict_self",

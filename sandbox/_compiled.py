@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from . import _kernel
@@ -53,19 +55,32 @@ class CompiledPolicy:
     #: confined process could no longer read (``encodings.idna`` for socket addresses).
     preload: tuple[str, ...] = ()
 
-    def apply(self, *, all_threads: bool = False) -> Status:
-        """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed)."""
-        status, _ = self.apply_with_listener(all_threads=all_threads, listener=False)
+    def apply(self, *, all_threads: bool = False, covered: Collection[int] = ()) -> Status:
+        """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed).
+
+        ``covered``: threads that applied the Landlock plan themselves already (see
+        ``apply_landlock_here``), so ``all_threads`` can hold on kernels without
+        Landlock's thread synchronisation.
+        """
+        status, _ = self.apply_with_listener(
+            all_threads=all_threads, listener=False, covered=covered
+        )
         return status
 
+    def apply_landlock_here(self) -> int:
+        """Apply only the Landlock plan, in the calling thread; its native thread id."""
+        if self.landlock is not None:
+            apply_plan(self.landlock)
+        return threading.get_native_id()
+
     def apply_with_listener(
-        self, *, all_threads: bool = False, listener: bool = True
+        self, *, all_threads: bool = False, listener: bool = True, covered: Collection[int] = ()
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
         preload_runtime(self.preload)
         landlock = None
         if self.landlock is not None:
-            landlock = apply_plan(self.landlock, all_threads=all_threads)
+            landlock = apply_plan(self.landlock, all_threads=all_threads, covered=covered)
         fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
         return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd
 

@@ -26,7 +26,8 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterable
+import threading
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -253,13 +254,17 @@ class LandlockStatus:
         return f"{self.enforcement} ({where}; dropped {', '.join(map(needs, self.dropped))})"
 
 
-def apply_plan(plan: LandlockPlan, *, all_threads: bool = False) -> LandlockStatus:
+def apply_plan(
+    plan: LandlockPlan, *, all_threads: bool = False, covered: Collection[int] = ()
+) -> LandlockStatus:
     """Enforce ``plan`` on this thread (or every thread); say what was enforced.
 
     Under best effort what the kernel lacks is dropped and listed in the status; under
     ``"hard"`` a SandboxError names it, before anything irreversible happens. Landlock is
     per-thread until ABI 8 (TSYNC): on an older kernel ``all_threads`` holds only when this
-    is the process's sole thread, and is otherwise reported as dropped.
+    is the process's sole thread, and is otherwise reported as dropped. ``covered`` names
+    threads (native ids) that already applied this plan themselves (a supervisor's own
+    helper threads): they do not count against ``all_threads``.
     """
     version = abi()
     granted = 0
@@ -267,7 +272,7 @@ def apply_plan(plan: LandlockPlan, *, all_threads: bool = False) -> LandlockStat
         granted |= access
     fitted = fit(plan.handled_fs, granted, plan.handled_net, plan.scoped, plan.restrict_flags,
                  version)  # fmt: skip
-    fitted = _all_threads(fitted, version) if all_threads else fitted
+    fitted = _all_threads(fitted, version, covered) if all_threads else fitted
     if plan.compat == "hard" and fitted.dropped:
         raise _hard_error(version, fitted.dropped)
     if fitted.empty:
@@ -277,11 +282,12 @@ def apply_plan(plan: LandlockPlan, *, all_threads: bool = False) -> LandlockStat
     return LandlockStatus("partial" if fitted.dropped else "full", version, fitted.dropped)
 
 
-def _all_threads(fitted: Fitted, version: int) -> Fitted:
+def _all_threads(fitted: Fitted, version: int, covered: Collection[int]) -> Fitted:
     if version >= 8:
         return replace(fitted, restrict=fitted.restrict | TSYNC)
     try:  # a sole thread is the whole process, and nobody else can start one meanwhile
-        alone = len(os.listdir("/proc/self/task")) == 1
+        others = set(os.listdir("/proc/self/task")) - {str(t) for t in covered}
+        alone = others == {str(threading.get_native_id())}
     except OSError:
         alone = False
     return fitted if alone else replace(fitted, dropped=(*fitted.dropped, "all_threads"))

@@ -3,6 +3,7 @@ isolates. Every supervisor runs in a forked child, since it confines itself."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -68,6 +69,36 @@ def test_the_supervisor_reports_its_own_enforcement() -> None:
         return sup.status.enforcement, sup.status.all_threads
 
     assert in_child(run).unwrap() == ("full", True)
+
+
+def test_landlock_binds_every_thread_of_the_supervisor(tmp_path: Path) -> None:
+    # Landlock ABI 7 confines only the thread that applies it: the supervisor's helper
+    # threads must take the domain too, or the status could not honestly say "full".
+    from isolates.orchestrator._spawn import SPAWNER
+
+    def run() -> tuple[str, str, int | None, int | None]:
+        sup = Supervisor(
+            policy=Policy(SystemIO.nothing().allow_stderr(), Landlock().read(tmp_path))
+        )
+        sup.add_worker("w", workers.log_and_report)
+        sup.start()
+        here, spawner = (
+            _read_errno("/etc/hostname"),
+            SPAWNER.run(lambda: _read_errno("/etc/hostname")),
+        )
+        sup.join(timeout=60)
+        assert sup.status is not None and sup.status.landlock is not None
+        return sup.status.enforcement, sup.status.landlock.enforcement, here, spawner
+
+    assert in_child(run).unwrap() == ("full", "full", errno.EACCES, errno.EACCES)
+
+
+def _read_errno(path: str) -> int | None:
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.errno
 
 
 def _explode() -> None:
