@@ -282,7 +282,7 @@ def apply_plan(
     return LandlockStatus("partial" if fitted.dropped else "full", version, fitted.dropped)
 
 
-def _all_threads(fitted: Fitted, version: int, covered: Collection[int]) -> Fitted:
+def _all_threads(fitted: Fitted, version: int, covered: Collection[int] = ()) -> Fitted:
     if version >= 8:
         return replace(fitted, restrict=fitted.restrict | TSYNC)
     try:  # a sole thread is the whole process, and nobody else can start one meanwhile
