@@ -15,8 +15,10 @@ from ._errors import ChannelClosed as ChannelClosed
 from ._errors import ChannelError as ChannelError
 from ._errors import LocalChannelError as LocalChannelError
 from ._errors import RemoteChannelError as RemoteChannelError
+from ._rules import ChannelRules as ChannelRules
 
 __all__ = [
-    "DEFAULT_MAX_FRAME", "AsyncChannel", "Channel", "ChannelClosed", "ChannelError", "Codec",
-    "LocalChannelError", "RemoteChannelError", "open_async_pair", "open_pair",
+    "DEFAULT_MAX_FRAME", "AsyncChannel", "Channel", "ChannelClosed", "ChannelError",
+    "ChannelRules", "Codec", "LocalChannelError", "RemoteChannelError", "open_async_pair",
+    "open_pair",
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
-from typing import Any, Final, TypeVar, overload
+from typing import Any, ClassVar, Final, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
@@ -22,6 +22,7 @@ from ._blocking import Channel
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
 from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
 from ._errors import ChannelClosed, LocalChannelError
+from ._rules import ASYNC_RULES, ChannelRules
 from ._scm import FdLike, close_all, rights
 
 T = TypeVar("T")
@@ -38,7 +39,13 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
     ``await aclose()``; ``receive_with_fds()`` also returns the descriptors that came with
     a message. Make one with :func:`open_async_pair`, :meth:`from_channel` or
     :meth:`from_fd`. One task sends and one receives at a time.
+
+    ``AsyncChannel.RULES`` is the RuleSet of the syscalls it makes on an asyncio or trio
+    loop started before the policy was applied (sends, receives, epoll_wait, epoll_ctl);
+    add ``ChannelRules.nothing().allow_loop_startup()`` to start the loop afterwards.
     """
+
+    RULES: ClassVar[ChannelRules] = ASYNC_RULES
 
     def __init__(self, sock: socket.socket, type: Any, **options: Any) -> None:
         sock.setblocking(False)

@@ -8,11 +8,12 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
 from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
 from ._errors import ChannelClosed
+from ._rules import BLOCKING_RULES, ChannelRules
 from ._scm import FdLike, close_all, rights
 
 T = TypeVar("T")
@@ -29,8 +30,12 @@ class Channel(Endpoint[T]):
 
     Get one from :func:`open_pair`, or reopen an inherited descriptor with
     :meth:`Channel.from_fd`. One thread sends and one receives at a time.
+
+    ``Channel.RULES`` is the RuleSet of the syscalls a reopened blocking endpoint makes
+    (sendto, recvfrom, sendmsg, recvmsg, poll), for a worker's policy.
     """
 
+    RULES: ClassVar[ChannelRules] = BLOCKING_RULES
     _poller: select.poll | None = None
 
     @overload
