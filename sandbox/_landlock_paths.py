@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import platform
 import re
 import site
 import sys
@@ -106,19 +105,17 @@ def _library_dirs() -> list[str]:
     """Where glibc's NSS modules live: beside the libc this process mapped, then the
     multiarch and lib64 directories."""
     dirs = [os.path.dirname(p) for p in _mapped_libraries() if "/libc.so" in p]
-    arch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    arch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
     dirs += [f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
     return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
 
 
 def _mapped_libraries() -> list[str]:
     try:
-        with open("/proc/self/maps") as f:
-            fields = [line.split(maxsplit=5) for line in f]
+        files = mapped_files()
     except OSError:
         return []
-    paths = (f[5].strip() for f in fields if len(f) == 6 and f[5].startswith("/"))
-    return list(dict.fromkeys(p for p in paths if ".so" in os.path.basename(p)))
+    return [p for p in files if ".so" in os.path.basename(p)]
 
 
 def python_paths() -> tuple[list[str], list[str]]:
@@ -129,18 +126,10 @@ def python_paths() -> tuple[list[str], list[str]]:
     cfg = sysconfig.get_paths()
     code = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
     code += [cfg["stdlib"], cfg["platstdlib"], cfg["purelib"], cfg["platlib"]]
-    code += [*site.getsitepackages(), site.getusersitepackages(), *sys.path, *_package_dirs()]
+    code += [*site.getsitepackages(), site.getusersitepackages(), *sys.path, *package_dirs()]
     code = _prune([p for p in _existing(code) if p != "/"])
     libraries = [os.path.dirname(p) for p in _mapped_libraries()] + ["/etc/ld.so.cache"]
     return code, [p for p in _prune(_existing(libraries)) if not _beneath(p, code)]
-
-
-def _package_dirs() -> list[str]:
-    dirs: list[str] = []
-    for module in list(sys.modules.values()):
-        spec = getattr(module, "__spec__", None)
-        dirs += list(getattr(spec, "submodule_search_locations", None) or ())
-    return dirs
 
 
 def _existing(paths: list[str | None] | list[str]) -> list[str]:
@@ -159,3 +148,27 @@ def _prune(paths: list[str]) -> list[str]:
 
 def _beneath(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+# -- what a running CPython has loaded (also the mount namespace's runtime_paths) -----------
+
+
+def mapped_files() -> list[str]:
+    """The files mapped into this process (its executable, shared libraries, the locale
+    archive...), each once, as /proc/self/maps names them; OSError when /proc is absent."""
+    with open("/proc/self/maps") as f:
+        fields = [line.split(maxsplit=5) for line in f]
+    paths = (f[5].rstrip("\n") for f in fields if len(f) == 6 and f[5].startswith("/"))
+    return list(dict.fromkeys(paths))
+
+
+def package_dirs() -> list[str]:
+    """The directories imported packages load submodules from (editable installs live
+    outside site-packages): each package's ``__path__``, which the package may have
+    extended, and its spec's search locations."""
+    dirs: list[str] = []
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)
+        dirs += list(getattr(module, "__dict__", {}).get("__path__") or ())  # no __getattr__
+        dirs += list(getattr(spec, "submodule_search_locations", None) or ())
+    return list(dict.fromkeys(d for d in dirs if isinstance(d, str)))
