@@ -11,6 +11,10 @@ The builder checks paths and ports when it is called (``PolicyError``); ``plan()
 it into a ``LandlockPlan`` (plain data); ``apply_plan`` opens the paths and enforces the
 plan in the process being confined, dropping what the running kernel lacks (BEST_EFFORT)
 or refusing (HARD), and says what it enforced in a ``LandlockStatus``.
+
+Beside this builder: _landlock_rules.py (the syscalls each right needs), _landlock_paths.py
+(the paths the conveniences find), _landlock_abi.py (the kernel's rights, by ABI) and
+_landlock_sys.py (the raw calls).
 """
 
 from __future__ import annotations
