@@ -20,15 +20,20 @@ def describe(type_: Any) -> str:
     if type_ is None or type_ is type(None):
         return "None"
     if isinstance(type_, type) and not get_args(type_):
-        return type_.__qualname__
+        return _name(type_)
     return repr(type_).replace("typing.", "")
+
+
+def _name(cls: type) -> str:
+    """``Outer.Inner`` without the ``f.<locals>.`` of a class defined in a function."""
+    return cls.__qualname__.rpartition("<locals>.")[2]
 
 
 def check_message_type(type_: Any, *, name: str) -> None:
     """Refuse a type msgspec cannot decode, or one whose decoder accepts unknown fields."""
     try:
         info = mi.type_info(type_)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # TypeError, or NameError for an unresolvable annotation
         raise LocalChannelError(
             f"channel {name!r}: msgspec cannot carry {type_!r} ({exc}); use a msgspec.Struct, "
             "a tagged union of Structs, or plain types such as bytes or dict[str, int]"
@@ -36,13 +41,13 @@ def check_message_type(type_: Any, *, name: str) -> None:
     for node in _walk(info):
         if isinstance(node, mi.StructType) and not node.forbid_unknown_fields:
             raise LocalChannelError(
-                f"channel {name!r}: {node.cls.__qualname__} accepts unknown fields; a channel "
+                f"channel {name!r}: {_name(node.cls)} accepts unknown fields; a channel "
                 f"only carries what it expects. Declare it as\n    class "
                 f"{node.cls.__name__}(msgspec.Struct, forbid_unknown_fields=True): ..."
             )
         if isinstance(node, _LENIENT):
             raise LocalChannelError(
-                f"channel {name!r}: {node.cls.__qualname__} would accept unknown fields; use a "
+                f"channel {name!r}: {_name(node.cls)} would accept unknown fields; use a "
                 "msgspec.Struct with forbid_unknown_fields=True instead"
             )
 
