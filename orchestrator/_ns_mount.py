@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from isolates.sandbox import SandboxError
 from isolates.sandbox import _kernel_ns as k
+from isolates.sandbox._landlock_paths import mapped_files, package_dirs
 
 from ._elf import interpreter
 
@@ -76,11 +77,8 @@ def runtime_paths() -> list[str]:
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/etc/ld.so.cache",
              os.path.dirname(sys.executable), interpreter(sys.executable) or "/"}  # fmt: skip
     paths.update(os.path.abspath(p) for p in sys.path if isinstance(p, str))
-    for module in list(sys.modules.values()):
-        paths.update(p for p in list(getattr(module, "__path__", None) or ()) if isinstance(p, str))
-    with open("/proc/self/maps") as maps:
-        mapped = [line.split(maxsplit=5)[-1].rstrip("\n") for line in maps]
-    paths.update(os.path.dirname(f) for f in mapped if f.startswith("/"))
+    paths.update(package_dirs())
+    paths.update(os.path.dirname(f) for f in mapped_files())
     # Never the host's /, /tmp, /dev or /proc wholesale (a worker started in /tmp has it
     # on sys.path): those stay private. Their subdirectories are fine.
     return sorted(p for p in paths if p not in _NEVER_SHOWN and os.path.exists(p))

@@ -16,6 +16,7 @@ import pytest
 
 from isolates.sandbox import Compat, Landlock
 from isolates.sandbox import _landlock as landlock_module
+from isolates.sandbox import _landlock_paths as landlock_paths
 from isolates.sandbox._landlock import AccessFs, apply_plan
 from tests.sandbox.test_landlock_child import attempt, run
 
@@ -39,7 +40,7 @@ def test_every_convenience_grants_only_paths_that_exist() -> None:
 def test_missing_paths_are_skipped_not_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(landlock_module, "DEVICES", ("/dev/null", "/nonexistent", "/dev/zero"))
     assert paths(Landlock().devices()) == ["/dev/null", "/dev/zero"]
-    monkeypatch.setattr(landlock_module, "RESOLVER_FILES", ("/etc/hosts", "/nonexistent/hosts"))
+    monkeypatch.setattr(landlock_paths, "RESOLVER_FILES", ("/etc/hosts", "/nonexistent/hosts"))
     assert "/nonexistent/hosts" not in paths(Landlock().dns())
 
 
