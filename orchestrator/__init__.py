@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from ._lifecycle import State as State
     from ._namespaces import Bind as Bind
     from ._namespaces import Mount as Mount
-    from ._namespaces import NamespaceStatus as NamespaceStatus
     from ._namespaces import Namespaces as Namespaces
+    from ._namespaces import NamespaceStatus as NamespaceStatus
     from ._pool import POOL as POOL
     from ._supervisor import Supervisor as Supervisor
 
