@@ -22,6 +22,7 @@ from ._blocking import Channel
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
 from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
 from ._errors import ChannelClosed, LocalChannelError
+from ._readable import Readable
 from ._rules import ASYNC_RULES, ChannelRules
 from ._scm import FdLike, close_all, rights
 
@@ -51,6 +52,7 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         sock.setblocking(False)
         super().__init__(sock, type, **options)
         self._budget = YIELD_EVERY
+        self._readable = Readable()
 
     @overload
     @classmethod
@@ -99,9 +101,7 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
                     return await self._send_frame(payload, ())
                 except OSError as exc:
                     raise self._send_failed(exc) from None
-                self._budget -= 1
-                if self._budget <= 0:
-                    await self._yield_now()
+                await self._count_without_waiting()
                 return None
         self._open_for_send()
         await self._send_frame(self._codec.encode(msg), fds)
@@ -130,9 +130,7 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
             self._interrupted(sent, len(view))
             raise
         if not waited:
-            self._budget -= 1
-            if self._budget <= 0:
-                await self._yield_now()
+            await self._count_without_waiting()
 
     def _interrupted(self, sent: int, total: int) -> None:
         if 0 < sent < total:
@@ -146,11 +144,14 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         Raises :class:`ChannelClosed` once the peer has closed and every message it sent
         has been taken.
         """
-        if self._fast_recv and not self._inbox:
+        waited = False
+        while self._fast_recv and not self._inbox:
             try:
                 n = self._sock.recv_into(self._rbuf, 0, TRUNC)  # type: ignore[union-attr]
             except BlockingIOError:
-                n = -1
+                await self._wait(self._readable.wait, self._sock)  # type: ignore[arg-type]
+                waited = True
+                continue
             except OSError as exc:
                 n = self._read_failed(exc)
             if 0 < n <= self._limit:
@@ -158,32 +159,31 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
                     msg: T = self._decode(self._rview[:n])
                 except Exception:  # the codec below says what is wrong with it
                     self._absorb(n)
-                else:
-                    self._budget -= 1
-                    if self._budget <= 0:
-                        await self._yield_now()
-                    return msg
-            elif n >= 0:
-                self._absorb(n)
-        msg, fds = await self.receive_with_fds()
+                    break
+                if not waited:
+                    await self._count_without_waiting()
+                return msg
+            self._absorb(n)  # a frame head, EOF or an oversized record: the codec decides
+            break
+        msg, fds = await self._next(waited)
         if fds:
             close_all(fds)
         return msg
 
     async def receive_with_fds(self) -> tuple[T, list[int]]:
         """The next message and the descriptors that came with it (yours to close)."""
-        waited = False
+        return await self._next(False)
+
+    async def _next(self, waited: bool) -> tuple[T, list[int]]:
         while not self._inbox:
             sock = self._open()
             try:
                 self._read_record(sock)
             except BlockingIOError:
-                await self._wait(anyio.wait_readable, sock)
+                await self._wait(self._readable.wait, sock)
                 waited = True
         if not waited:
-            self._budget -= 1
-            if self._budget <= 0:
-                await self._yield_now()
+            await self._count_without_waiting()
         return self._inbox.popleft()
 
     def __aiter__(self) -> AsyncChannel[T]:
@@ -206,10 +206,12 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
             raise LocalChannelError(f"channel {self.name!r} was closed while waiting") from None
         self._budget = YIELD_EVERY
 
-    async def _yield_now(self) -> None:
-        """The forced checkpoint after YIELD_EVERY operations that did not wait."""
-        self._budget = YIELD_EVERY
-        await anyio.lowlevel.checkpoint()
+    async def _count_without_waiting(self) -> None:
+        """Count an operation that did not wait; every YIELD_EVERY-th one checkpoints."""
+        self._budget -= 1
+        if self._budget <= 0:
+            self._budget = YIELD_EVERY
+            await anyio.lowlevel.checkpoint()
 
     # -- ending ------------------------------------------------------------------------
 
@@ -218,14 +220,16 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         once it has read what was sent. Messages not taken are dropped."""
         sock, self._sock = self._sock, None
         if sock is not None:
-            anyio.notify_closing(sock)
+            self._readable.close(sock)
             self._release()
             sock.close()
         await anyio.lowlevel.checkpoint()
 
     def detach(self) -> int:
         """Give up the descriptor without closing it (see ``Channel.detach``)."""
-        return self._detach_socket().detach()
+        sock = self._detach_socket()
+        self._readable.close(sock)
+        return sock.detach()
 
 
 @overload

@@ -130,13 +130,17 @@ class Channel(Endpoint[T]):
                 except Exception:  # the codec below says what is wrong with it
                     pass
             self._absorb(n)
-        msg, fds = self.recv_with_fds(timeout)
+        if not self._inbox:
+            self._fill(timeout)
+        msg, fds = self._inbox.popleft()
         if fds:
             close_all(fds)
         return msg
 
     def recv_with_fds(self, timeout: float | None = None) -> tuple[T, list[int]]:
         """The next message and the descriptors that came with it (yours to close)."""
+        if self._fast_recv and timeout is None and not self._inbox:
+            return self.recv(), []  # no descriptors on this channel: recv's fast path
         if not self._inbox:
             self._fill(timeout)
         return self._inbox.popleft()
