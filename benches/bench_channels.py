@@ -2,13 +2,16 @@
 
 Round-trip latency and one-way throughput of a small Struct message, blocking and async,
 against raw bytes over a socketpair, an asyncio Protocol over a socketpair, and
-multiprocessing.Pipe with pickle; and descriptors passed per second. Everything runs
+multiprocessing.Pipe with pickle; and descriptors passed per second. Two reference rows
+show where the cost goes: raw bytes over SOCK_SEQPACKET (the channels' socket type), and
+msgspec encoding and decoding inline on that socket, with no channel at all (the floor for
+any typed channel written in Python). Everything runs
 twice: unpinned, then with both processes pinned to CPU 0 (cross-core wake-ups dominate
 on a small VM). Each peer is a forked process that lives for the whole suite; the cases
 take turns, round after round, and the median round is reported, so background noise
 hits every case alike.
 
-Options: ``--rounds N`` (default 9), ``--quick`` (fewer messages, for a smoke run).
+Options: ``--rounds N`` (default 15), ``--quick`` (fewer messages, for a smoke run).
 """
 
 from __future__ import annotations
@@ -72,6 +75,29 @@ def fd_sink(sock: socket.socket) -> None:
         os.close(int.from_bytes(anc[0][2][:4], "little"))
         count += 1
         if count == SIZES["fd"]:
+            count = 0
+            sock.send(b"k")
+
+
+ENCODE = msgspec.msgpack.Encoder().encode
+DECODE = msgspec.msgpack.Decoder(Ping).decode
+
+
+def floor_echo(sock: socket.socket) -> None:
+    """msgspec inline on the raw socket: the least any typed channel can do."""
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    while n := sock.recv_into(buf):
+        sock.send(ENCODE(DECODE(view[:n])))
+
+
+def floor_sink(sock: socket.socket) -> None:
+    buf, count = bytearray(65536), 0
+    view = memoryview(buf)
+    while n := sock.recv_into(buf):
+        DECODE(view[:n])
+        count += 1
+        if count == SIZES["tp"]:
             count = 0
             sock.send(b"k")
 
@@ -186,6 +212,16 @@ def rt_raw(sock: socket.socket) -> float:
     return (time.perf_counter() - start) / n
 
 
+def rt_floor(sock: socket.socket) -> float:
+    buf, n = bytearray(65536), SIZES["rt"]
+    view = memoryview(buf)
+    start = time.perf_counter()
+    for _ in range(n):
+        sock.send(ENCODE(PING))
+        DECODE(view[: sock.recv_into(buf)])
+    return (time.perf_counter() - start) / n
+
+
 def rt_channel(ch: Channel[Ping]) -> float:
     n = SIZES["rt"]
     start = time.perf_counter()
@@ -209,6 +245,15 @@ def tp_raw(sock: socket.socket) -> float:
     start = time.perf_counter()
     for _ in range(n):
         sock.send(RAW)
+    sock.recv(1)
+    return (time.perf_counter() - start) / n
+
+
+def tp_floor(sock: socket.socket) -> float:
+    n = SIZES["tp"]
+    start = time.perf_counter()
+    for _ in range(n):
+        sock.send(ENCODE(PING))
     sock.recv(1)
     return (time.perf_counter() - start) / n
 
@@ -349,6 +394,7 @@ CASES = {
     "rt": [
         Case("raw socketpair bytes", raw_echo, rt_raw),
         Case("raw SOCK_SEQPACKET bytes", raw_echo, rt_raw, kind=SEQ),
+        Case("msgspec inline on SEQPACKET", floor_echo, rt_floor, kind=SEQ),
         Case("Channel (blocking)", channel_echo, rt_channel, lambda s: Channel(s, Ping), SEQ),
         Case("multiprocessing.Pipe", pipe_echo, rt_pipe, _pipe),
         Case("asyncio Protocol", lambda s: protocol_peer(s, _Echo), lambda s: on_protocol(s, "rt")),
@@ -360,6 +406,7 @@ CASES = {
     "tp": [
         Case("raw socketpair bytes", raw_sink, tp_raw),
         Case("raw SOCK_SEQPACKET bytes", raw_sink, tp_raw, kind=SEQ),
+        Case("msgspec inline on SEQPACKET", floor_sink, tp_floor, kind=SEQ),
         Case("Channel (blocking)", channel_sink, tp_channel, lambda s: Channel(s, Ping), SEQ),
         Case("multiprocessing.Pipe", pipe_sink, tp_pipe, _pipe),
         Case("asyncio Protocol", lambda s: protocol_peer(s, _Sink), lambda s: on_protocol(s, "tp")),
@@ -461,7 +508,7 @@ def show(metric: str, case: str, runs: list[dict[str, dict[str, float]]]) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
     args = parser.parse_args()
     if args.quick:

@@ -1,8 +1,9 @@
 """The anyio endpoint: ``AsyncChannel``, on asyncio and trio alike.
 
 It is not built on anyio's socket streams (about 60 us a message here) but on the raw
-non-blocking socket: try the syscall, and only when the kernel says EAGAIN wait with
-``anyio.wait_readable`` / ``wait_writable``. An operation that completes at once does not
+non-blocking socket: try the syscall, and only when the kernel says EAGAIN wait for it
+(``anyio.wait_writable``, and for reading ``_readable.Readable``: trio's own wait, or on
+asyncio a reader kept registered across receives). An operation that completes at once does not
 yield to the event loop, except every ``YIELD_EVERY``-th one, which passes through
 ``anyio.lowlevel.checkpoint()``: a busy channel cannot starve other tasks, cancellation
 reaches a task within that many messages, and a message costs no loop round-trip.

@@ -96,7 +96,9 @@ class Endpoint(Generic[T]):
 
     def fileno(self) -> int:
         """The socket's descriptor (still owned by this endpoint)."""
-        return self._open().fileno()
+        if self._sock is None:
+            raise LocalChannelError(f"channel {self.name!r} is closed on this side")
+        return self._sock.fileno()
 
     def _open(self) -> socket.socket:
         sock = self._sock
