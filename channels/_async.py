@@ -50,8 +50,8 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
     RULES: ClassVar[ChannelRules] = ASYNC_RULES
 
     def __init__(self, sock: socket.socket, type: Any, **options: Any) -> None:
-        sock.setblocking(False)
         super().__init__(sock, type, **options)
+        sock.setblocking(False)
         self._budget = YIELD_EVERY
         self._readable = Readable()
 
@@ -77,7 +77,11 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
     ) -> AsyncChannel[Any]:
         """Reopen an endpoint inherited by descriptor number (see ``Channel.from_fd``)."""
         sock = adopt_fd(fd, name)
-        return cls(sock, type, max_frame=max_frame, max_fds=max_fds, name=name)
+        try:
+            return cls(sock, type, max_frame=max_frame, max_fds=max_fds, name=name)
+        except BaseException:
+            sock.detach()  # the descriptor stays the caller's
+            raise
 
     @classmethod
     def from_channel(cls, channel: Channel[U]) -> AsyncChannel[U]:

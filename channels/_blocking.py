@@ -38,6 +38,11 @@ class Channel(Endpoint[T]):
     RULES: ClassVar[ChannelRules] = BLOCKING_RULES
     _poller: select.poll | None = None
 
+    def __init__(self, sock: socket.socket, type: Any, **options: Any) -> None:
+        super().__init__(sock, type, **options)
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)  # a Channel blocks; recv(timeout=...) polls instead
+
     @overload
     @classmethod
     def from_fd(
@@ -64,8 +69,13 @@ class Channel(Endpoint[T]):
         the process loads its policy: checking the descriptor uses getsockopt.
         """
         sock = adopt_fd(fd, name)
+        try:
+            channel = cls(sock, type, max_frame=max_frame, max_fds=max_fds, name=name)
+        except BaseException:
+            sock.detach()  # the descriptor stays the caller's
+            raise
         sock.setblocking(True)
-        return cls(sock, type, max_frame=max_frame, max_fds=max_fds, name=name)
+        return channel
 
     # -- sending -----------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class Endpoint(Generic[T]):
         max_fds: int = 0,
         name: str = "channel",
     ) -> None:
+        _check_socket(sock, name)
         if not isinstance(max_fds, int) or not 0 <= max_fds <= SCM_MAX_FD:
             raise LocalChannelError(f"channel {name!r}: max_fds={max_fds!r}; use 0 to {SCM_MAX_FD}")
         self._codec: Codec[T] = Codec(type, max_frame=max_frame, name=name)
@@ -228,14 +229,20 @@ def adopt_fd(fd: int, name: str) -> socket.socket:
             f"channel {name!r}: descriptor {fd} is not an open socket ({exc.strerror}); pass "
             "the endpoint's fileno() in pass_fds and reopen that number"
         ) from None
-    if sock.family != socket.AF_UNIX or sock.type != SOCK_TYPE:
-        family, kind = sock.family.name, sock.type.name
-        sock.detach()
-        raise LocalChannelError(
-            f"channel {name!r}: descriptor {fd} is a {family} {kind} socket, "
-            "not one end of a channel (AF_UNIX SOCK_SEQPACKET)"
-        )
+    try:
+        _check_socket(sock, name)
+    except LocalChannelError:
+        sock.detach()  # still the caller's
+        raise
     return sock
+
+
+def _check_socket(sock: socket.socket, name: str) -> None:
+    if sock.family != socket.AF_UNIX or sock.type != SOCK_TYPE:
+        raise LocalChannelError(
+            f"channel {name!r}: descriptor {sock.fileno()} is a {sock.family.name} "
+            f"{sock.type.name} socket, not one end of a channel (AF_UNIX SOCK_SEQPACKET)"
+        )
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:

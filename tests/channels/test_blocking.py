@@ -44,6 +44,10 @@ class Blob(msgspec.Struct, tag=True, forbid_unknown_fields=True):
 Msg = Job | Stop | Blob
 
 
+class Lax(msgspec.Struct):
+    id: int
+
+
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
@@ -329,6 +333,26 @@ def test_from_fd_refuses_a_descriptor_that_is_not_a_channel() -> None:
     stream, other = socket.socketpair()
     with pytest.raises(LocalChannelError, match="AF_UNIX SOCK_STREAM socket, not one end"):
         Channel.from_fd(stream.fileno(), Job)
+    stream.close()
+    other.close()
+
+
+def test_a_failed_reopen_leaves_the_descriptor_to_the_caller() -> None:
+    a, b = open_pair(Job)
+    fd = b.detach()
+    with pytest.raises(LocalChannelError, match="Lax accepts unknown fields"):
+        Channel.from_fd(fd, Lax)
+    again = Channel.from_fd(fd, Job)
+    a.send(Job(1))
+    assert again.recv() == Job(1)
+    a.close()
+    again.close()
+
+
+def test_a_channel_is_made_on_a_seqpacket_socket_only() -> None:
+    stream, other = socket.socketpair()
+    with pytest.raises(LocalChannelError, match="not one end of a channel"):
+        Channel(stream, Job)
     stream.close()
     other.close()
 
