@@ -84,14 +84,13 @@ class Channel(Endpoint[T]):
         if self._fast_send and not fds and isinstance(msg, self._classes):
             try:
                 payload = self._encode(msg)
-            except Exception:  # the codec below says what is wrong with msg
-                payload = None
-            if payload is not None and len(payload) <= self._limit:
-                try:
+                if len(payload) <= self._limit:
                     self._sock.send(payload, SEND_FLAGS)  # type: ignore[union-attr]
-                except OSError as exc:
-                    raise self._send_failed(exc) from None
-                return
+                    return
+            except OSError as exc:
+                raise self._send_failed(exc) from None
+            except Exception:  # the codec below says what is wrong with msg
+                pass
         self._send_slow(msg, fds)
 
     def _send_slow(self, msg: T, fds: Sequence[FdLike]) -> None:
