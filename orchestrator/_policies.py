@@ -33,33 +33,32 @@ def _implied(rs: RuleSet, name: str) -> Orchestration:
 
 
 def control_rules() -> Orchestration:
-    """What an isolate needs after confinement to talk to its parent: READY, GO, the
-    result and log records go over a blocking channel."""
+    """What an isolate needs after confinement to talk to its parent: READY, the result
+    and log records go over a blocking channel."""
     from isolates.channels import Channel
 
-    return _implied(getattr(Channel, "RULES", _FALLBACK), "isolates control channel")
+    return _implied(Channel.RULES, "isolates control channel")
 
 
 def channel_rules() -> Orchestration:
-    """A worker's own channels, blocking and async."""
-    from isolates.channels import Channel
+    """A worker's own channels, blocking or async, an event loop started after
+    confinement, and reopening a renewed channel's descriptor (getsockopt checks its
+    family and type, ioctl FIONBIO sets its mode)."""
+    from isolates.channels import ChannelRules
 
-    blocking = getattr(Channel, "RULES", _FALLBACK)
-    asynchronous = getattr(Channel, "ASYNC_RULES", _FALLBACK)
-    # Reopening a renewed channel's descriptor checks its family and type (getsockopt)
-    # and makes it blocking (ioctl FIONBIO).
     return Orchestration(
-        *blocking.rules(),
-        *asynchronous.rules(),
+        *ChannelRules.everything().rules(),
         "getsockopt",
         Rule("ioctl", Arg(1) == termios.FIONBIO),
         name="isolates channels",
     )
 
 
-_FALLBACK = RuleSet(
-    *(Rule(s) for s in ("sendmsg", "recvmsg", "sendto", "recvfrom", "poll", "ppoll")),
-)
+def async_rules() -> Orchestration:
+    """An ``async def`` function: its event loop starts inside the confined isolate."""
+    from isolates.channels import ChannelRules
+
+    return _implied(ChannelRules.nothing().allow_async().allow_loop_startup(), "isolates async")
 
 
 def supervisor_rules(runners: Iterable[Runner]) -> list[RuleSet]:
@@ -85,6 +84,8 @@ def worker_policy(policy: Policy, *, channels: bool, is_async: bool) -> Policy:
     """``policy`` plus the control channel and, for workers with channels or async code,
     the endpoints' syscalls: no user lists them."""
     extra: list[RuleSet] = [control_rules()]
-    if channels or is_async:
+    if channels:
         extra.append(channel_rules())
+    elif is_async:
+        extra.append(async_rules())
     return policy.extend(*extra)

@@ -94,10 +94,10 @@ class IsolateProcess:
         self.send(Go())
 
     def stop(self) -> None:
-        """Ask politely (a Stop message); the worker may be past reading it."""
+        """Ask politely (a Stop message); the worker may be past reading it, or reaped."""
         try:
             self.send(Stop())
-        except ChannelError:
+        except (ChannelError, OSError):
             pass
 
     def wait_outcome(self, deadline: float | None) -> Result | Failure:
@@ -151,7 +151,8 @@ class IsolateProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.proc.wait()
-        with _LIVE_LOCK:  # reap may race (a waiter thread and atexit): close once
+        # reap may race a waiter thread, stop() and atexit: close once, never mid-send.
+        with _LIVE_LOCK, self._send_lock:
             self.control.close()
             if self.pidfd >= 0:
                 os.close(self.pidfd)
