@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -11,23 +9,12 @@ from typing import Any
 
 
 def in_fork(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child (so policies never touch this process); return its value."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        data = pickle.dumps(fn())
-        os.write(w, data)
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 1 << 16):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise RuntimeError(f"benchmark child failed with status {status:#x}")
-    return pickle.loads(b"".join(chunks))
+    """Run ``fn`` in a forked child (so policies never touch this process); its value.
+
+    The result comes back through shared memory, so the child may be confined."""
+    from isolates.orchestrator.testing import in_child
+
+    return in_child(fn, timeout=600).unwrap()
 
 
 def median_time(fn: Callable[[], Any], repeat: int) -> float:

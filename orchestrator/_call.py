@@ -98,6 +98,7 @@ def build_boot(
     env: dict[str, str],
     channels: dict[str, Any] | None = None,
     context: bool = False,
+    barrier: bool = False,
 ) -> Boot:
     """The boot message for one isolate (``channels``: name -> message type)."""
     return Boot(
@@ -114,6 +115,7 @@ def build_boot(
         channels=list(channels or {}),
         notify=True,
         hold=context,
+        barrier=barrier,
         context=context,
     )
 

@@ -16,6 +16,8 @@ from isolates.sandbox._compiled import Status
 if TYPE_CHECKING:
     from ._namespaces import NamespaceStatus
 
+#: What each worker reads from the shared barrier socket when the supervisor releases it.
+GO_BYTE: Final = b"G"
 #: Descriptors one control message may carry (a worker's channel ends come with Boot).
 MAX_BOOT_FDS: Final = 64
 
@@ -39,6 +41,9 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     channels: list[str]  # channel names, in the order of the descriptors sent with Boot
     notify: bool  # load with a listener and hand it to the parent
     hold: bool  # wait at the barrier for GO after READY (supervised workers)
+    # GO arrives as one byte on a socket every worker shares (the last descriptor sent
+    # with Boot): one send releases them all. Without it, GO is a control message.
+    barrier: bool
     context: bool  # call fn(ctx, ...) with a WorkerContext
 
 

@@ -6,6 +6,7 @@ conflicts with them nor is dropped.
 
 from __future__ import annotations
 
+import os
 import socket
 import termios
 from collections.abc import Iterable
@@ -50,6 +51,8 @@ def channel_rules() -> Orchestration:
         *ChannelRules.everything().rules(),
         "getsockopt",
         Rule("ioctl", Arg(1) == termios.FIONBIO),
+        # Back to SCHED_OTHER after the barrier (see _boot._batch), and nothing else.
+        Rule("sched_setscheduler", Arg(0) == 0, Arg(1) == os.SCHED_OTHER),
         name="isolates channels",
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,7 +54,7 @@ class Runner:
         proc = IsolateProcess.spawn()
         return proc, compile_for(self._policy, proc.pid, self.worker.namespaces)
 
-    def boot(self, ends: dict[str, Channel[Any]]) -> None:
+    def boot(self, ends: dict[str, Channel[Any]], barrier: socket.socket | None = None) -> None:
         """Send the boot message with this worker's channel ends (then close ours).
 
         The message is built once, before the supervisor confines itself (pickling and
@@ -65,9 +66,10 @@ class Runner:
             types = {name: spec.message_type for name, spec in w.channels.items()}
             self._boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled,
                                     w.namespaces, w.env, channels=types, context=True)  # fmt: skip
-        boot = msgspec.structs.replace(self._boot, bpf=compiled.bpf)
+        boot = msgspec.structs.replace(self._boot, bpf=compiled.bpf, barrier=barrier is not None)
+        fds = [ends[name].fileno() for name in boot.channels]
         try:
-            proc.boot(boot, [ends[name].fileno() for name in boot.channels])
+            proc.boot(boot, [*fds, barrier.fileno()] if barrier is not None else fds)
         finally:
             for end in ends.values():
                 end.close()
@@ -84,7 +86,12 @@ class Runner:
         self.worker.namespace_status = ready.namespaces()
         self.worker.advance(State.READY)
 
+    def released(self) -> None:
+        """The supervisor's one barrier send released this worker."""
+        self.worker.advance(State.RELEASED)
+
     def go(self) -> None:
+        """Release this worker alone (a restart): a GO message."""
         self._proc().go()
         self.worker.advance(State.RELEASED)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ from ._context import MAX_FDS
 from ._errors import WorkerFailed
 from ._graph import MAX_RESTARTS, ChannelSpec, Restart, Worker, check_worker
 from ._lifecycle import FINAL, State
+from ._messages import GO_BYTE
 from ._monitor import MONITOR
 from ._namespaces import Namespaces
 from ._policies import supervisor_rules
@@ -61,6 +63,7 @@ class Supervisor:
         self._changed = threading.Condition()
         self._started = False
         self._stopped = False
+        self._barrier: tuple[socket.socket, socket.socket] | None = None
 
     # -- declaring ------------------------------------------------------------------
 
@@ -144,12 +147,23 @@ class Supervisor:
             raise
         if self.policy is not None:
             self.status = self._confine()
-        start = time.perf_counter()
-        for runner in self._runners.values():
-            runner.go()
-        self.release_seconds = time.perf_counter() - start
+        self.release_seconds = self._release_all()
         for runner in self._runners.values():
             runner.start_waiting()
+
+    def _release_all(self) -> float:
+        """GO: one byte per worker, in one send on the socket they all wait on; how long
+        that send took (``release_seconds``)."""
+        assert self._barrier is not None
+        ours, theirs = self._barrier
+        theirs.close()
+        start = time.perf_counter()
+        ours.sendall(GO_BYTE * len(self._runners))
+        elapsed = time.perf_counter() - start
+        ours.close()
+        for runner in self._runners.values():
+            runner.released()
+        return elapsed
 
     def _confine(self) -> Status:
         """Load the supervisor's policy on every thread. Seccomp synchronises threads
@@ -171,8 +185,9 @@ class Supervisor:
             limit = runner.worker.restart.limit
             runner.spawn(min(limit, spares))
         ends = self._open_channels()
+        self._barrier = socket.socketpair()
         for name, runner in self._runners.items():
-            runner.boot(ends[name])
+            runner.boot(ends[name], barrier=self._barrier[1])
         deadline = time.monotonic() + self.boot_timeout
         for runner in self._runners.values():
             runner.wait_ready(deadline)
@@ -206,6 +221,8 @@ class Supervisor:
     def _abort(self) -> None:
         for runner in self._runners.values():
             runner.abort()
+        for sock in self._barrier or ():
+            sock.close()
         for end in self._ours.values():
             end.close()
 

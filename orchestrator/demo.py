@@ -69,10 +69,12 @@ def serve(ctx: WorkerContext, port: int) -> list[str]:
     attempts: list[str] = []
     with socket.create_server(("127.0.0.1", port)) as listener:
         listener.settimeout(0.05)
-        while not ctx.stopping:
+        while True:
             try:
                 conn, _ = listener.accept()
-            except TimeoutError:
+            except TimeoutError:  # idle: the moment to see whether we are asked to stop
+                if ctx.stopping:
+                    break
                 continue
             with conn:
                 _handle(conn, writes, attempts)
@@ -87,7 +89,7 @@ def _handle(conn: socket.socket, writes: Any, attempts: list[str]) -> None:
         conn.sendall(_response(403, outcome.encode()))
     elif method == "PUT":
         writes.send(WriteRequest(path.lstrip("/"), body))
-        reply = writes.recv(timeout=5)
+        reply = writes.recv()  # the writer answers every request (or dies: EOF)
         status = 201 if isinstance(reply, Written) else 400
         conn.sendall(_response(status, msgspec.json.encode(reply)))
     else:

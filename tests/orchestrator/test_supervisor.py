@@ -93,6 +93,19 @@ def test_landlock_binds_every_thread_of_the_supervisor(tmp_path: Path) -> None:
     assert in_child(run).unwrap() == ("full", "full", errno.EACCES, errno.EACCES)
 
 
+def test_released_workers_run_with_the_normal_scheduling_policy() -> None:
+    # Workers wait at the barrier as SCHED_BATCH (so one send releases them all at once)
+    # and must get SCHED_OTHER back before their code runs.
+    def run() -> dict[str, Any]:
+        sup = Supervisor(policy=STDERR)
+        for i in range(3):
+            sup.add_worker(f"w{i}", workers.scheduling_policy,
+                           policy=Policy(Threads.nothing().allow_priority()))  # fmt: skip
+        return sup.run(timeout=60)
+
+    assert in_child(run).unwrap() == dict.fromkeys(["w0", "w1", "w2"], os.SCHED_OTHER)
+
+
 def _read_errno(path: str) -> int | None:
     try:
         with open(path, "rb"):

@@ -105,3 +105,7 @@ def violate(ctx: WorkerContext) -> None:
 
 def namespaced(ctx: WorkerContext) -> dict[str, object]:
     return {"pid": os.getpid(), "hostname": os.uname().nodename}
+
+
+def scheduling_policy(ctx: WorkerContext) -> int:
+    return os.sched_getscheduler(0)
