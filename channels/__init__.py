@@ -5,17 +5,38 @@ msgspec Structs (or plain types) sent as msgpack records over a SOCK_SEQPACKET s
 a peer's bytes decode to data or to a :class:`RemoteChannelError`, never to code.
 """
 
-from ._async import AsyncChannel as AsyncChannel
-from ._async import open_async_pair as open_async_pair
-from ._blocking import Channel as Channel
-from ._blocking import open_pair as open_pair
-from ._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
-from ._codec import Codec as Codec
-from ._errors import ChannelClosed as ChannelClosed
-from ._errors import ChannelError as ChannelError
-from ._errors import LocalChannelError as LocalChannelError
-from ._errors import RemoteChannelError as RemoteChannelError
-from ._rules import ChannelRules as ChannelRules
+from typing import TYPE_CHECKING
+
+from isolates.sandbox._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._async import AsyncChannel as AsyncChannel
+    from ._async import open_async_pair as open_async_pair
+    from ._blocking import Channel as Channel
+    from ._blocking import open_pair as open_pair
+    from ._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
+    from ._codec import Codec as Codec
+    from ._errors import ChannelClosed as ChannelClosed
+    from ._errors import ChannelError as ChannelError
+    from ._errors import LocalChannelError as LocalChannelError
+    from ._errors import RemoteChannelError as RemoteChannelError
+    from ._rules import ChannelRules as ChannelRules
+
+# Lazily: an isolate that only needs a blocking channel must not import anyio/asyncio.
+_EXPORTS = {
+    "AsyncChannel": "._async",
+    "open_async_pair": "._async",
+    "Channel": "._blocking",
+    "open_pair": "._blocking",
+    "DEFAULT_MAX_FRAME": "._codec",
+    "Codec": "._codec",
+    "ChannelClosed": "._errors",
+    "ChannelError": "._errors",
+    "LocalChannelError": "._errors",
+    "RemoteChannelError": "._errors",
+    "ChannelRules": "._rules",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "AsyncChannel", "Channel", "ChannelClosed", "ChannelError",

@@ -8,13 +8,16 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
 from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
 from ._errors import ChannelClosed
-from ._rules import BLOCKING_RULES, ChannelRules
+from ._rules_lazy import rules_of
 from ._scm import FdLike, close_all, rights
+
+if TYPE_CHECKING:
+    from ._rules import ChannelRules
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -35,7 +38,10 @@ class Channel(Endpoint[T]):
     (sendto, recvfrom, sendmsg, recvmsg, poll), for a worker's policy.
     """
 
-    RULES: ClassVar[ChannelRules] = BLOCKING_RULES
+    if TYPE_CHECKING:
+        RULES: ClassVar[ChannelRules]
+    else:
+        RULES = rules_of("BLOCKING_RULES")  # built on first use: see _rules.rules_of
     _poller: select.poll | None = None
 
     def __init__(self, sock: socket.socket, type: Any, **options: Any) -> None:
