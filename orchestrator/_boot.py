@@ -48,16 +48,18 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     try:
         barrier = socket.socket(fileno=fds.pop()) if boot.barrier else None
         fn, args, kwargs, types = _prepare(boot)
-        ctx = WorkerContext.open(
-            boot.name, dict(zip(boot.channels, fds, strict=True)), types, control
-        )
+        ctx = None  # a single @isolate call has no context (nor a logger to set up)
+        if boot.context:
+            channels = dict(zip(boot.channels, fds, strict=True))
+            ctx = WorkerContext.open(boot.name, channels, types, control)
         namespaces = _enter_namespaces(boot)
         if barrier is not None:
             _batch(True)  # see _released
         status, listener = _confine(boot)
     except BaseException as exc:
         _finish(control, describe(exc, "boot"), code=1)
-    ctx.status, ctx.namespaces = status, namespaces
+    if ctx is not None:
+        ctx.status, ctx.namespaces = status, namespaces
     ready = Ready(msgspec.to_builtins(status), msgspec.to_builtins(namespaces))
     control.send(ready, fds=[listener] if listener is not None else ())
     if listener is not None:
@@ -67,7 +69,7 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     if boot.context:  # a supervised worker: SIGTERM unwinds it (finally blocks run)
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        value = call(fn, args, kwargs, ctx if boot.context else None)
+        value = call(fn, args, kwargs, ctx)
         reply: Result | Any = Result(encode_value(value))
     except BaseException as exc:
         reply = describe(exc, "run")

@@ -63,9 +63,10 @@ class Call:
             outcome = proc.wait_outcome(deadline)
         except BaseException:
             proc.kill()
-            proc.reap()
             raise
-        proc.reap()
+        finally:
+            proc.reap()
+            POOL.replenish()  # now: starting an interpreter would take the call's core
         if isinstance(outcome, Failure):
             raise rebuild(outcome, opts.name)
         return decode_value(outcome.value, self.fn, opts.name)

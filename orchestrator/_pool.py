@@ -46,18 +46,22 @@ class Pool:
         self._schedule_refill()
 
     def take(self) -> IsolateProcess:
-        """An idle isolate if one is alive, else a freshly spawned one."""
+        """An idle isolate if one is alive, else a freshly spawned one. Call
+        ``replenish()`` once the call is done: starting an interpreter takes a core,
+        which the call should have while it runs."""
         while True:
             with self._lock:
                 proc = self._idle.popleft() if self._idle else None
             if proc is None:
                 break
             if proc.proc.poll() is None:
-                self._schedule_refill()
                 return proc
             proc.reap(0)
-        self._schedule_refill()
         return IsolateProcess.spawn()
+
+    def replenish(self) -> None:
+        """Refill the pool in the background."""
+        self._schedule_refill()
 
     def warm(self) -> None:
         """Fill the pool now (blocking), e.g. before the first latency-sensitive call."""
