@@ -550,8 +550,10 @@ def test_dev_is_minimal_and_its_devices_work() -> None:
 def test_python_imports_lazily_after_enter() -> None:
     # Stdlib modules (some C extensions) that nothing in this suite imports; which are
     # still fresh depends on the tests that ran before, so offer plenty.
-    candidates = ("sqlite3", "xml.dom.minidom", "wave", "mailbox", "netrc", "plistlib",
-                  "tomllib", "curses.ascii", "_lzma", "decimal", "zoneinfo", "csv", "ssl")  # fmt: skip
+    candidates = (
+        "sqlite3", "xml.dom.minidom", "wave", "mailbox", "netrc", "plistlib", "tomllib",
+        "curses.ascii", "_lzma", "decimal", "zoneinfo", "csv", "ssl",
+    )  # fmt: skip
     fresh = [name for name in candidates if name not in sys.modules]
     assert len(fresh) >= 3, f"too few modules left to import lazily: {fresh}"
 
