@@ -134,3 +134,35 @@ async def _sleep_then(value: int) -> int:
 @isolate
 async def async_double(value: int) -> int:
     return await _sleep_then(value * 2)
+
+
+_INTROSPECT = Policy(
+    SystemIO.nothing().allow_open_readonly().allow_read().allow_metadata().allow_close(),
+    "getpgrp",
+    "getppid",
+)
+
+
+@isolate(_INTROSPECT)
+def boot_facts() -> dict[str, object]:
+    """What an isolate can see of how it was started."""
+    import sys
+
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    with open("/proc/self/cmdline", "rb") as f:
+        argv = f.read().split(b"\0")
+    return {
+        "fds": fds,
+        "own_group": os.getpgrp() == os.getpid(),
+        "parent": os.getppid(),
+        "libseccomp_loaded": "libseccomp" in maps or "pyseccomp" in sys.modules,
+        "sys_path": list(sys.path),
+        "flags": [a.decode() for a in argv[1:3]],
+    }

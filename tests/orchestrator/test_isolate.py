@@ -243,3 +243,46 @@ def test_policy_is_enforced_in_the_isolate() -> None:
         return os.uname().sysname
 
     assert allowed() == "Linux"
+
+
+def test_an_isolate_starts_clean() -> None:
+    facts = targets.boot_facts()
+    # stdin is /dev/null; stdout and stderr are ours; the control channel is the only
+    # other descriptor it inherited (the one open while it reads /proc/self/fd aside).
+    fds = facts["fds"]
+    assert fds[0] == "/dev/null"
+    others = {fd: target for fd, target in fds.items() if fd > 2}
+    sockets = [t for t in others.values() if t.startswith("socket:")]
+    assert len(sockets) == 1, others
+    assert len(others) <= 2, others  # the socket, and the directory being listed
+    assert facts["own_group"] is True
+    assert facts["parent"] == os.getpid()
+    assert facts["libseccomp_loaded"] is False, "an isolate must never load libseccomp"
+    assert facts["sys_path"] == [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    assert facts["flags"][0] == "-I"
+
+
+def test_the_pool_keeps_warm_interpreters_and_stops_them_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "pool.py"
+    script.write_text(
+        textwrap.dedent("""
+        import time
+        from isolates.orchestrator import POOL, isolate
+
+        POOL.resize(2)
+        POOL.warm()
+        print(POOL.idle, *(p.pid for p in POOL._idle), flush=True)
+        print(isolate(lambda: 42)(), flush=True)
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    idle, *pids = (int(x) for x in first.split())
+    assert idle == 2 and len(pids) == 2 and second == "42"
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        assert time.monotonic() < deadline, "pooled interpreters outlived their parent"
+        time.sleep(0.05)
