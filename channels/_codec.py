@@ -26,7 +26,7 @@ from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 import msgspec
 
 from ._errors import ChannelClosed, LocalChannelError, RemoteChannelError
-from ._types import check_message_type, describe, struct_classes
+from ._types import check_message_type, describe, strict_twin, struct_classes
 
 T = TypeVar("T")
 Bytes: TypeAlias = bytes | bytearray | memoryview
@@ -53,7 +53,7 @@ class Codec(Generic[T]):
     """
 
     __slots__ = ("_frame", "_need", "_orphans", "_pending", "classes", "decoder", "encoder",
-                 "error", "max_frame", "name", "record_size", "type")  # fmt: skip
+                 "error", "max_frame", "name", "record_size", "type", "validator")  # fmt: skip
 
     def __init__(
         self,
@@ -76,6 +76,9 @@ class Codec(Generic[T]):
         self.record_size = record_size
         self.encoder = msgspec.msgpack.Encoder()
         self.decoder = msgspec.msgpack.Decoder(type)
+        twin = strict_twin(type)
+        #: Refuses unknown fields first, for types whose own decoder would drop them.
+        self.validator = msgspec.msgpack.Decoder(twin) if twin is not None else None
         #: Classes a message must be an instance of; empty when only decoding can tell.
         self.classes: tuple[type, ...] = struct_classes(type) or ()
         self._frame: bytearray | None = None  # the frame being joined, never over _need
@@ -187,6 +190,8 @@ class Codec(Generic[T]):
                 f"most {self.max_frame} (max_frame)"
             )
         try:
+            if self.validator is not None:
+                self.validator.decode(payload)
             msg: T = self.decoder.decode(payload)
         except Exception as exc:  # the peer's bytes, whatever msgspec (or RecursionError)
             self._die(f"the peer sent something that is not a {describe(self.type)}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 from typing import Any, Union, get_args, get_origin
 
+import msgspec
 import msgspec.inspect as mi
 
 from ._errors import LocalChannelError
@@ -30,7 +31,9 @@ def _name(cls: type) -> str:
 
 
 def check_message_type(type_: Any, *, name: str) -> None:
-    """Refuse a type msgspec cannot decode, or one whose decoder accepts unknown fields."""
+    """Refuse a type msgspec cannot decode, or a dataclass or TypedDict (their decoders
+    drop unknown fields). Structs that accept unknown fields are fine: the codec checks
+    them against ``strict_twin`` first."""
     try:
         info = mi.type_info(type_)
     except Exception as exc:  # TypeError, or NameError for an unresolvable annotation
@@ -39,12 +42,6 @@ def check_message_type(type_: Any, *, name: str) -> None:
             "a tagged union of Structs, or plain types such as bytes or dict[str, int]"
         ) from None
     for node in _walk(info):
-        if isinstance(node, mi.StructType) and not node.forbid_unknown_fields:
-            raise LocalChannelError(
-                f"channel {name!r}: {_name(node.cls)} accepts unknown fields; a channel "
-                f"only carries what it expects. Declare it as\n    class "
-                f"{node.cls.__name__}(msgspec.Struct, forbid_unknown_fields=True): ..."
-            )
         if isinstance(node, _LENIENT):
             raise LocalChannelError(
                 f"channel {name!r}: {_name(node.cls)} would accept unknown fields; use a "
@@ -68,6 +65,52 @@ def _walk(root: mi.Type) -> list[mi.Type]:
             out.append(node)
             stack.extend(getattr(node, f) for f in node.__struct_fields__)
     return out
+
+
+def strict_twin(type_: Any) -> Any | None:
+    """A type that decodes exactly what ``type_`` does but refuses unknown fields (its
+    Structs rebuilt with ``forbid_unknown_fields=True``), or None when ``type_`` refuses
+    them already. A channel decodes a peer's bytes with it first, so an unknown field is
+    the peer's error whatever the user's Structs say."""
+    twin = _twin(type_, {})
+    return None if twin is type_ else twin
+
+
+def _twin(type_: Any, memo: dict[type, Any]) -> Any:
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct):
+        return _struct_twin(type_, memo)
+    args = get_args(type_)
+    if not args:
+        return type_
+    twins = tuple(_twin(a, memo) for a in args)
+    if all(t is a for t, a in zip(twins, args, strict=True)):
+        return type_
+    origin = get_origin(type_)
+    return Union[twins] if origin in (Union, types.UnionType) else origin[twins]  # noqa: UP007
+
+
+def _struct_twin(cls: type[msgspec.Struct], memo: dict[type, Any]) -> Any:
+    if cls in memo:
+        return memo[cls]
+    memo[cls] = cls  # a recursive reference keeps the original: checked one level down
+    fields = msgspec.structs.fields(cls)
+    twins = [_twin(f.type, memo) for f in fields]
+    config = cls.__struct_config__
+    if config.forbid_unknown_fields and all(
+        t is f.type for t, f in zip(twins, fields, strict=True)
+    ):
+        return cls
+    memo[cls] = msgspec.defstruct(
+        cls.__name__,
+        # Every field optional in the twin: whether one is missing, the real decoder says.
+        [(f.name, t, None) for f, t in zip(fields, twins, strict=True)],
+        forbid_unknown_fields=True,
+        tag=config.tag,
+        tag_field=config.tag_field,
+        array_like=config.array_like,
+        rename={f.name: f.encode_name for f in fields},
+    )
+    return memo[cls]
 
 
 def struct_classes(type_: Any) -> tuple[type, ...] | None:

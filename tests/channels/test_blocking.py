@@ -44,10 +44,6 @@ class Blob(msgspec.Struct, tag=True, forbid_unknown_fields=True):
 Msg = Job | Stop | Blob
 
 
-class Lax(msgspec.Struct):
-    id: int
-
-
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
@@ -340,8 +336,8 @@ def test_from_fd_refuses_a_descriptor_that_is_not_a_channel() -> None:
 def test_a_failed_reopen_leaves_the_descriptor_to_the_caller() -> None:
     a, b = open_pair(Job)
     fd = b.detach()
-    with pytest.raises(LocalChannelError, match="Lax accepts unknown fields"):
-        Channel.from_fd(fd, Lax)
+    with pytest.raises(LocalChannelError, match="msgspec cannot carry"):
+        Channel.from_fd(fd, object())
     again = Channel.from_fd(fd, Job)
     a.send(Job(1))
     assert again.recv() == Job(1)
