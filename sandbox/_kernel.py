@@ -36,19 +36,26 @@ SECCOMP_FILTER_FLAG_LOG: Final = 1 << 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
 SECCOMP_FILTER_FLAG_TSYNC_ESRCH: Final = 1 << 4
 
-# Numbers of the syscalls glibc does not wrap, per architecture (asm/unistd.h).
+# Numbers of the syscalls glibc does not wrap, per architecture (asm/unistd.h);
+# mount_setattr and the landlock calls have one number everywhere.
 _NUMBERS: Final = {
     "x86_64": {
         "seccomp": 317,
         "landlock_create_ruleset": 444,
         "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
+        "pivot_root": 155,
+        "capset": 126,
+        "mount_setattr": 442,
     },
     "aarch64": {
         "seccomp": 277,
         "landlock_create_ruleset": 444,
         "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
+        "pivot_root": 41,
+        "capset": 91,
+        "mount_setattr": 442,
     },
 }
 

@@ -21,18 +21,13 @@ Safety argument, kept next to the code it covers:
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import os
-import platform
 import socket
 import struct
 from typing import Final
 
-from ._errors import SandboxError
-
-_libc: Final = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from ._kernel import _libc, syscall
 
 CLONE_NEWNS: Final = 0x00020000
 CLONE_NEWUTS: Final = 0x04000000
@@ -57,27 +52,12 @@ MOUNT_ATTR_NOEXEC: Final = 0x8
 _AT_FDCWD: Final = -100
 _AT_RECURSIVE: Final = 0x8000
 
-# Numbers of the syscalls glibc does not wrap (asm/unistd.h); mount_setattr is 442 on all.
-_NUMBERS: Final = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442},
-}
-
 
 def _check(res: int, what: str) -> int:
     if res == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return res
-
-
-def _syscall(name: str, *args: object) -> int:
-    try:
-        nr = _NUMBERS[platform.machine()][name]
-    except KeyError:
-        msg = f"isolates does not know the number of {name} on {platform.machine()}"
-        raise SandboxError(errno.ENOSYS, msg) from None
-    return _check(int(_libc.syscall(ctypes.c_long(nr), *args)), name)
 
 
 def _path(p: str | None) -> bytes | None:
@@ -104,7 +84,7 @@ def umount2(target: str, flags: int) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make ``new_root`` this mount namespace's root, the old one ``put_old``."""
-    _syscall("pivot_root", _path(new_root), _path(put_old))
+    syscall("pivot_root", _path(new_root), _path(put_old))
 
 
 class _MountAttr(ctypes.Structure):
@@ -124,7 +104,7 @@ def restrict_mount(path: str, attrs: int, *, recursive: bool) -> None:
     """
     attr = _MountAttr(attrs, 0, 0, 0)
     flags = _AT_RECURSIVE if recursive else 0
-    _syscall("mount_setattr", _AT_FDCWD, _path(path), flags, ctypes.byref(attr),
+    syscall("mount_setattr", _AT_FDCWD, _path(path), flags, ctypes.byref(attr),
              ctypes.sizeof(attr))  # fmt: skip
 
 
@@ -158,7 +138,7 @@ def drop_capabilities() -> None:
     """capset(2) with empty effective, permitted and inheritable sets (ambient follows)."""
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
     data = (_CapData * 2)()
-    _syscall("capset", ctypes.byref(header), ctypes.byref(data))
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 
 def loopback_up() -> None:
