@@ -83,12 +83,14 @@ def _merge_one(syscall: str, sources: list[_Source], default: Action) -> list[En
 
 
 def _check_implied(syscall: str, chosen: list[_Source], implied: list[_Source]) -> None:
-    for deny in (s for s in chosen if s.action != Action.ALLOW):
-        for need in implied[:1]:
-            raise PolicyError(
-                f"{syscall!r}: {need.ruleset} needs it ({need.rule!r}) for the rights it "
-                f"grants, but {deny.ruleset} denies it ({deny.rule!r})"
-            )
+    """A right that needs ``syscall`` next to a rule denying it: one of them is wrong."""
+    denies = [s for s in chosen if s.action != Action.ALLOW]
+    if implied and denies:
+        need, deny = implied[0], denies[0]
+        raise PolicyError(
+            f"{syscall!r}: {need.ruleset} needs it ({need.rule!r}) for the rights it "
+            f"grants, but {deny.ruleset} denies it ({deny.rule!r})"
+        )
 
 
 def _check_conflicts(syscall: str, sources: list[_Source]) -> None:
