@@ -8,7 +8,7 @@ from typing import ClassVar, Final, Self
 
 from ._errors import PolicyError
 from ._rules import Arg
-from ._ruleset import RuleSet
+from ._ruleset import BuiltinRuleSet
 
 #: Flags that make an open more than a read: write access, create, truncate, append,
 #: O_TMPFILE (its __O_TMPFILE bit; O_DIRECTORY alone is a read).
@@ -17,7 +17,7 @@ _READ: Final = ("read", "readv", "pread64", "preadv", "preadv2")
 _WRITE: Final = ("write", "writev", "pwrite64", "pwritev", "pwritev2")
 
 
-class SystemIO(RuleSet):
+class SystemIO(BuiltinRuleSet):
     """Files and descriptors. Nothing is allowed until you say so.
 
     - ``allow_read`` / ``allow_write``: read(v)/pread(v)(2), write(v)/pwrite(v)(2) on any

@@ -12,7 +12,7 @@ import termios
 from typing import ClassVar, Final, Self
 
 from ._rules import Arg, Rule
-from ._ruleset import RuleSet
+from ._ruleset import BuiltinRuleSet
 
 #: The socket type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (32-bit argument).
 _TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -29,7 +29,7 @@ _USE: Final = (
 _IOCTLS: Final = (termios.FIONBIO, termios.FIONREAD)
 
 
-class Networking(RuleSet):
+class Networking(BuiltinRuleSet):
     """Sockets by role. Each ``allow_*`` brings the socket() rule for exactly its families
     and type, and what using such a socket needs (send/recv, sockopts, polling).
 

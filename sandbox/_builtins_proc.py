@@ -6,8 +6,8 @@ from __future__ import annotations
 import termios
 from typing import ClassVar, Final, Self
 
-from ._rules import SELF_PID, Arg, Rule
-from ._ruleset import RuleSet
+from ._rules import SELF_PID, Arg, Cmp, Rule
+from ._ruleset import BuiltinRuleSet, RuleSet
 
 CLONE_THREAD: Final = 0x00010000
 CLONE_VM: Final = 0x00000100
@@ -18,28 +18,32 @@ NAMESPACE_FLAGS: Final = 0x7E020000
 class PythonRuntime(RuleSet):
     """What a running CPython needs; part of every Policy (you never add it yourself).
 
-    Memory (brk, mmap, munmap, mremap, mprotect, madvise), futex and robust lists, rseq,
-    signal handling (rt_sig*, sigaltstack), clocks, getrandom, its own ids (getpid,
-    gettid), sched_yield/sched_getaffinity, exit and exit_group, and the shutdown path:
-    getsockname/getpeername (the repr of an unclosed socket) and close.
+    Memory (brk, mmap, munmap, mremap, mprotect, madvise), futex and its own robust list
+    (get_robust_list of pid 0), rseq, signal handling (rt_sig*, sigaltstack), clocks,
+    getrandom, its own ids (getpid, gettid), sched_yield, sched_getaffinity of this
+    thread (pid 0), exit and exit_group, and the shutdown path: getsockname/getpeername
+    (the repr of an unclosed socket) and close.
 
     ``ioctl(fd, TCGETS)`` is allowed too: ``open()`` calls isatty() on every file.
     It also allows what can only tighten: loading a further seccomp filter (seccomp with
     SECCOMP_SET_MODE_FILTER, prctl(PR_SET_NO_NEW_PRIVS)) and the Landlock syscalls, so a
-    confined thread can always stack another policy on top of its own.
+    confined thread can always stack another policy on top of its own. These rules add
+    to yours on the same syscalls (``Processes.allow_prctl_name()`` keeps them); deny the
+    syscall outright to drop them. A filter that confines one thread may not reach the
+    others (no TSYNC): see ``_guard``.
 
-    A rule you write on one of these syscalls replaces the runtime's, so you can tighten
-    it: ``Rule("mmap", Arg(2) & PROT_EXEC == 0)`` forbids new executable mappings.
+    Any other rule you write on one of these syscalls replaces the runtime's, so you can
+    tighten it: ``Rule("mmap", Arg(2) & PROT_EXEC == 0)`` forbids executable mappings.
     """
 
     kind: ClassVar[str] = "baseline"
     SYSCALLS: ClassVar[tuple[str, ...]] = (
         "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
-        "futex", "set_robust_list", "get_robust_list", "rseq",
+        "futex", "set_robust_list", "rseq",
         "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
         "clock_gettime", "clock_getres", "gettimeofday", "time",
         "getrandom", "getpid", "gettid",
-        "sched_yield", "sched_getaffinity",
+        "sched_yield",
         "exit", "exit_group",
         "getsockname", "getpeername", "close",
     )  # fmt: skip
@@ -48,23 +52,37 @@ class PythonRuntime(RuleSet):
         seccomp_set_mode_filter, pr_set_no_new_privs = 1, 38
         super().__init__(
             *self.SYSCALLS,
-            Rule("seccomp", Arg(0) == seccomp_set_mode_filter),
-            Rule("prctl", Arg(0) == pr_set_no_new_privs),
+            # Of this process only: another pid's robust list or affinity is not ours.
+            Rule("get_robust_list", Arg(0) == 0),
+            Rule("sched_getaffinity", Arg(0) == 0),
             # isatty(): every open() asks, to choose its buffering; a query, nothing more.
             Rule("ioctl", Arg(1) == termios.TCGETS),
-            "landlock_create_ruleset",
-            "landlock_add_rule",
-            "landlock_restrict_self",
+            Rule("seccomp", Arg(0) == seccomp_set_mode_filter, implied=True),
+            Rule("prctl", Arg(0) == pr_set_no_new_privs, implied=True),
+            *(Rule(s, implied=True) for s in _LANDLOCK_CALLS),
             name=name,
         )
 
 
-class Threads(RuleSet):
+_LANDLOCK_CALLS: Final = ("landlock_create_ruleset", "landlock_add_rule",
+                          "landlock_restrict_self")  # fmt: skip
+_PRIO_PROCESS: Final = 0
+
+
+def _self(syscall: str, arg: int, *before: Cmp) -> list[Rule]:
+    """``syscall`` aimed at this process only: argument ``arg`` is 0 or its own pid."""
+    return [Rule(syscall, *before, Arg(arg) == who) for who in (0, SELF_PID)]
+
+
+class Threads(BuiltinRuleSet):
     """Starting threads and sleeping.
 
     ``allow_create``: clone with CLONE_THREAD and no namespace flag (clone3 answers ENOSYS
     in every policy, so glibc falls back to clone). ``allow_sleep``: nanosleep,
-    clock_nanosleep. ``allow_priority``: sched_* getters and setters of this process.
+    clock_nanosleep. ``allow_priority``: scheduling and nice values of this process
+    only (the pid or ``who`` argument 0 or its own pid, ``PRIO_PROCESS``):
+    get/setpriority, sched_getparam, sched_getscheduler, sched_setaffinity, and the
+    priority ranges. Other processes' priorities are never reachable from here.
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_create", "allow_sleep", "allow_priority")
@@ -77,13 +95,14 @@ class Threads(RuleSet):
         return self.allow("nanosleep", "clock_nanosleep")
 
     def allow_priority(self) -> Self:
-        return self.allow(
-            "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
-            "sched_get_priority_min", "sched_setaffinity", "getpriority", "setpriority",
-        )  # fmt: skip
+        rules = [r for s in ("sched_getparam", "sched_getscheduler", "sched_setaffinity")
+                 for r in _self(s, 0)]  # fmt: skip
+        rules += [r for s in ("getpriority", "setpriority")
+                  for r in _self(s, 1, Arg(0) == _PRIO_PROCESS)]  # fmt: skip
+        return self.allow("sched_get_priority_max", "sched_get_priority_min")._with(*rules)
 
 
-class Time(RuleSet):
+class Time(BuiltinRuleSet):
     """Clocks and timers. Reading the clock is already in PythonRuntime.
 
     ``allow_sleep`` (nanosleep, clock_nanosleep), ``allow_timers`` (timerfd, POSIX
@@ -107,7 +126,7 @@ class Time(RuleSet):
         return self.allow("settimeofday", "clock_settime", "adjtimex", "clock_adjtime")
 
 
-class Pipes(RuleSet):
+class Pipes(BuiltinRuleSet):
     """``allow_create``: pipe, pipe2. ``allow_splice``: splice, tee, vmsplice."""
 
     EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_create", "allow_splice")
@@ -119,7 +138,7 @@ class Pipes(RuleSet):
         return self.allow("splice", "tee", "vmsplice")
 
 
-class Processes(RuleSet):
+class Processes(BuiltinRuleSet):
     """Child processes: an explicit opt-in.
 
     ``allow_fork``: fork, vfork, and clone with no namespace flag (what fork() and
@@ -151,15 +170,15 @@ class Processes(RuleSet):
         )
 
 
-class Signals(RuleSet):
+class Signals(BuiltinRuleSet):
     """Signals, limited to this process.
 
     ``allow_handlers``: waiting for and handling signals (rt_sigsuspend, rt_sigtimedwait,
-    rt_sigpending, signalfd4, pause). ``allow_kill_self``: kill/tgkill/rt_sigqueueinfo
-    aimed at this process (its pid, resolved when the policy is compiled for the process
-    that loads it) and kill(0, sig), its own process group: this is what
-    ``os.kill(os.getpid(), sig)``, ``signal.raise_signal`` and ``os.killpg(0, sig)`` use.
-    No rule here can signal another process.
+    rt_sigpending, signalfd4, pause). ``allow_kill_self``: kill, tgkill, rt_sigqueueinfo
+    and rt_tgsigqueueinfo aimed at this process (its pid, resolved when the policy is
+    compiled for the process that applies it): what ``os.kill(os.getpid(), sig)`` and
+    ``signal.raise_signal`` use. Not ``kill(0, sig)`` nor ``killpg``: a process group
+    can hold the process that started this one. No rule here can signal another process.
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_handlers", "allow_kill_self")
@@ -169,9 +188,5 @@ class Signals(RuleSet):
                           "pause")  # fmt: skip
 
     def allow_kill_self(self) -> Self:
-        return (
-            self.allow_rule("kill", Arg(0) == SELF_PID)
-            .allow_rule("kill", Arg(0) == 0)
-            .allow_rule("tgkill", Arg(0) == SELF_PID)
-            .allow_rule("rt_sigqueueinfo", Arg(0) == SELF_PID)
-        )
+        aimed = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+        return self._with(*(Rule(s, Arg(0) == SELF_PID) for s in aimed))

@@ -46,6 +46,7 @@ _NUMBERS: Final = {
         "landlock_restrict_self": 446,
         "pivot_root": 155,
         "capset": 126,
+        "capget": 125,
         "mount_setattr": 442,
     },
     "aarch64": {
@@ -55,17 +56,22 @@ _NUMBERS: Final = {
         "landlock_restrict_self": 446,
         "pivot_root": 41,
         "capset": 91,
+        "capget": 90,
         "mount_setattr": 442,
     },
 }
 
 
+#: Read once: a policy may deny uname(2), and every raw call needs its number.
+MACHINE: Final = os.uname().machine
+
+
 def syscall_number(name: str) -> int:
     try:
-        return _NUMBERS[os.uname().machine][name]
+        return _NUMBERS[MACHINE][name]
     except KeyError:
         raise SandboxError(
-            errno.ENOSYS, f"isolates does not know the number of {name} on {os.uname().machine}"
+            errno.ENOSYS, f"isolates does not know the number of {name} on {MACHINE}"
         ) from None
 
 
@@ -79,8 +85,8 @@ def syscall(name: str, *args: Any) -> int:
     return res
 
 
-def _prctl(option: int, arg2: int) -> int:
-    res = int(_libc.prctl(option, ctypes.c_ulong(arg2), 0, 0, 0))
+def _prctl(option: int, arg2: int, arg3: int = 0) -> int:
+    res = int(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), 0, 0))
     if res == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")

@@ -11,10 +11,15 @@ Three kinds of RuleSet meet here:
   polling a socket needs): the syscalls a granted right needs. They add to the user's
   rules; an unconditional implied rule absorbs the user's conditions, because the right
   cannot work without it (Landlock then does the path check).
+- ``support``: the baseline's own ``implied=True`` rules (what stacking a stricter
+  policy needs: seccomp, prctl(PR_SET_NO_NEW_PRIVS), landlock_*). They add to the
+  user's rules on those syscalls, so ``Processes.allow_prctl_name()`` does not take
+  NO_NEW_PRIVS away, and give way only to a user rule denying the syscall outright.
 """
 
 from __future__ import annotations
 
+import errno
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,13 +55,30 @@ def merge(rulesets: Sequence[RuleSet], default: Action) -> tuple[tuple[Entry, ..
         kind = rule_kind(rs)
         for rule in rs.rules():
             number(rule.syscall, where=f"{rs.name}: {rule!r}: ")
-            action = default if rule.action == _DEFAULT else rule.action
-            own = "implied" if rule.implied else kind
+            action = resolve(rule.action, default)
+            own = _own_kind(kind, rule)
             by_syscall[rule.syscall].append(_Source(rs.name, own, rule, action))
     entries: list[Entry] = []
     for syscall, sources in by_syscall.items():
         entries.extend(_merge_one(syscall, sources, default))
     return tuple(entries), frozenset(by_syscall)
+
+
+def resolve(action: Action, default: Action) -> Action:
+    """A rule's action: ``deny()`` without one means the default, or EPERM when the
+    default lets calls run (a deny never allows)."""
+    if action != _DEFAULT:
+        return action
+    return default if default.denies else Action.ERRNO(errno.EPERM)
+
+
+def _own_kind(kind: str, rule: Rule) -> str:
+    """A rule's kind: its RuleSet's, except ``implied=True`` rules; the baseline's
+    implied rules are "support" (they add to the user's rules, yet give way to a user
+    rule that denies the syscall outright)."""
+    if not rule.implied:
+        return kind
+    return "support" if kind == "baseline" else "implied"
 
 
 def rule_kind(rs: RuleSet) -> str:
@@ -66,10 +88,13 @@ def rule_kind(rs: RuleSet) -> str:
 def _merge_one(syscall: str, sources: list[_Source], default: Action) -> list[Entry]:
     normal = [s for s in sources if s.kind == "normal"]
     implied = [s for s in sources if s.kind == "implied"]
+    support = [s for s in sources if s.kind == "support"]
     chosen = normal or [s for s in sources if s.kind == "baseline"]
     _check_conflicts(syscall, chosen)
     _check_implied(syscall, chosen, implied)
-    merged = chosen + implied
+    if any(not s.rule.conditions and s.action.denies for s in normal):
+        support = []  # the user forbids the syscall outright: that is their call
+    merged = chosen + implied + support
     if any(not s.rule.conditions and s.action == Action.ALLOW for s in merged):
         merged = [s for s in merged if not (s.rule.conditions and s.action == Action.ALLOW)]
     nr = number(syscall)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import os
@@ -9,41 +10,23 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast, overload
 
+from . import _bpf
 from ._builtins_proc import PythonRuntime
 from ._compiled import CompiledPolicy, Status
 from ._errors import PolicyError, SandboxError
+from ._guard import ALWAYS_DENIED as ALWAYS_DENIED
+from ._guard import CLONE_NAMESPACES as CLONE_NAMESPACES
+from ._guard import Guard, guards, prefix
 from ._landlock import Compat, Landlock
-from ._merge import Entry, merge
-from ._rules import SELF_PID, Action, Arg, Rule
+from ._landlock_rules import descriptor_form
+from ._merge import Entry, merge, resolve, rule_kind
+from ._rules import SELF_PID, Action, Rule
 from ._ruleset import RuleSet, as_ruleset
-from ._syscalls import exists, number
+from ._syscalls import number
 
 T = TypeVar("T")
 
 _EPERM: Final = Action.ERRNO(errno.EPERM)
-
-#: Denied in every policy unless a RuleSet names them explicitly, whatever the default.
-ALWAYS_DENIED: Final = (
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "ptrace", "process_vm_readv", "process_vm_writev",
-    "bpf", "perf_event_open", "userfaultfd",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "keyctl", "add_key", "request_key",
-    "mount", "umount2", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
-    "open_tree", "open_tree_attr", "mount_setattr", "pivot_root",
-    "setns", "unshare",
-)  # fmt: skip
-
-#: The namespace flags clone(2) accepts (CLONE_NEWTIME is clone3/unshare only).
-CLONE_NAMESPACES: Final = {
-    "CLONE_NEWNS": 0x00020000,
-    "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000,
-    "CLONE_NEWIPC": 0x08000000,
-    "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000,
-}
 
 
 class Policy:
@@ -53,10 +36,21 @@ class Policy:
     allows exactly those calls (and what CPython itself needs, ``PythonRuntime``); every
     other syscall gets ``default`` (``Action.ERRNO(EPERM)`` unless you say otherwise).
 
-    Always denied unless a RuleSet names them: io_uring, ptrace, process_vm_*, bpf,
-    perf_event_open, userfaultfd, kexec, module loading, keyrings, mount and the new mount
-    API, pivot_root, setns, unshare, and ``clone`` with a namespace flag. ``clone3``
-    answers ENOSYS so libc falls back to ``clone``, whose flags a filter can check.
+    Always denied unless a RuleSet names them, whatever the default: io_uring, ptrace,
+    process_vm_*, bpf, perf_event_open, userfaultfd, kexec, module loading, keyrings,
+    mount and the new mount API, pivot_root, setns, unshare, ``clone`` with a namespace
+    flag; ``ioctl`` TIOCSTI/TIOCLINUX (typing into a terminal) and the ``fcntl``/``ioctl``
+    commands that make a descriptor signal another process (F_SETOWN, F_SETOWN_EX,
+    F_SETSIG, O_ASYNC, FIOSETOWN, SIOCSPGRP, FIOASYNC). ``clone3`` answers ENOSYS so libc
+    falls back to ``clone``, whose flags a filter can check. See ``_guard`` for what
+    "names" means. Every applied policy also carries a Landlock domain (a minimal one
+    when it grants no path): a process in a domain cannot ptrace, or open /proc/PID/mem
+    and friends of, processes outside it.
+
+    When its Landlock confines the filesystem, builtin RuleSets and profiles give no
+    path-based metadata changes Landlock cannot check (chmod, chown, utimes, setxattr
+    families): only their descriptor forms. Name such a call in a RuleSet of your own to
+    allow it anyway.
 
     A Policy is immutable; it is checked when built (``PolicyError`` names the rule) and
     compiled once, on first use. Loading is one-way: a thread or process keeps every
@@ -65,14 +59,15 @@ class Policy:
     """
 
     __slots__ = ("_compat", "_compiled", "_default", "_entries", "_landlock", "_named",
-                 "_rulesets")  # fmt: skip
+                 "_own_rules", "_rulesets")  # fmt: skip
     _rulesets: tuple[RuleSet, ...]
     _default: Action
     _compat: Compat
     _entries: tuple[Entry, ...]
     _named: frozenset[str]
+    _own_rules: tuple[Rule, ...]
     _landlock: Landlock | None
-    _compiled: dict[tuple[int | None, bool], CompiledPolicy]
+    _compiled: dict[tuple[int | None, bool, bool], CompiledPolicy]
 
     def __init__(
         self,
@@ -85,14 +80,18 @@ class Policy:
         if not isinstance(compat, Compat):
             raise PolicyError(f"Policy(compat={compat!r}): use Compat.BEST_EFFORT or Compat.HARD")
         sets = (PythonRuntime(), *(as_ruleset(r) for r in rulesets))
+        landlock = _merge_landlock(sets)
         set_ = object.__setattr__
         set_(self, "_rulesets", sets)
         set_(self, "_default", default)
         set_(self, "_compat", compat)
+        if landlock is not None and landlock.confines_fs:
+            sets = tuple(_descriptor_forms(rs) for rs in sets)
         entries, named = merge(sets, default)
-        set_(self, "_entries", entries + _guards(named, default))
+        set_(self, "_entries", entries)
         set_(self, "_named", named)
-        set_(self, "_landlock", _merge_landlock(sets))
+        set_(self, "_own_rules", _own_rules(sets, default))
+        set_(self, "_landlock", landlock)
         set_(self, "_compiled", {})
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -129,40 +128,51 @@ class Policy:
         """What this policy's filter answers for ``syscall(*args)``, computed by running
         the compiled BPF program here (nothing is loaded): ``Action.ALLOW``, an
         ``Action.ERRNO(n)``, a kill... Arguments not given are 0."""
-        from ._bpf import action_of, evaluate
-
-        return action_of(evaluate(self.compile().bpf, number(syscall), args))
+        return _bpf.action_of(_bpf.evaluate(self.compile().bpf, number(syscall), args))
 
     def entries(self) -> tuple[Entry, ...]:
-        """The merged rules, one line per (syscall, action, conditions)."""
+        """The merged rules, one line per (syscall, action, conditions). The guards
+        (``guards()``) come before them in the compiled filter."""
         return self._entries
 
-    def compile(self, pid: int | None = None, *, notify_kills: bool = False) -> CompiledPolicy:
+    def guards(self, *, all_threads: bool = False) -> tuple[Guard, ...]:
+        """What this policy denies whatever its rules say (see ``_guard``)."""
+        return guards(self._own_rules, self.default, one_thread=not all_threads)
+
+    def compile(
+        self, pid: int | None = None, *, notify_kills: bool = False, all_threads: bool = False
+    ) -> CompiledPolicy:
         """Compile to plain data (BPF bytes and a Landlock plan); cached per policy.
 
-        ``pid`` is the process that will load it (default: this one); it only matters
-        for rules on ``SELF_PID`` such as ``Signals.allow_kill_self()``. With
-        ``notify_kills`` every killing action becomes ``Action.NOTIFY``, so a supervisor
-        holding the listener learns which syscall it was before it kills the process.
+        ``pid`` is the process that will load it (default: this one, at the time of the
+        call, so a policy compiled before a fork is compiled again in the child); it
+        only matters for rules on ``SELF_PID`` such as ``Signals.allow_kill_self()``.
+        With ``notify_kills`` every killing action becomes ``Action.NOTIFY``, so a
+        supervisor holding the listener learns which syscall it was before it kills the
+        process. ``all_threads``: the filter will confine the whole process (TSYNC);
+        otherwise it confines one thread and forbids loading filters onto the others.
         """
-        key = (pid if pid is not None and self._uses_pid() else None, notify_kills)
+        pid = os.getpid() if pid is None else pid
+        key = (pid if self._uses_pid() else None, notify_kills, all_threads)
         cache = self._compiled
         if key not in cache:
-            cache[key] = self._compile(os.getpid() if pid is None else pid, notify_kills)
+            cache[key] = self._compile(pid, notify_kills, all_threads)
         return cache[key]
 
     def _uses_pid(self) -> bool:
         return any(c.value is SELF_PID for e in self.entries() for c in e.conditions)
 
-    def _compile(self, pid: int, notify_kills: bool) -> CompiledPolicy:
+    def _compile(self, pid: int, notify_kills: bool, all_threads: bool) -> CompiledPolicy:
         from ._compile import to_bpf
 
         entries, default = self.entries(), self.default
+        guard = self.guards(all_threads=all_threads)
         if notify_kills:
             entries = tuple(_notify_if_kill(e) for e in entries)
+            guard = tuple(dataclasses.replace(g, action=_notify_if_kill(g.action)) for g in guard)
             default = _notify_if_kill(default)
         try:
-            bpf = to_bpf(entries, default.seccomp_value, pid)
+            rules = to_bpf(entries, default.seccomp_value, pid)
         except OSError as exc:
             raise SandboxError(
                 exc.errno or errno.EPERM,
@@ -170,8 +180,13 @@ class Policy:
                 "queries, which a policy already loaded here may deny: compile every policy "
                 "(policy.compile()) before applying the first one",
             ) from None
-        plan = self.landlock.plan(self.compat) if self.landlock is not None else None
-        return CompiledPolicy(bpf=bpf, landlock=plan, preload=self._preload())
+        landlock = self.landlock if self.landlock is not None else Landlock()
+        return CompiledPolicy(
+            bpf=prefix(guard, _bpf.NATIVE_ARCH) + rules,
+            landlock=landlock.plan(self.compat),
+            preload=self._preload(),
+            self_pid=pid if self._uses_pid() else None,
+        )
 
     def _preload(self) -> tuple[str, ...]:
         # Socket addresses go through the idna codec, imported on first use.
@@ -183,13 +198,20 @@ class Policy:
         Irreversible. Landlock is loaded first, then seccomp. Threads started later by
         a confined thread inherit its filters. Returns what was actually enforced.
         """
-        return self.compile().apply(all_threads=all_threads)
+        return self.compile(all_threads=all_threads).apply(all_threads=all_threads)
 
     def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a new thread confined by this policy.
 
         Returns its value or re-raises its exception here. The calling thread stays
         unconfined. The policy is compiled here, before the thread starts.
+
+        This confines a *thread*, not an address space: the thread shares memory with
+        the rest of the process, and an object it returns or leaves behind runs its
+        code (``__del__``, properties, ``__eq__``) later, unconfined, in whatever thread
+        touches it. It keeps trusted code from doing what it should not; it is no
+        boundary for untrusted code. Run untrusted code in its own process:
+        ``isolates.orchestrator.isolate``.
         """
         compiled = self.compile()
         outcome: list[Any] = []
@@ -228,23 +250,26 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", type(fn).__name__)
 
 
-def _guards(named: frozenset[str], default: Action) -> tuple[Entry, ...]:
-    """Rules every policy carries: clone3 -> ENOSYS, and under a permissive default the
-    explicit denials (a denying default already covers them)."""
-    out: list[Entry] = []
-    enosys = Action.ERRNO(errno.ENOSYS)
-    if "clone3" not in named and default != enosys:
-        out.append(Entry("clone3", number("clone3"), enosys, ()))
-    if default.denies:
-        return tuple(out)
-    deny = Action.ERRNO(errno.EPERM)
-    out += [Entry(s, number(s), deny, ()) for s in ALWAYS_DENIED if s not in named and exists(s)]
-    if "clone" not in named:
-        out += [
-            Entry("clone", number("clone"), deny, (Arg(0) & flag == flag,))
-            for flag in CLONE_NAMESPACES.values()
-        ]
-    return tuple(out)
+def _descriptor_forms(rs: RuleSet) -> RuleSet:
+    """A builtin RuleSet without path-based calls Landlock cannot check (see Policy)."""
+    if not rs.BUILTIN:
+        return rs
+    kept = tuple(r for r in map(descriptor_form, rs.rules()) if r is not None)
+    new = copy.copy(rs)
+    new._rules = kept
+    return new
+
+
+def _own_rules(rulesets: tuple[RuleSet, ...], default: Action) -> tuple[Rule, ...]:
+    """The rules the policy's own RuleSets write (not implied, not the runtime's), with
+    their actions resolved: what may name an exception to a guard."""
+    return tuple(
+        Rule(rule.syscall, *rule.conditions, action=resolve(rule.action, default))
+        for rs in rulesets
+        if rule_kind(rs) == "normal"
+        for rule in rs.rules()
+        if not rule.implied
+    )
 
 
 def _merge_landlock(rulesets: tuple[RuleSet, ...]) -> Landlock | None:

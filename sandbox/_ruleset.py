@@ -32,6 +32,12 @@ class RuleSet:
     #: Rules of a weak RuleSet are implied by something else (Landlock rights): they merge
     #: with the user's rules on the same syscall instead of conflicting with them.
     weak: ClassVar[bool] = False
+    #: Builtin bundles (SystemIO, Networking, ..., the pledge and systemd profiles) grant
+    #: by role, never by naming a syscall on purpose: in a policy whose Landlock confines
+    #: the filesystem, their rules on path-based calls Landlock cannot check (chmod,
+    #: chown, utimes, setxattr, ...: see ``_landlock_rules.UNCHECKED_PATH_CALLS``) are
+    #: left out. A RuleSet of your own that names such a call keeps it.
+    BUILTIN: ClassVar[bool] = False
 
     def __init__(self, *rules: Rule | str, name: str | None = None) -> None:
         self._name = name
@@ -77,7 +83,8 @@ class RuleSet:
         return self._with(Rule(syscall, *conditions))
 
     def deny(self, *syscalls: str, action: Action | None = None) -> Self:
-        """Deny each named syscall with ``action`` (default: the policy's default).
+        """Deny each named syscall with ``action`` (default: the policy's default, or
+        EPERM when the default lets calls run).
 
         Useful under a permissive default (``Policy(..., default=Action.ALLOW)``)
         or to give one syscall its own errno.
@@ -95,6 +102,12 @@ class RuleSet:
 
 #: Sentinel action: "whatever the policy's default action is".
 _DEFAULT = Action("default")
+
+
+class BuiltinRuleSet(RuleSet):
+    """A plain RuleSet marked as a builtin bundle (see ``RuleSet.BUILTIN``): profiles."""
+
+    BUILTIN: ClassVar[bool] = True
 
 
 def _as_rule(rule: Rule | str) -> Rule:

@@ -50,6 +50,7 @@ STDIO_CALLS: Final = (
 #: fcntl commands stdio allows: F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL,
 #: F_DUPFD_CLOEXEC, F_GETPIPE_SZ, F_GET_SEALS. Locks are flock's.
 STDIO_FCNTL: Final = (0, 1, 2, 3, 4, 1030, 1032, 1034)
+F_SETOWN: Final = 8
 #: F_GETLK, F_SETLK, F_SETLKW and their open-file-description twins.
 LOCK_FCNTL: Final = (5, 6, 7, 36, 37, 38)
 #: setsockopt option names that are multicast (mcast's): IPPROTO_IP 32-49
@@ -241,10 +242,14 @@ def tty(promises: Promises) -> list[Rule]:
 
 
 def proc(promises: Promises) -> list[Rule]:
+    """OpenBSD's proc: fork, sessions, signals and priorities of other processes too,
+    and F_SETOWN (a descriptor that signals its owner)."""
     procs = Processes.nothing().allow_fork().allow_sessions()
-    return [*rules_of(procs, Threads.nothing().allow_priority()), *each(
+    return [*rules_of(procs), Rule("fcntl", Arg(1) == F_SETOWN), *each(
         ("kill", "tgkill", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
-         "pidfd_send_signal", "prlimit64", "setrlimit"))]  # fmt: skip
+         "pidfd_send_signal", "prlimit64", "setrlimit", "sched_getparam", "sched_getscheduler",
+         "sched_get_priority_max", "sched_get_priority_min", "sched_setaffinity",
+         "getpriority", "setpriority"))]  # fmt: skip
 
 
 def exec_(promises: Promises) -> list[Rule]:

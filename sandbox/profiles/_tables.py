@@ -75,7 +75,7 @@ CONDITIONS: Final = {
     "F_GETPIPE_SZ, F_GET_SEALS; ioctl: FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, TCGETS; "
     "newfstatat, statx: with AT_EMPTY_PATH (fstat of a descriptor); prlimit64: no new "
     "limit; sendto: no address; socketpair: AF_UNIX; getsockopt, setsockopt: SOL_SOCKET; "
-    "kill, tgkill, rt_sigqueueinfo: this process (kill: or its group); clone: a thread "
+    "kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo: this process; clone: a thread "
     "(CLONE_THREAD and CLONE_VM, no namespace flag)",
     "rpath": "open, openat: read-only (no O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND, O_TMPFILE)",
     "wpath": "open, openat: O_WRONLY, and O_RDWR with rpath (no O_CREAT, O_TMPFILE)",
@@ -97,7 +97,7 @@ CONDITIONS: Final = {
     "tape": "ioctl: MTIOCTOP, MTIOCGET",
     "tty": "ioctl: TCGETS, TCSETS, TCSETSW, TCSETSF, TCSBRK, TCXONC, TCFLSH, TIOCGPGRP, "
     "TIOCSPGRP, TIOCOUTQ, TIOCGWINSZ, TIOCSWINSZ, TIOCGSID; open, openat: without O_CREAT",
-    "proc": "clone: no namespace flag",
+    "proc": "clone: no namespace flag; fcntl: F_SETOWN",
     "prot_exec": "(when absent) mmap, mprotect: without PROT_EXEC",
 }
 

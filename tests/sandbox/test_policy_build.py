@@ -147,11 +147,11 @@ def test_everything_never_includes_the_always_denied(kind: type[RuleSet]) -> Non
     assert all(r.conditions for r in clone_rules), "clone must always be flag-checked"
 
 
-def test_always_denied_become_explicit_rules_under_a_permissive_default() -> None:
-    entries = Policy(default=Action.ALLOW).entries()
-    denied = {e.syscall for e in entries if e.action == Action.ERRNO(errno.EPERM)}
+def test_always_denied_are_guarded_under_a_permissive_default() -> None:
+    guards = Policy(default=Action.ALLOW).guards()
+    denied = {g.syscall for g in guards if g.action == Action.ERRNO(errno.EPERM)}
     assert {"unshare", "ptrace", "io_uring_setup", "bpf", "mount", "setns"} <= denied
-    assert any(e.syscall == "clone" and e.conditions for e in entries)
+    assert any(g.syscall == "clone" and g.checks for g in guards)
 
 
 def test_naming_an_always_denied_syscall_allows_it() -> None:

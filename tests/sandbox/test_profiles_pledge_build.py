@@ -186,12 +186,15 @@ def hand_built_rpath() -> list[RuleSet]:
 NO_PROT_EXEC = RuleSet(Rule("mmap", Arg(2) & PROT_EXEC == 0), Rule("mprotect", Arg(2) & 4 == 0))
 ID_PROC_EXEC = [
     Processes.nothing().allow_fork().allow_exec().allow_sessions(),
-    Threads.nothing().allow_priority(),
     Time.nothing().allow_set_time(),
+    RuleSet(Rule("fcntl", Arg(1) == 8)),  # F_SETOWN: proc may make descriptors signal
+    # proc reaches other processes' priorities, unlike Threads.allow_priority():
     RuleSet("kill", "tgkill", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
             "pidfd_send_signal", "prlimit64", "setrlimit", "arch_prctl", "setuid", "setgid",
             "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "setfsuid",
-            "setfsgid", "capget", "capset", "getpriority", "setpriority"),
+            "setfsgid", "capget", "capset", "getpriority", "setpriority", "sched_getparam",
+            "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
+            "sched_setaffinity"),
 ]  # fmt: skip
 
 

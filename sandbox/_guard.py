@@ -1,0 +1,301 @@
+"""The guard: what every policy denies unless a RuleSet names it, compiled as a BPF prefix.
+
+Every Policy refuses some calls whatever its default and its RuleSets say: the syscalls
+of ``ALWAYS_DENIED``, ``clone`` with a namespace flag, ``clone3`` (ENOSYS, so libc falls
+back to ``clone``, whose flags a filter can read), and the argument values below that
+reach another process or the user's terminal through a call that is otherwise harmless:
+
+- ``ioctl`` TIOCSTI and TIOCLINUX (type into, or paste onto, a terminal the process
+  inherited: CVE-2017-5226 and its kin), FIOSETOWN and SIOCSPGRP (make a descriptor
+  signal another process), FIOASYNC (turn on that signalling);
+- ``fcntl`` F_SETOWN, F_SETOWN_EX, F_SETSIG (the same through fcntl) and F_SETFL with
+  O_ASYNC;
+- for a filter that confines one thread (``Policy.apply()``, ``Policy.run``):
+  ``seccomp`` with SECCOMP_FILTER_FLAG_TSYNC and ``landlock_restrict_self`` with its TSYNC
+  flag, which would load a filter onto the other, unconfined threads of the process;
+  for every filter, ``seccomp`` with SECCOMP_FILTER_FLAG_SPEC_ALLOW (it turns off the
+  speculative-store-bypass mitigation).
+
+The guard runs *before* the rules libseccomp compiles, so its answers win over any rule
+and any default, and do not depend on how libseccomp orders overlapping rules. Argument
+values are compared on their low 32 bits, as the kernel reads ``ioctl``'s and ``fcntl``'s
+command (``unsigned int``): comparing 64 bits is how snap's and flatpak's TIOCSTI filters
+were bypassed (CVE-2019-10063).
+
+A guard is lifted only where a RuleSet names the exception, and then that RuleSet's rule
+decides: a rule of its own on that syscall (for ``ALWAYS_DENIED``), a rule that compares
+the argument with that very value (``Rule("ioctl", Arg(1) == TIOCSTI)``), or for
+``clone``'s namespace flags a rule comparing the flags with a value holding namespace
+flags (``Arg(0) & CLONE_NEWUSER == CLONE_NEWUSER``), or an allowing ``clone`` rule that
+does not look at the flags at all (``allow("clone")``). Builtin RuleSets and profiles
+never lift one by accident: their rules compare these arguments with other values, or
+not at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ._rules import Action, Rule
+from ._syscalls import exists, number
+
+#: Denied in every policy unless a RuleSet names them explicitly, whatever the default.
+ALWAYS_DENIED: Final = (
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "ptrace", "process_vm_readv", "process_vm_writev",
+    "bpf", "perf_event_open", "userfaultfd",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "keyctl", "add_key", "request_key",
+    "mount", "umount2", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
+    "open_tree", "open_tree_attr", "mount_setattr", "pivot_root",
+    "setns", "unshare",
+)  # fmt: skip
+
+#: The namespace flags clone(2) accepts (CLONE_NEWTIME is clone3/unshare only).
+CLONE_NAMESPACES: Final = {
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+_NS_FLAGS: Final = sum(CLONE_NAMESPACES.values())
+_U32: Final = 0xFFFFFFFF
+
+#: (syscall, argument, value): calls refused when the argument's low 32 bits equal value.
+GUARDED_VALUES: Final = (
+    ("ioctl", 1, 0x5412),  # TIOCSTI
+    ("ioctl", 1, 0x541C),  # TIOCLINUX
+    ("ioctl", 1, 0x8901),  # FIOSETOWN
+    ("ioctl", 1, 0x8902),  # SIOCSPGRP
+    ("ioctl", 1, 0x5452),  # FIOASYNC
+    ("fcntl", 1, 8),  # F_SETOWN
+    ("fcntl", 1, 10),  # F_SETSIG
+    ("fcntl", 1, 15),  # F_SETOWN_EX
+)
+_F_SETFL: Final = 4
+_O_ASYNC: Final = 0o20000
+_SECCOMP_TSYNC: Final = 1 << 0
+_SECCOMP_SPEC_ALLOW: Final = 1 << 2
+_LANDLOCK_TSYNC: Final = 1 << 3
+
+
+@dataclass(frozen=True)
+class Check:
+    """The low 32 bits of argument ``arg``: ``& mask == value``, or with ``value`` None,
+    ``& mask != 0`` (some bit of the mask is set)."""
+
+    arg: int
+    mask: int
+    value: int | None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Refuse ``syscall`` with ``action`` when every check holds (no check: always)."""
+
+    syscall: str
+    checks: tuple[Check, ...]
+    action: Action
+
+    def __str__(self) -> str:
+        words = [
+            f"Arg({c.arg}) & {c.mask:#x} " + ("!= 0" if c.value is None else f"== {c.value:#x}")
+            for c in self.checks
+        ]
+        return f"{self.syscall}({', '.join(words) or 'any'}) -> {self.action!r}"
+
+
+def guards(named: Sequence[Rule], default: Action, *, one_thread: bool) -> tuple[Guard, ...]:
+    """The guards of a policy whose own (normal) rules are ``named``.
+
+    ``default`` is the policy's default action: a guard answers with it when it denies
+    (so a killing policy still reports which call it was), EPERM when it does not.
+    ``one_thread``: the filter confines a thread, not a whole process.
+    """
+    deny = default if default.denies else Action.ERRNO(errno.EPERM)
+    by_syscall: dict[str, list[Rule]] = {}
+    for rule in named:
+        by_syscall.setdefault(rule.syscall, []).append(rule)
+    out = [Guard(s, (), deny) for s in ALWAYS_DENIED if s not in by_syscall and exists(s)]
+    if "clone3" not in by_syscall:
+        out.append(Guard("clone3", (), Action.ERRNO(errno.ENOSYS)))
+    flags = _NS_FLAGS & ~_lifted_clone_flags(by_syscall.get("clone", ()))
+    if flags:
+        out.append(Guard("clone", (Check(0, flags, None),), deny))
+    for syscall, arg, value in GUARDED_VALUES:
+        if not _names_value(by_syscall.get(syscall, ()), arg, value):
+            out.append(Guard(syscall, (Check(arg, _U32, value),), deny))
+    if not _names_bit(by_syscall.get("fcntl", ()), 2, _O_ASYNC):
+        out.append(Guard("fcntl", (Check(1, _U32, _F_SETFL), Check(2, _O_ASYNC, None)), deny))
+    out += _stacking_guards(deny, one_thread)
+    return tuple(out)
+
+
+def _stacking_guards(deny: Action, one_thread: bool) -> list[Guard]:
+    seccomp_flags = _SECCOMP_SPEC_ALLOW | (_SECCOMP_TSYNC if one_thread else 0)
+    out = [Guard("seccomp", (Check(1, seccomp_flags, None),), deny)]
+    if one_thread:
+        out.append(Guard("landlock_restrict_self", (Check(1, _LANDLOCK_TSYNC, None),), deny))
+    return out
+
+
+def _lifted_clone_flags(rules: Iterable[Rule]) -> int:
+    """The namespace flags clone rules name: all of them for an allowing rule that does
+    not look at the flags, else those that equality comparisons of the flags ask for."""
+    lifted = 0
+    for rule in rules:
+        on_flags = [c for c in rule.conditions if c.arg == 0]
+        if not on_flags and not rule.action.denies:
+            return _NS_FLAGS
+        lifted |= sum(_int(c.value) & _NS_FLAGS for c in on_flags if c.op in ("==", "&=="))
+    return lifted
+
+
+def _names_value(rules: Iterable[Rule], arg: int, value: int) -> bool:
+    return any(
+        c.arg == arg and c.op in ("==", "&==") and _int(c.value) & _U32 == value
+        for r in rules
+        for c in r.conditions
+    )
+
+
+def _names_bit(rules: Iterable[Rule], arg: int, bit: int) -> bool:
+    return any(
+        c.arg == arg and c.op in ("==", "&==") and _int(c.value) & bit
+        for r in rules
+        for c in r.conditions
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0  # SELF_PID names no flag or command
+
+
+# -- the prefix program ------------------------------------------------------------------
+
+_LD_ABS: Final = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_ALU_AND: Final = 0x54  # BPF_ALU | BPF_AND | BPF_K
+_JA: Final = 0x05
+_JEQ: Final = 0x15
+_JGE: Final = 0x35
+_JSET: Final = 0x45
+_RET: Final = 0x06
+_INSN: Final = struct.Struct("=HBBI")
+_NR, _ARCH = 0, 4
+_X32_BIT: Final = 0x40000000
+
+
+def _arg_low(arg: int) -> int:
+    """Offset of the low 32-bit word of argument ``arg`` in struct seccomp_data."""
+    return 16 + 8 * arg + (0 if sys.byteorder == "little" else 4)
+
+
+class _Program:
+    """Instructions with symbolic targets, resolved once every label is placed.
+
+    Conditional jumps only ever skip a few instructions within one block (their offsets
+    are 8 bits); anything farther goes through ``ja``, whose offset is 32 bits, so the
+    guard can grow without a jump that does not fit.
+    """
+
+    def __init__(self) -> None:
+        self.insns: list[tuple[int, int, object, int]] = []  # code, k, jf target, kind
+        self.labels: dict[object, int] = {}
+
+    def op(self, code: int, k: int = 0) -> None:
+        self.insns.append((code, k, None, 0))
+
+    def skip_unless(self, code: int, k: int, target: object = None) -> None:
+        """When the comparison holds, run the next instruction; else go to ``target``
+        (None: skip just the next one)."""
+        self.insns.append((code, k, target, 1))
+
+    def ja(self, target: object) -> None:
+        self.insns.append((_JA, 0, target, 2))
+
+    def place(self, label: object) -> None:
+        self.labels[label] = len(self.insns)
+
+    def assemble(self) -> bytes:
+        out = bytearray()
+        for pc, (code, k, target, kind) in enumerate(self.insns):
+            if kind == 2:
+                out += _INSN.pack(code, 0, 0, self.labels[target] - pc - 1)
+            elif kind == 1:
+                jf = 1 if target is None else self.labels[target] - pc - 1
+                if not 0 <= jf <= 255:
+                    raise ValueError(f"guard program: a jump of {jf} at {pc} does not fit")
+                out += _INSN.pack(code, 0, jf, k)
+            else:
+                out += _INSN.pack(code, 0, 0, k)
+        return bytes(out)
+
+
+_USER: Final = "user"  # where the policy's own program starts, right after the guard
+
+
+def prefix(guard_list: Sequence[Guard], arch: int) -> bytes:
+    """The guard as BPF, meant to be followed by the policy's own program: an answer for
+    the guarded calls, a jump past its end for everything else. Calls of another
+    architecture (or x32 on x86_64) jump straight on: the program after it kills them."""
+    by_nr: dict[int, list[Guard]] = {}
+    for g in guard_list:
+        by_nr.setdefault(number(g.syscall), []).append(g)
+    p = _Program()
+    p.op(_LD_ABS, _ARCH)
+    p.skip_unless(_JEQ, arch, ("to", "arch"))
+    p.op(_LD_ABS, _NR)
+    p.skip_unless(_JGE, _X32_BIT, ("to", "native"))
+    p.place(("to", "arch"))
+    p.ja(_USER)
+    p.place(("to", "native"))
+    _dispatch(p, sorted(by_nr))
+    for nr in sorted(by_nr):
+        p.place(("nr", nr))
+        for i, g in enumerate(by_nr[nr]):
+            _emit_guard(p, g, next_label=("next", nr, i))
+            p.place(("next", nr, i))
+        p.ja(_USER)
+    for action in dict.fromkeys(g.action for g in guard_list):
+        p.place(("ret", action))
+        p.op(_RET, action.seccomp_value)
+    p.place(_USER)
+    return p.assemble()
+
+
+def _dispatch(p: _Program, nrs: list[int]) -> None:
+    """Binary search on the syscall number (in A) to each guarded number's block."""
+    if len(nrs) <= 3:
+        for nr in nrs:
+            p.skip_unless(_JEQ, nr)
+            p.ja(("nr", nr))
+        p.ja(_USER)
+        return
+    mid = len(nrs) // 2
+    right = ("half", nrs[mid])
+    p.skip_unless(_JGE, nrs[mid])
+    p.ja(right)
+    _dispatch(p, nrs[:mid])
+    p.place(right)
+    _dispatch(p, nrs[mid:])
+
+
+def _emit_guard(p: _Program, g: Guard, next_label: object) -> None:
+    """The checks in order; any that fails goes to ``next_label``; all holding: return."""
+    for c in g.checks:
+        p.op(_LD_ABS, _arg_low(c.arg))
+        if c.value is None:
+            p.skip_unless(_JSET, c.mask, next_label)
+        else:
+            if c.mask != _U32:
+                p.op(_ALU_AND, c.mask)
+            p.skip_unless(_JEQ, c.value, next_label)
+    p.ja(("ret", g.action))
