@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
+import os
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Final
 
 from . import _kernel
+from ._errors import SandboxError
+from ._kernel_ns import CAP_PERFMON, CAP_SYS_ADMIN, drop_capabilities_of
 from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan
 
 
@@ -18,7 +23,8 @@ class Status:
 
     ``enforcement`` is ``"full"`` when seccomp and every Landlock right asked for are in
     force, ``"partial"`` when Landlock had to drop rights (``landlock.dropped`` lists
-    them), ``"none"`` when nothing could be enforced.
+    them; ``"domain"`` when the kernel has no Landlock at all, so nothing confines
+    ptrace-class access such as /proc/PID/mem), ``"none"`` when nothing could be enforced.
     """
 
     seccomp: bool
@@ -46,7 +52,14 @@ class CompiledPolicy:
     """A policy as plain data: the BPF program (bytes) and the Landlock plan.
 
     This is what crosses into an isolate; loading it needs neither libseccomp nor the
-    Policy objects that produced it.
+    Policy objects that produced it. Applying it always makes a Landlock domain, a
+    minimal one when ``landlock`` is None (see ``apply_plan``), and drops CAP_SYS_ADMIN
+    and CAP_PERFMON from the thread (with either, a Landlock domain still lets
+    /proc/PID/environ and maps of other processes be read).
+
+    ``self_pid``: the process ``SELF_PID`` rules were resolved to (None if the policy has
+    none); applying such a program in another process raises SandboxError, since its
+    "self" would be someone else.
     """
 
     bpf: bytes
@@ -54,6 +67,7 @@ class CompiledPolicy:
     #: Modules to import before loading: ones the policy's calls load lazily, which a
     #: confined process could no longer read (``encodings.idna`` for socket addresses).
     preload: tuple[str, ...] = ()
+    self_pid: int | None = None
 
     def apply(self, *, all_threads: bool = False, covered: Collection[int] = ()) -> Status:
         """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed).
@@ -69,20 +83,37 @@ class CompiledPolicy:
 
     def apply_landlock_here(self) -> int:
         """Apply only the Landlock plan, in the calling thread; its native thread id."""
-        if self.landlock is not None:
-            apply_plan(self.landlock)
+        apply_plan(self.landlock or _NO_RIGHTS)
         return threading.get_native_id()
 
     def apply_with_listener(
         self, *, all_threads: bool = False, listener: bool = True, covered: Collection[int] = ()
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
+        self._check_pid()
         preload_runtime(self.preload)
-        landlock = None
-        if self.landlock is not None:
-            landlock = apply_plan(self.landlock, all_threads=all_threads, covered=covered)
+        # CAP_SYS_ADMIN or CAP_PERFMON let a domain still read other processes'
+        # /proc/PID/environ and maps: nothing isolates confines keeps them.
+        drop_capabilities_of(PTRACE_BYPASS)
+        plan = self.landlock or _NO_RIGHTS
+        landlock = apply_plan(plan, all_threads=all_threads, covered=covered)
         fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
         return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd
+
+    def _check_pid(self) -> None:
+        if self.self_pid is not None and self.self_pid != os.getpid():
+            raise SandboxError(
+                errno.ESRCH,
+                f"this filter was compiled for process {self.self_pid}, whose SELF_PID rules "
+                f"(e.g. Signals.allow_kill_self) would let process {os.getpid()} signal it; "
+                "compile the policy in the process that applies it (policy.apply() does)",
+            )
+
+
+_NO_RIGHTS: Final = LandlockPlan()
+#: Capabilities with which a process in a Landlock domain may still read /proc/PID/environ
+#: and maps of processes outside it (measured on Linux 6.18).
+PTRACE_BYPASS: Final = (CAP_SYS_ADMIN, CAP_PERFMON)
 
 
 def preload_runtime(modules: tuple[str, ...] = ()) -> None:

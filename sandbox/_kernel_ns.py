@@ -13,7 +13,8 @@ Safety argument, kept next to the code it covers:
   call returns; the kernel copies them and keeps no pointer.
 - Nothing here can widen privileges beyond the caller's: the kernel checks each call
   against the capabilities the caller holds in the namespaces it owns. ``drop_capabilities``
-  only ever clears sets (capset with zeroes); it never raises one.
+  and ``drop_capability`` only ever clear sets (capset with bits removed, PR_CAPBSET_DROP,
+  PR_CAP_AMBIENT_LOWER); they never raise one.
 - The id maps written are the caller's own uid and gid (one line each), the only maps an
   unprivileged process may write; ``setgroups`` is denied first, as the kernel requires.
 """
@@ -21,13 +22,14 @@ Safety argument, kept next to the code it covers:
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import socket
 import struct
 from typing import Final
 
-from ._kernel import _libc, syscall
+from ._kernel import _libc, _prctl, syscall
 
 CLONE_NEWNS: Final = 0x00020000
 CLONE_NEWUTS: Final = 0x04000000
@@ -138,6 +140,50 @@ def drop_capabilities() -> None:
     """capset(2) with empty effective, permitted and inheritable sets (ambient follows)."""
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
     data = (_CapData * 2)()
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+CAP_SYS_ADMIN: Final = 21
+CAP_PERFMON: Final = 38
+_PR_CAPBSET_DROP: Final = 24
+_PR_CAP_AMBIENT: Final = 47
+_PR_CAP_AMBIENT_LOWER: Final = 3
+
+
+def drop_capabilities_of(caps: tuple[int, ...]) -> None:
+    """``drop_capability`` for each of ``caps``."""
+    for cap in caps:
+        drop_capability(cap)
+
+
+def drop_capability(cap: int) -> None:
+    """Remove capability ``cap`` from this thread: bounding set (when it may), ambient,
+    inheritable, permitted and effective. Only ever clears bits; a thread that never had
+    ``cap`` is left as it is."""
+    header = _CapHeader(0x20080522, 0)
+    data = (_CapData * 2)()
+    try:
+        syscall("capget", ctypes.byref(header), ctypes.byref(data))
+    except OSError as exc:
+        # A filter already here denies capget: isolates loaded it, and dropped these
+        # capabilities then (a later thread inherits the sets it was started with).
+        if exc.errno == errno.EPERM:
+            return
+        raise
+    word, bit = divmod(cap, 32)
+    held = (data[word].effective | data[word].permitted | data[word].inheritable) >> bit & 1
+    try:  # needs CAP_SETPCAP; without it the bounding set cannot matter to us
+        _prctl(_PR_CAPBSET_DROP, cap)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EINVAL):
+            raise
+    if not held:
+        return
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap)
+    mask = ~(1 << bit) & 0xFFFFFFFF
+    data[word].effective &= mask
+    data[word].permitted &= mask
+    data[word].inheritable &= mask
     syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 

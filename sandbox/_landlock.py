@@ -48,6 +48,7 @@ from ._landlock_paths import dns_paths, python_paths, ssl_cert_paths
 from ._landlock_rules import implied_rules
 from ._landlock_sys import LandlockPlan as LandlockPlan
 from ._landlock_sys import LandlockStatus as LandlockStatus
+from ._landlock_sys import PathGrant
 from ._landlock_sys import apply_plan as apply_plan
 from ._rules import Action, Cmp, Rule
 from ._ruleset import RuleSet
@@ -80,7 +81,9 @@ class Landlock(RuleSet):
         self._net = AccessNet(0)
         self._scopes = Scope(0)
         self._restrict = 0
-        self._paths: tuple[tuple[str, int, bool], ...] = ()
+        # (absolute path, AccessFs bits, missing_ok, st_dev, st_ino): the identity of the
+        # object the path named when it was granted (0, 0 if it was missing then).
+        self._paths: tuple[PathGrant, ...] = ()
         self._ports: tuple[tuple[int, int], ...] = ()
 
     # -- filesystem --------------------------------------------------------------------
@@ -92,14 +95,14 @@ class Landlock(RuleSet):
         where = f"Landlock.allow({os.fspath(path)!r}, {access!r})"
         if not isinstance(access, AccessFs) or not access:
             raise PolicyError(f"{where}: rights are AccessFs flags, e.g. AccessFs.READ_FILE")
-        full, kind = _checked_path(path, where, missing_ok)
+        full, kind, identity = _checked_path(path, where, missing_ok)
         extra = AccessFs(access & ~FILE_RIGHTS)
         if kind == "file" and extra:
             raise PolicyError(
                 f"{where}: {_flag_names(extra)} only apply to directories and {full!r} is a "
                 f"file; a file can get {_flag_names(FILE_RIGHTS)}"
             )
-        return self._grant(full, access, missing_ok)
+        return self._grant(full, access, missing_ok, identity)
 
     def read(self, path: str | os.PathLike[str], *, missing_ok: bool = False) -> Self:
         """Read files beneath ``path`` (READ_FILE), and list directories (READ_DIR)."""
@@ -227,13 +230,18 @@ class Landlock(RuleSet):
 
     def grants(self) -> tuple[tuple[str, AccessFs], ...]:
         """Every ``(path, rights)`` this ruleset grants, in the order they were added."""
-        return tuple((path, AccessFs(access)) for path, access, _ in self._paths)
+        return tuple((grant[0], AccessFs(grant[1])) for grant in self._paths)
+
+    @property
+    def confines_fs(self) -> bool:
+        """Whether this ruleset handles filesystem rights (a path grant or ``deny_fs()``)."""
+        return bool(self._fs)
 
     def rules(self) -> tuple[Rule, ...]:
         """The syscalls the granted rights need (``implied_rules``), and no more."""
         granted_fs = AccessFs(0)
-        for _, access, _ in self._paths:
-            granted_fs |= access
+        for grant in self._paths:
+            granted_fs |= grant[1]
         granted_net = AccessNet(0)
         for _, access in self._ports:
             granted_net |= access
@@ -272,10 +280,10 @@ class Landlock(RuleSet):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _grant(self, path: str, access: int, missing_ok: bool) -> Self:
+    def _grant(self, path: str, access: int, missing_ok: bool, identity: Identity) -> Self:
         new = copy.copy(self)
         new._fs = ALL_FS
-        rule = (path, int(access), missing_ok)
+        rule = (path, int(access), missing_ok, *identity)
         new._paths = self._paths if rule in self._paths else (*self._paths, rule)
         return new
 
@@ -283,11 +291,12 @@ class Landlock(RuleSet):
         """Grant a group's file rights, plus its directory rights when ``path`` is a
         directory (or absent: ``apply_plan`` drops them if it turns out to be a file)."""
         where = f"Landlock.{group}({os.fspath(path)!r})"
-        full, kind = _checked_path(path, where, missing_ok)
+        full, kind, identity = _checked_path(path, where, missing_ok)
         file, directory = GROUPS[group]
         if kind == "file" and not file:
             raise PolicyError(f"{where}: {group} applies to directories and {full!r} is a file")
-        return self._grant(full, file if kind == "file" else file | directory, missing_ok)
+        rights = file if kind == "file" else file | directory
+        return self._grant(full, rights, missing_ok, identity)
 
     def _each(self, paths: Iterable[str], *groups: str) -> Self:
         """Grant the union of ``groups`` on each path that exists (one rule per path)."""
@@ -296,9 +305,12 @@ class Landlock(RuleSet):
             file, directory = file | GROUPS[group][0], directory | GROUPS[group][1]
         rs = self
         for path in paths:
-            if os.path.exists(path):
-                rights = file | directory if os.path.isdir(path) else file
-                rs = rs._grant(os.path.abspath(path), rights, missing_ok=True)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            rights = file | directory if stat.S_ISDIR(st.st_mode) else file
+            rs = rs._grant(os.path.abspath(path), rights, True, (st.st_dev, st.st_ino))
         return rs
 
     def _port(self, method: str, port: int, access: AccessNet) -> Self:
@@ -327,23 +339,30 @@ _NOT_SYSCALLS: Final = (
 )
 
 
-def _checked_path(path: str | os.PathLike[str], where: str, missing_ok: bool) -> tuple[str, str]:
-    """The absolute path and its kind ("dir", "file", or "missing" when allowed)."""
+Identity = tuple[int, int]  # (st_dev, st_ino); (0, 0): the path did not exist
+_MISSING: Final[Identity] = (0, 0)
+
+
+def _checked_path(
+    path: str | os.PathLike[str], where: str, missing_ok: bool
+) -> tuple[str, str, Identity]:
+    """The absolute path, its kind ("dir", "file", or "missing" when allowed) and the
+    identity of what it names now (checked again when the policy is applied)."""
     if not isinstance(path, str | os.PathLike) or not isinstance(os.fspath(path), str):
         raise PolicyError(f"{where}: a path is a str or os.PathLike of str")
     full = os.path.abspath(os.fspath(path))
     try:
-        mode = os.stat(full).st_mode
+        st = os.stat(full)
     except (FileNotFoundError, NotADirectoryError):
         if missing_ok:
-            return full, "missing"
+            return full, "missing", _MISSING
         raise PolicyError(
             f"{where}: no such file or directory; pass missing_ok=True to grant it only "
             "if it exists when the policy is applied"
         ) from None
     except OSError as exc:
         raise PolicyError(f"{where}: cannot stat {full!r}: {exc.strerror}") from None
-    return full, "dir" if stat.S_ISDIR(mode) else "file"
+    return full, "dir" if stat.S_ISDIR(st.st_mode) else "file", (st.st_dev, st.st_ino)
 
 
 def _flag_names(flags: AccessFs) -> str:

@@ -69,6 +69,9 @@ ALL_FS: Final = AccessFs(sum(AccessFs))
 ALL_NET: Final = AccessNet(sum(AccessNet))
 ALL_SCOPES: Final = Scope(sum(Scope))
 
+#: How a status names a missing domain (no Landlock at all).
+DOMAIN: Final = "domain"
+
 # landlock_create_ruleset() flags, rule types, landlock_restrict_self() flags.
 CREATE_RULESET_VERSION: Final = 1 << 0
 CREATE_RULESET_ERRATA: Final = 1 << 1
@@ -149,6 +152,8 @@ def introduced(name: str) -> Level:
 
 def needs(name: str) -> str:
     """``"AccessFs.TRUNCATE (Landlock ABI 3, Linux 6.2)"``."""
+    if name == DOMAIN:
+        return "a Landlock domain, which confines ptrace-class access (Landlock ABI 1, Linux 5.13)"
     level = introduced(name)
     return f"{name} (Landlock ABI {level.abi}, Linux {level.kernel})"
 

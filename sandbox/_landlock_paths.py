@@ -18,6 +18,9 @@ import sysconfig
 from typing import Final
 
 DEVICES: Final = ("/dev/null", "/dev/zero", "/dev/urandom")
+#: Asked once, now: sysconfig imports its data module on first use, which a policy
+#: applied later may forbid (isolates' own code never imports lazily under a policy).
+MULTIARCH: Final = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
 
 #: CA directories: Debian/Ubuntu/Alpine/Arch hashed links and bundle; Fedora/RHEL; the
 #: p11-kit extracted bundles (Fedora, Arch); the files Debian's links point to; openSUSE.
@@ -31,6 +34,12 @@ CA_FILES: Final = (
     "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cert.pem",
     "/etc/pki/tls/cacert.pem",
 )  # fmt: skip
+#: OpenSSL's compiled-in defaults on common builds (Debian's, and source builds'), for
+#: when the ssl module is not imported (see ssl_cert_paths).
+OPENSSL_DEFAULTS: Final = (
+    "/usr/lib/ssl/certs", "/usr/lib/ssl/cert.pem", "/usr/local/ssl/certs",
+    "/usr/local/ssl/cert.pem",
+)  # fmt: skip
 #: What glibc's resolver reads: name servers, static hosts, resolver options, the NSS
 #: configuration, getaddrinfo's sorting rules, service and protocol names, and the
 #: loader cache dlopen consults to find NSS modules.
@@ -43,20 +52,29 @@ RESOLVER_FILES: Final = (
 def ssl_cert_paths() -> list[str]:
     """CA_DIRS, CA_FILES, OpenSSL's default file and directory, $SSL_CERT_FILE and
     $SSL_CERT_DIR, certifi's bundle, and the targets of links in those directories that
-    point elsewhere (e.g. a locally added CA)."""
-    import ssl
+    point elsewhere (e.g. a locally added CA).
 
-    found = ssl.get_default_verify_paths()
-    extra = [found.cafile, found.capath, found.openssl_cafile, found.openssl_capath]
+    OpenSSL's defaults are asked of the ssl module only when it is already imported:
+    importing it maps a C extension, which a policy already applied here may forbid
+    (pledge without prot_exec kills for it). Otherwise OPENSSL_DEFAULTS stand in.
+    """
+    extra = list(OPENSSL_DEFAULTS)
+    ssl = sys.modules.get("ssl")
+    if ssl is not None:
+        found = ssl.get_default_verify_paths()
+        extra += [found.cafile, found.capath, found.openssl_cafile, found.openssl_capath]
     extra += [os.environ.get("SSL_CERT_FILE", ""), *os.environ.get("SSL_CERT_DIR", "").split(":")]
     roots = _prune(_existing([*CA_DIRS, *CA_FILES, *extra, _certifi()]))
     return roots + _link_targets_outside(roots)
 
 
 def _certifi() -> str:
-    if importlib.util.find_spec("certifi") is None:
+    try:  # pure Python: a policy that denies reading it makes the import fail, not kill
+        if importlib.util.find_spec("certifi") is None:
+            return ""
+        return str(importlib.import_module("certifi").where())
+    except (ImportError, OSError):
         return ""
-    return str(importlib.import_module("certifi").where())
 
 
 def _link_targets_outside(roots: list[str]) -> list[str]:
@@ -105,7 +123,7 @@ def _library_dirs() -> list[str]:
     """Where glibc's NSS modules live: beside the libc this process mapped, then the
     multiarch and lib64 directories."""
     dirs = [os.path.dirname(p) for p in _mapped_libraries() if "/libc.so" in p]
-    arch = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machine}-linux-gnu"
+    arch = MULTIARCH
     dirs += [f"/lib/{arch}", f"/usr/lib/{arch}", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
     return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
 

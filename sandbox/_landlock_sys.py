@@ -36,10 +36,12 @@ from ._errors import SandboxError
 from ._landlock_abi import (
     CREATE_RULESET_ERRATA,
     CREATE_RULESET_VERSION,
+    DOMAIN,
     FILE_RIGHTS,
     RULE_NET_PORT,
     RULE_PATH_BENEATH,
     TSYNC,
+    AccessFs,
     Fitted,
     fit,
     kernel_of,
@@ -129,7 +131,11 @@ def restrict_self(ruleset: int, flags: int) -> None:
     _call("landlock_restrict_self", ruleset, flags)
 
 
-Paths = Iterable[tuple[str, int, bool]]
+#: (absolute path, AccessFs bits, missing_ok, st_dev, st_ino): what a plan grants on one
+#: path, and the identity of the object the path named when the grant was made (0, 0 if
+#: it did not exist then).
+PathGrant = tuple[str, int, bool, int, int]
+Paths = Iterable[PathGrant]
 Ports = Iterable[tuple[int, int]]
 
 
@@ -152,24 +158,76 @@ def enforce(fitted: Fitted, paths: Paths, ports: Ports, abi: int) -> None:
 
 
 def _add_paths(ruleset: int, paths: Paths, handled: int) -> None:
-    for path, access, missing_ok in paths:
-        fd = _open_path(path, missing_ok)
+    for path, access, missing_ok, dev, ino in paths:
+        if path == ROOT:
+            _add_path(ruleset, _root_fd(), path, access & handled)
+            continue
+        fd = _open_path(path, missing_ok, (dev, ino))
         if fd is None:
             continue
         try:
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            if not stat.S_ISDIR(_fstat(fd, path).st_mode):
                 access &= FILE_RIGHTS  # the path became a file since the policy was built
-            if access & handled:
-                add_path_rule(ruleset, fd, access & handled)
-        except OSError as exc:
-            raise _explain(f"landlock_add_rule({path!r})", exc) from None
+            _add_path(ruleset, fd, path, access & handled)
         finally:
             os.close(fd)
 
 
-def _open_path(path: str, missing_ok: bool) -> int | None:
+def _add_path(ruleset: int, fd: int, path: str, access: int) -> None:
+    if access:
+        try:
+            add_path_rule(ruleset, fd, access)
+        except OSError as exc:
+            raise _explain(f"landlock_add_rule({path!r})", exc) from None
+
+
+#: The grant path that means "this process's root directory" (the minimal domain's).
+ROOT: Final = ""
+_root: tuple[int, int, int] | None = None  # (fd, st_dev, st_ino)
+
+
+def _root_fd() -> int:
+    """An O_PATH descriptor of "/", opened once per process and kept (close-on-exec).
+
+    A policy stacked on a first one that denies openat still needs it for its minimal
+    domain; the first apply opens it, before any filter. A process cannot change its
+    root once confined (mount and pivot_root are always denied), so it stays right.
+    The descriptor is checked before each use: a program that closed it, or whose fd
+    number now names something else, gets a new one. A forked child inherits it.
+    """
+    global _root
+    if _root is not None:
+        fd, dev, ino = _root
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:  # a filter denies fstat: trust it. At worst the
+                return fd  # grant lands elsewhere, and a grant never widens anything.
+        else:
+            if (st.st_dev, st.st_ino) == (dev, ino) and stat.S_ISDIR(st.st_mode):
+                return fd
+    opened = _open_path("/", False, (0, 0))
+    assert opened is not None  # "/" always exists: only a missing_ok path gives None
+    st = os.fstat(opened)
+    _root = (opened, st.st_dev, st.st_ino)
+    return opened
+
+
+def _open_path(path: str, missing_ok: bool, identity: tuple[int, int]) -> int | None:
+    """An O_PATH descriptor of the object the grant was made on, or None if it is gone.
+
+    A grant is on an *object*: if something (say a confined worker that can write the
+    parent directory) replaced the path since the policy was built, by a symlink to "/"
+    or anything else, the grant would follow it there. So the object must be the one
+    recorded (same st_dev and st_ino), and a path that did not exist then must now
+    resolve without any symlink.
+    """
     try:
-        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+        if identity == (0, 0):
+            return _open_no_symlinks(path)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except SandboxError:
+        raise
     except (FileNotFoundError, NotADirectoryError) as exc:
         if missing_ok:
             return None
@@ -179,7 +237,59 @@ def _open_path(path: str, missing_ok: bool) -> int | None:
             "built); pass missing_ok=True to grant it only when present",
         ) from None
     except OSError as exc:
-        raise SandboxError(exc.errno, f"Landlock: cannot open {path!r}: {exc.strerror}") from None
+        reason = _open_failed(exc)
+        raise SandboxError(exc.errno, f"Landlock: cannot open {path!r}: {reason}") from None
+    st = _fstat(fd, path, close=True)
+    if (st.st_dev, st.st_ino) != identity:
+        os.close(fd)
+        raise SandboxError(
+            errno.ESTALE,
+            f"Landlock: {path!r} is no longer the object the policy granted (device:inode "
+            f"{identity[0]}:{identity[1]}, now {st.st_dev}:{st.st_ino}): it was replaced or "
+            "moved, perhaps by a symlink, since the policy was built. Build the policy again "
+            "if the change is legitimate.",
+        )
+    return fd
+
+
+def _open_no_symlinks(path: str) -> int:
+    """O_PATH open of ``path``, one component at a time, refusing any symlink on the way."""
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    for part in [p for p in path.split("/") if p]:
+        try:
+            nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+        if stat.S_ISLNK(_fstat(fd, path, close=True).st_mode):
+            os.close(fd)
+            raise SandboxError(
+                errno.ELOOP,
+                f"Landlock: {path!r} did not exist when the policy was built and now "
+                f"resolves through a symlink ({part!r}); grant the real path instead",
+            )
+    return fd
+
+
+def _fstat(fd: int, path: str, *, close: bool = False) -> os.stat_result:
+    try:
+        return os.fstat(fd)
+    except OSError as exc:
+        if close:
+            os.close(fd)
+        raise SandboxError(
+            exc.errno, f"Landlock: cannot fstat {path!r} to grant it: {_open_failed(exc)}"
+        ) from None
+
+
+def _open_failed(exc: OSError) -> str:
+    if exc.errno == errno.EPERM:  # seccomp's answer: Landlock says EACCES
+        return (
+            "EPERM, from a seccomp filter already loaded here; stacking a policy that "
+            "grants paths needs openat(O_PATH) and fstat, so the first policy must allow "
+            "them (e.g. SystemIO.allow_open_readonly() and allow_metadata())"
+        )
+    return str(exc.strerror)
 
 
 def _add_ports(ruleset: int, ports: Ports, handled: int) -> None:
@@ -216,9 +326,10 @@ def _explain(call: str, exc: OSError) -> SandboxError:
 class LandlockPlan:
     """Plain data (msgspec-encodable) for ``apply_plan``: what to ask the kernel for.
 
-    ``compat`` is ``"best_effort"`` or ``"hard"``; ``paths`` are ``(absolute path,
-    AccessFs bits, missing_ok)``; ``ports`` are ``(port, AccessNet bits)``. Handled rights
-    are the whole request, before it is fitted to a kernel.
+    ``compat`` is ``"best_effort"`` or ``"hard"``; ``paths`` are ``PathGrant`` tuples
+    ``(absolute path, AccessFs bits, missing_ok, st_dev, st_ino)``; ``ports`` are ``(port,
+    AccessNet bits)``. Handled rights are the whole request, before it is fitted to a
+    kernel. An empty plan still makes a domain (see ``apply_plan``).
     """
 
     compat: str = "best_effort"
@@ -226,7 +337,7 @@ class LandlockPlan:
     handled_net: int = 0
     scoped: int = 0
     restrict_flags: int = 0
-    paths: tuple[tuple[str, int, bool], ...] = ()
+    paths: tuple[PathGrant, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
 
 
@@ -235,19 +346,28 @@ class LandlockStatus:
     """What Landlock enforces after ``apply_plan``.
 
     ``enforcement``: ``"full"`` (everything asked for), ``"partial"`` (``dropped`` names
-    what the kernel lacks), ``"none"`` (no Landlock domain could be created). ``abi`` is
-    the ABI version used (0: no Landlock).
+    what the kernel lacks), ``"none"`` (no Landlock domain could be created: then
+    ``dropped`` names ``"domain"`` too, since nothing confines ptrace-class access such as
+    /proc/PID/mem to this sandbox). ``abi`` is the ABI version used (0: no Landlock).
     """
 
     enforcement: str
     abi: int
     dropped: tuple[str, ...] = ()
 
+    @property
+    def domain(self) -> bool:
+        """Whether a Landlock domain is in force: it confines ptrace-class access
+        (/proc/PID/mem, environ and fd, pidfd_getfd, kcmp) to processes inside it."""
+        return DOMAIN not in self.dropped
+
     def __str__(self) -> str:
         if self.abi == 0:
-            if self.enforcement == "full":
-                return "full (nothing was asked of Landlock)"
-            return "none (this kernel has no Landlock: it needs Linux 5.13+)"
+            return (
+                "none (this kernel has no Landlock: it needs Linux 5.13+; without a domain "
+                "nothing keeps /proc/PID/mem and other ptrace-class access from processes "
+                "of the same user outside this sandbox)"
+            )
         where = f"Landlock ABI {self.abi}, Linux {kernel_of(self.abi)}+"
         if self.enforcement == "full":
             return f"full ({where})"
@@ -268,18 +388,38 @@ def apply_plan(
     """
     version = abi()
     granted = 0
-    for _, access, _ in plan.paths:
-        granted |= access
+    for grant in plan.paths:
+        granted |= grant[1]
     fitted = fit(plan.handled_fs, granted, plan.handled_net, plan.scoped, plan.restrict_flags,
                  version)  # fmt: skip
     fitted = _all_threads(fitted, version, covered) if all_threads else fitted
+    paths = plan.paths
+    if fitted.empty:
+        fitted, paths = _minimal(fitted, version)
     if plan.compat == "hard" and fitted.dropped:
         raise _hard_error(version, fitted.dropped)
     if fitted.empty:
-        asked = plan.handled_fs or plan.handled_net or plan.scoped
-        return LandlockStatus("none" if asked else "full", version, fitted.dropped)
-    enforce(fitted, plan.paths, plan.ports, version)
+        return LandlockStatus("none", version, fitted.dropped)
+    enforce(fitted, paths, plan.ports, version)
     return LandlockStatus("partial" if fitted.dropped else "full", version, fitted.dropped)
+
+
+def _minimal(fitted: Fitted, version: int) -> tuple[Fitted, tuple[PathGrant, ...]]:
+    """A domain even when nothing is asked of Landlock: a process in a domain may not
+    ptrace, or open /proc/PID/mem, environ or fd/ of, processes outside it (the same power
+    as ptrace, through files).
+
+    It handles REFER and grants it beneath "/", which restricts nothing: a domain that
+    handles filesystem rights but not REFER refuses every rename or link into another
+    directory (EXDEV), as ABI 1 did. On ABI 1 there is no REFER, so the domain handles
+    MAKE_BLOCK (creating block devices, which needs CAP_MKNOD anyway) and renames into
+    another directory fail with EXDEV (``mv`` and ``shutil.move`` then copy)."""
+    if version < 1:
+        return replace(fitted, dropped=(*fitted.dropped, DOMAIN)), ()
+    if version < 2:
+        return replace(fitted, fs=AccessFs.MAKE_BLOCK), ()
+    refer = int(AccessFs.REFER)
+    return replace(fitted, fs=refer), ((ROOT, refer, False, 0, 0),)
 
 
 def _all_threads(fitted: Fitted, version: int, covered: Collection[int] = ()) -> Fitted:

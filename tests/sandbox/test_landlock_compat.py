@@ -97,16 +97,24 @@ def test_without_landlock_nothing_is_enforced_and_the_status_says_none(d: Path) 
 
     status, read = run(child)
     assert (status.enforcement, status.abi, read) == ("none", 0, "ok")
-    assert "AccessFs.READ_FILE" in status.dropped
-    assert str(status) == "none (this kernel has no Landlock: it needs Linux 5.13+)"
+    assert "AccessFs.READ_FILE" in status.dropped and not status.domain
+    assert str(status).startswith("none (this kernel has no Landlock: it needs Linux 5.13+")
+    assert "/proc/PID/mem" in str(status)  # says which protection is missing
 
 
-def test_nothing_left_to_handle_is_none() -> None:
-    def child() -> LandlockStatus:
+def _parent_memory() -> str:
+    """Open the parent's /proc/PID/mem for writing (the parent runs the test, unconfined)."""
+    return attempt(lambda: os.close(os.open(f"/proc/{os.getppid()}/mem", os.O_RDWR)))
+
+
+def test_nothing_left_to_handle_still_makes_a_domain() -> None:
+    def child() -> tuple[LandlockStatus, str, str]:
         pretend(5)
-        return apply_plan(Landlock().scope(Scope.SIGNAL).plan())
+        status = apply_plan(Landlock().scope(Scope.SIGNAL).plan())
+        own = attempt(lambda: os.close(os.open("/proc/self/mem", os.O_RDWR)))
+        return status, _parent_memory(), own
 
-    assert run(child) == LandlockStatus("none", 5, ("Scope.SIGNAL",))
+    assert run(child) == (LandlockStatus("partial", 5, ("Scope.SIGNAL",)), "EACCES", "ok")
 
 
 def test_hard_raises_naming_the_feature_and_kernel_before_enforcing(d: Path) -> None:
@@ -266,13 +274,33 @@ def test_the_errata_query_reports_fixes_present_since_the_interface() -> None:
         assert errata() >= 0
 
 
-def test_an_empty_ruleset_asks_nothing_and_gets_it() -> None:
+def test_an_empty_ruleset_still_makes_a_domain_that_keeps_other_processes_out() -> None:
+    def child() -> tuple[LandlockStatus, str, str, str]:
+        status = apply_plan(Landlock().plan(Compat.HARD))
+        own = attempt(lambda: os.close(os.open("/proc/self/mem", os.O_RDWR)))
+        outside = attempt((Path(os.environ.get("HOME", "/")) / ".isolates-probe").exists)
+        return status, _parent_memory(), own, outside
+
+    status, parent, own, fs = run(child)
+    assert (status.enforcement, status.dropped, parent, own, fs) == (
+        "full",
+        (),
+        "EACCES",
+        "ok",
+        "ok",
+    )
+
+
+def test_an_empty_ruleset_without_landlock_says_the_domain_is_missing() -> None:
     def child() -> tuple[LandlockStatus, str]:
         pretend(0)
-        status = apply_plan(Landlock().plan(Compat.HARD))
-        return status, str(status)
+        return apply_plan(Landlock().plan()), attempt(
+            lambda: apply_plan(Landlock().plan(Compat.HARD))
+        )
 
-    assert run(child) == (LandlockStatus("full", 0, ()), "full (nothing was asked of Landlock)")
+    status, hard = run(child)
+    assert status == LandlockStatus("none", 0, ("domain",)) and not status.domain
+    assert hard == errno.errorcode[errno.EOPNOTSUPP]  # HARD refuses to go on without it
 
 
 def test_the_kernels_limit_of_16_stacked_domains_is_explained(d: Path) -> None:
