@@ -2,11 +2,13 @@
 
     isolates run --pledge "stdio rpath" --read /srv/data -- cat /srv/data/report
 
-The options build a Policy. ``run`` then adds what the program needs to start and nothing
-else (_startup.py: each call is added only when the policy would deny it; Landlock rights
-for the command, its interpreters and the library directories), applies everything to
-this process (all threads; Landlock first, seccomp last) and execs the program: seccomp
-filters and Landlock domains survive execve, so nothing of Python stays in between.
+The options build a Policy; under --pledge the path options are its unveil (the
+promises reach those paths only, not "/"). ``run`` then adds what the program needs to
+start and nothing else (_startup.py: each call is added only when the policy would deny
+it; Landlock rights for the command, its interpreters and the library directories),
+applies everything to this process (all threads; Landlock first, seccomp last) and
+execs the program: seccomp filters and Landlock domains survive execve, so nothing of
+Python stays in between.
 docs/cli.md is the user's documentation.
 """
 
@@ -34,10 +36,11 @@ from isolates.sandbox import (
     profiles,
 )
 from isolates.sandbox._kernel import load_seccomp
-from isolates.sandbox._landlock import AccessFs, LandlockPlan, apply_plan
+from isolates.sandbox._landlock import LandlockPlan, apply_plan
+from isolates.sandbox._landlock_abi import AccessFs, AccessNet
 from isolates.sandbox._syscalls import number
 
-from ._startup import Grants, Need, handles_fs, with_startup
+from ._startup import Grant, Grants, Need, StartPaths, with_startup
 
 T = TypeVar("T")
 
@@ -147,7 +150,9 @@ def _options_policy(args: argparse.Namespace) -> Policy:
     compat = Compat.HARD if args.hard else Compat.BEST_EFFORT
     try:
         if args.pledge is not None:
-            base = _option("--pledge", repr(args.pledge), profiles.pledge, args.pledge)
+            unveil = _unveil(args) or None
+            base = _option("--pledge", repr(args.pledge), profiles.pledge, args.pledge, None,
+                           unveil=unveil)  # fmt: skip
             policy = base.extend(*rulesets, default=_violation(args))
         elif args.systemd:
             spec = " ".join(map(repr, args.systemd))
@@ -170,12 +175,27 @@ def _systemd(specs: list[str], kill: bool) -> Policy:
     return profiles.systemd(*specs, default_errno=None if kill else "EPERM")
 
 
-def _option(flag: str, value: object, build: Callable[..., T], *args: object) -> T:
+def _option(
+    flag: str, value: object, build: Callable[..., T], *args: object, **kwargs: object
+) -> T:
     """``build(*args)``, with a PolicyError turned into a UsageError naming the option."""
     try:
-        return build(*args)
+        return build(*args, **kwargs)
     except PolicyError as exc:
         raise UsageError(f"{flag} {value}: {exc}") from None
+
+
+def _unveil(args: argparse.Namespace) -> dict[str, str]:
+    """The path options as pledge's unveil: under --pledge they are the only paths the
+    promises reach (rpath reads beneath --read paths only, not "/"), as OpenBSD's unveil.
+    --write is "wc" (write, and create in it), --exec "x"; the promises still decide
+    which rights each letter brings, and the options keep their own rights besides."""
+    letters: dict[str, str] = {}
+    for paths, permissions in ((args.read, "r"), (args.write, "wc"), (args.execute, "x")):
+        for path in paths:
+            full = os.path.abspath(path)
+            letters[full] = letters.get(full, "") + permissions
+    return letters
 
 
 def _paths(args: argparse.Namespace) -> list[RuleSet]:
@@ -251,17 +271,12 @@ def execute(plan: Plan) -> NoReturn:
 
 
 def describe(plan: Plan) -> str:
-    """What --dry-run prints: the command, the policy, and what run added to start it."""
-    lines = [f"command: {plan.path} (argv {plan.argv})",
-             f"policy: {plan.policy!r}", "added so the program can start:"]  # fmt: skip
+    """What --dry-run prints: the command, the policy, every Landlock grant with who asked
+    for it, what run added to start the program, and the seccomp rules."""
+    lines = [f"command: {plan.path} (argv {plan.argv})", f"policy: {plan.policy!r}"]
+    lines += _landlock_lines(plan)
+    lines.append("added so the program can start:")
     lines += [f"  seccomp {need.rule!r}: {need.why}" for need in plan.added] or ["  seccomp: -"]
-    if plan.start is not None:
-        handled = AccessFs(plan.start.handled_fs)
-        lines.append(f"  landlock, a domain of its own handling {_flags(handled)}:")
-        lines += [f"    {p}: {_flags(r & handled)}" for p, r in plan.grants if r & handled]
-    elif handles_fs(plan.policy):
-        lines.append("  landlock, added to the options' domain:")
-        lines += [f"    {path}: {_flags(rights)}" for path, rights in plan.grants]
     lines.append("seccomp rules:")
     for e in plan.policy.entries():
         lines.append(f"  {e.syscall} {e.action!r} {' '.join(map(repr, e.conditions))}".rstrip())
@@ -269,5 +284,67 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _landlock_lines(plan: Plan) -> list[str]:
+    """Each Landlock domain run loads, and every grant in it, once, with its source."""
+    lines: list[str] = []
+    merged = plan.policy.landlock
+    if merged is not None:
+        handled = merged.plan()
+        what = _handled(AccessFs(handled.handled_fs), AccessNet(handled.handled_net))
+        lines.append(f"landlock, the options' domain, handling {what} (the rest is denied):")
+        lines += [_grant_line(g) for g in _policy_grants(plan)]
+        lines += _port_lines(plan.policy)
+    if plan.start is not None:
+        handled_fs = AccessFs(plan.start.handled_fs)
+        lines.append(f"landlock, a domain of run's own, handling only {_flags(handled_fs)}:")
+        lines += [_grant_line(Grant(g.path, g.rights & handled_fs, g.source))
+                  for g in plan.grants if g.rights & handled_fs]  # fmt: skip
+    return lines or ["landlock: none (no option or promise restricts paths or ports)"]
+
+
+def _policy_grants(plan: Plan) -> list[Grant]:
+    """The grants of every RuleSet in the options' domain, each named after its RuleSet
+    (run's start grants with what each one is for); any grant no RuleSet names (one the
+    Policy adds itself) comes last, as the policy's."""
+    out: list[Grant] = []
+    for rs in plan.policy.rulesets:
+        ll = rs.landlock()
+        if isinstance(rs, StartPaths):
+            out += plan.grants
+        elif ll is not None:
+            out += [Grant(path, rights, rs.name) for path, rights in ll.grants()]
+    assert plan.policy.landlock is not None
+    named = {(g.path, g.rights) for g in out}
+    out += [Grant(p, r, "the policy") for p, r in plan.policy.landlock.grants()
+            if (p, r) not in named]  # fmt: skip
+    return list(dict.fromkeys(out))
+
+
+def _port_lines(policy: Policy) -> list[str]:
+    lines: list[str] = []
+    for rs in policy.rulesets:
+        ll = rs.landlock()
+        for port, bits in ll.plan().ports if ll is not None else ():
+            lines.append(f"    TCP port {port}: {_net_flags(AccessNet(bits))}  [{rs.name}]")
+    return lines
+
+
+def _grant_line(grant: Grant) -> str:
+    return f"    {grant.path}: {_flags(grant.rights)}  [{grant.source}]"
+
+
+def _handled(fs: AccessFs, net: AccessNet) -> str:
+    every = AccessFs(0)
+    for flag in AccessFs:
+        every |= flag
+    files = "every file right" if fs == every else _flags(fs)
+    parts = ([files] if fs else []) + ([_net_flags(net)] if net else [])
+    return " and ".join(parts) or "nothing on files or ports"
+
+
 def _flags(rights: AccessFs) -> str:
     return "|".join(str(flag.name) for flag in AccessFs if flag & rights)
+
+
+def _net_flags(rights: AccessNet) -> str:
+    return "|".join(str(flag.name) for flag in AccessNet if flag & rights)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Final
@@ -20,6 +21,7 @@ from isolates.sandbox import Action, Arg, Compat, Landlock, Policy, Rule, RuleSe
 from isolates.sandbox._bpf import decide
 from isolates.sandbox._landlock import AccessFs, LandlockPlan
 from isolates.sandbox._syscalls import number
+from isolates.sandbox.profiles._pledge import too_broad
 
 from ._elf import interpreter
 
@@ -72,8 +74,18 @@ STARTUP: Final = (
 LIBRARY_DIRS: Final = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
 LOADER_CACHE: Final = "/etc/ld.so.cache"
 
-#: (path, rights) pairs: what Landlock lets the start read or execute.
-Grants = tuple[tuple[str, AccessFs], ...]
+
+@dataclass(frozen=True)
+class Grant:
+    """A Landlock grant: rights beneath a path, and who asked for it (what --dry-run shows)."""
+
+    path: str
+    rights: AccessFs
+    source: str
+
+
+#: What Landlock lets the start read or execute.
+Grants = tuple[Grant, ...]
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ def with_startup(policy: Policy, path: str, env: dict[str, str]) -> Startup:
     grants = _start_grants(exec_chain(path), env)
     user_fs = handles_fs(policy)
     if user_fs:
-        policy = policy.extend(_StartPaths(_landlock(grants)))
+        policy = policy.extend(StartPaths(_landlock(grants)))
     added = tuple(need for need in STARTUP if _denied(policy, need))
     if added:
         policy = policy.extend(RuleSet(*(n.rule for n in added), name="isolates run: start"))
@@ -114,18 +126,33 @@ def handles_fs(policy: Policy) -> bool:
     return policy.landlock is not None and bool(policy.landlock.plan().handled_fs)
 
 
+_START: Final = "isolates run: start"
+
+
 def _start_grants(chain: list[str], env: dict[str, str]) -> Grants:
-    grants = [(path, _EXEC_RIGHTS) for path in chain]
-    grants += [(d, AccessFs.READ_FILE) for d in library_dirs(env)]
+    grants = [Grant(chain[0], _EXEC_RIGHTS, f"{_START}: the command")]
+    grants += [Grant(p, _EXEC_RIGHTS, f"{_START}: {_interpreter_of(c)} {c}")
+               for c, p in itertools.pairwise(chain)]  # fmt: skip
+    grants += [Grant(d, AccessFs.READ_FILE, f"{_START}: library directory")
+               for d in library_dirs(env)]  # fmt: skip
     if os.path.exists(LOADER_CACHE):
-        grants.append((LOADER_CACHE, AccessFs.READ_FILE))
+        grants.append(Grant(LOADER_CACHE, AccessFs.READ_FILE, f"{_START}: the loader's cache"))
     return tuple(grants)
 
 
+def _interpreter_of(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            shebang = f.read(2) == b"#!"
+    except OSError:
+        shebang = False
+    return "the #! interpreter of" if shebang else "the dynamic loader of"
+
+
 def _landlock(grants: Grants) -> Landlock:
-    ll = Landlock(name="isolates run: start")
-    for path, rights in grants:
-        ll = ll.allow(path, rights, missing_ok=True)
+    ll = Landlock(name=_START)
+    for grant in grants:
+        ll = ll.allow(grant.path, grant.rights, missing_ok=True)
     return ll
 
 
@@ -141,7 +168,7 @@ def _start_domain(added: tuple[Need, ...], grants: Grants, compat: Compat) -> La
     return dataclasses.replace(_landlock(grants).plan(compat), handled_fs=int(handled))
 
 
-class _StartPaths(RuleSet):
+class StartPaths(RuleSet):
     """run's Landlock grants merged into the options' own domain, without the syscalls a
     Landlock RuleSet implies (STARTUP adds exactly those the start needs)."""
 
@@ -169,10 +196,13 @@ def exec_chain(path: str) -> list[str]:
 
 def library_dirs(env: dict[str, str]) -> list[str]:
     """The loader's directories: LIBRARY_DIRS, those /etc/ld.so.conf lists, and
-    $LD_LIBRARY_PATH; real paths, those beneath another one dropped."""
+    $LD_LIBRARY_PATH; real paths, those beneath another one dropped. Never "/" nor a
+    directory holding $HOME (``LD_LIBRARY_PATH=/`` would open every file to reading):
+    the user grants those with --read if they mean it."""
     dirs = [*LIBRARY_DIRS, *_ld_so_conf("/etc/ld.so.conf", 0)]
     dirs += env.get("LD_LIBRARY_PATH", "").split(":")
     real = sorted({os.path.realpath(d) for d in dirs if d.startswith("/") and os.path.isdir(d)})
+    real = [d for d in real if not too_broad(d) and not too_broad(d, env.get("HOME"))]
     kept: list[str] = []
     for d in real:  # sorted: a parent comes before what is beneath it
         if not any(d.startswith(k.rstrip("/") + "/") for k in kept):

@@ -48,9 +48,13 @@ Where Linux cannot match OpenBSD exactly:
   sendmsg/recvmsg (SCM_RIGHTS is inside the message), so both are accepted and add
   nothing; stdio's sendmsg may carry an address (only sendto's is checked).
 - Paths are Landlock's: it is used only when a path-bound promise (tmppath, dns, getpw,
-  tty) or ``unveil`` is given; then every filesystem right is handled and rpath/wpath/
-  cpath/dpath/exec grant theirs beneath "/" (or the unveiled paths). Landlock does not
-  cover stat, chmod, chown or utimes: those follow the promises, on any path.
+  tty) or ``unveil`` is given; then every filesystem right is handled (what is not
+  granted is denied, even if nothing is) and rpath/wpath/cpath/dpath/exec grant theirs
+  beneath "/" (or only the unveiled paths). Each grant is a RuleSet named after the
+  promises granting it. Landlock does not check stat, chmod, chown, utimes or xattr
+  changes: stat follows the promises on any path; the changes (fattr, chown) are then
+  refused by path and allowed only on descriptors (fchmod, fchown, futimens, fsetxattr),
+  as every builtin's are in a policy whose Landlock confines the filesystem.
 - unveil permissions never exceed the promises: "r" grants reading only with rpath.
   OpenBSD's pledge paths (/etc/localtime...) are not implied: CPython reads them at start.
 - A violation kills with SIGSYS, not SIGABRT; fattr refuses setuid/setgid/sticky modes
@@ -74,7 +78,6 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import Final
 
 from .._errors import PolicyError
@@ -82,7 +85,7 @@ from .._landlock import Landlock
 from .._landlock_abi import FILE_RIGHTS, AccessFs
 from .._policy import Policy
 from .._rules import Action, Arg, Rule
-from .._ruleset import RuleSet
+from .._ruleset import BuiltinRuleSet, RuleSet
 from .._syscalls import exists
 from . import _promises
 from ._promises import BUILDERS
@@ -112,6 +115,10 @@ PROMISES: Final = (*BUILDERS, *NO_LINUX_MEANING)
 _PATH_BOUND: Final = frozenset({"tmppath", "dns", "getpw", "tty"})
 _EACCES: Final = Action.ERRNO(errno.EACCES)
 
+# Read now, while this process may still open files: a pledge it builds may forbid that.
+with open(os.path.join(os.path.dirname(__file__), "pledge_promises.json"), encoding="utf-8") as _f:
+    _REFERENCE: Final[dict[str, str]] = dict(json.load(_f)["promises"])
+
 
 def pledge(
     promises: str,
@@ -131,9 +138,7 @@ def pledge(
     if execpromises is not None:
         _check_exec(names, _parse(execpromises, ignore, "execpromises"))
     rulesets = _syscall_rulesets(names)
-    paths = _landlock(names, dict(unveil or {}))
-    if paths is not None:
-        rulesets.append(_Paths(paths))
+    rulesets += [_Paths(label, ll) for label, ll in _landlock(names, dict(unveil or {}))]
     error = Action.ERRNO(errno.ENOSYS) if "error" in names else Action.KILL_PROCESS
     return Policy(*rulesets, default=error)
 
@@ -186,9 +191,9 @@ def _syscall_rulesets(names: frozenset[str]) -> list[RuleSet]:
     for name, rules in by_promise.items():
         kept = [r for r in rules if exists(r.syscall)]
         kept = [r for r in kept if not (r.conditions and r.syscall in outright)]
-        out.append(RuleSet(*dict.fromkeys(kept), name=f"pledge {name!r}"))
+        out.append(BuiltinRuleSet(*dict.fromkeys(kept), name=f"pledge {name!r}"))
     if extra:
-        out.append(RuleSet(*extra, name="pledge: refused with EACCES"))
+        out.append(BuiltinRuleSet(*extra, name="pledge: refused with EACCES"))
     return out
 
 
@@ -204,11 +209,12 @@ def _refusals(names: frozenset[str]) -> list[Rule]:
 
 
 class _Paths(RuleSet):
-    """The Landlock half of a pledge: rights on paths, without the syscalls a Landlock
-    RuleSet implies (the promises already name exactly the syscalls they allow)."""
+    """A part of the Landlock half of a pledge, named after the promises granting it:
+    rights on paths, without the syscalls a Landlock RuleSet implies (the promises
+    already name exactly the syscalls they allow)."""
 
-    def __init__(self, landlock: Landlock) -> None:
-        super().__init__(name="pledge paths (Landlock)")
+    def __init__(self, name: str, landlock: Landlock) -> None:
+        super().__init__(name=name)
         self._landlock = landlock
 
     def landlock(self) -> Landlock:
@@ -231,63 +237,116 @@ def unveil_rights(permissions: str, names: frozenset[str]) -> AccessFs:
     """The Landlock rights of unveil permissions ("rwxc"), limited to what the promises
     allow: r needs rpath, w wpath, c cpath (dpath adds special files, unix sockets), x
     exec (and reads the file: the kernel opens a program to load it)."""
+    rights = AccessFs(0)
+    for _, granted in _unveil_parts(permissions, names):
+        rights |= granted
+    return rights
+
+
+def _unveil_parts(permissions: str, names: frozenset[str]) -> list[tuple[str, AccessFs]]:
+    """The rights each promise grants on a path unveiled with ``permissions``."""
     bad = set(permissions) - set("rwxc")
     if bad:
         raise PolicyError(
             f"unveil: permissions {permissions!r} use {''.join(sorted(bad))!r}; "
             "only r (read), w (write), x (execute) and c (create/remove) exist"
         )
-    rights = AccessFs(0)
+    out: list[tuple[str, AccessFs]] = []
     for letter, promise, granted in (("r", "rpath", _READ), ("w", "wpath", _WRITE),
                                      ("x", "exec", AccessFs.EXECUTE | AccessFs.READ_FILE),
                                      ("c", "cpath", _CREATE)):  # fmt: skip
         if letter in permissions and promise in names:
-            rights |= granted
+            out.append((promise, granted))
     if "c" in permissions and "dpath" in names:
-        rights |= _SPECIAL
+        out.append(("dpath", _SPECIAL))
     if "c" in permissions and "cpath" in names and "unix" in names:
-        rights |= AccessFs.MAKE_SOCK
-    return rights
+        out.append(("cpath unix", AccessFs.MAKE_SOCK))
+    return out
 
 
-def _landlock(names: frozenset[str], unveil: dict[str, str]) -> Landlock | None:
-    """The Landlock ruleset, or None when nothing is bound to paths."""
+def _landlock(names: frozenset[str], unveil: dict[str, str]) -> list[tuple[str, Landlock]]:
+    """The Landlock half as (RuleSet name, Landlock) parts, named after the promises that
+    grant them; none when nothing is bound to paths. The first part handles every
+    filesystem right and grants nothing: what the others do not grant is denied, even
+    when the promises grant no path at all."""
     if not unveil and not names & _PATH_BOUND:
-        return None
-    ll = Landlock()
-    for path, permissions in (unveil or {"/": "rwxc"}).items():
-        rights = unveil_rights(permissions, names)
-        if not unveil and "rpath" not in names:
-            rights &= ~AccessFs.READ_FILE  # exec's: not on all of "/" without rpath
-        ll = _grant(ll, path, rights, given=bool(unveil))
-    return _path_bound(ll, names)
+        return []
+    parts = [("pledge paths (Landlock)", Landlock().deny_fs())]
+    for path, permissions in unveil.items():
+        _check_unveiled(path)
+        parts += _promised(path, permissions, names, f"unveil {path!r} {permissions!r}")
+    if not unveil:
+        parts += _promised("/", "rwxc", names, "beneath /")
+    return parts + _path_bound(names)
 
 
-def _grant(ll: Landlock, path: str, rights: AccessFs, *, given: bool) -> Landlock:
-    if given and not os.path.exists(path):
+def _promised(
+    path: str, permissions: str, names: frozenset[str], where: str
+) -> list[tuple[str, Landlock]]:
+    """The one grant the promises make on ``path`` for ``permissions``, if any."""
+    promises, rights = [], AccessFs(0)
+    for promise, granted in _unveil_parts(permissions, names):
+        if where == "beneath /" and promise == "exec" and "rpath" not in names:
+            granted &= ~AccessFs.READ_FILE  # exec's: not on all of "/" without rpath
+        promises.append(promise)
+        rights |= granted
+    ll = _grant(Landlock(), path, rights)
+    return [(f"pledge {' '.join(promises)!r} (Landlock: {where})", ll)] if ll.grants() else []
+
+
+def _check_unveiled(path: str) -> None:
+    if not os.path.exists(path):
         raise PolicyError(
             f"unveil: {path!r} does not exist; Landlock grants rights on existing files and "
             "directories: unveil the directory it will be created in"
         )
+
+
+def _grant(ll: Landlock, path: str, rights: AccessFs) -> Landlock:
     if not os.path.isdir(path):
         rights &= FILE_RIGHTS
     return ll.allow(path, rights) if rights else ll
 
 
-def _path_bound(ll: Landlock, names: frozenset[str]) -> Landlock:
+def _path_bound(names: frozenset[str]) -> list[tuple[str, Landlock]]:
+    """What each path-bound promise needs. dns's paths follow resolv.conf's link to grant
+    the directory it points into: never when that is "/" or a directory holding $HOME."""
+    parts: list[tuple[str, Landlock]] = []
     if "tmppath" in names:
-        ll = _grant(ll, "/tmp", _TMP, given=False)
+        parts.append(("tmppath", _grant(Landlock(), "/tmp", _TMP)))
     if "dns" in names:
-        ll = ll.dns()
+        parts.append(("dns", _narrow(Landlock().dns())))
     if "getpw" in names:
-        for path in _GETPW_FILES:
-            ll = ll.read(path, missing_ok=True) if os.path.exists(path) else ll
+        parts.append(("getpw", _read_files(_GETPW_FILES)))
     if "tty" in names and os.path.exists("/dev/tty"):
-        ll = ll.allow("/dev/tty", _TTY)
+        parts.append(("tty", Landlock().allow("/dev/tty", _TTY)))
+    return [(f"pledge {name!r} (Landlock)", ll) for name, ll in parts]
+
+
+def _read_files(paths: Iterable[str]) -> Landlock:
+    ll = Landlock()
+    for path in paths:
+        ll = ll.read(path, missing_ok=True) if os.path.exists(path) else ll
     return ll
+
+
+def _narrow(ll: Landlock) -> Landlock:
+    """``ll`` without its grants on "/" or on a directory that holds $HOME."""
+    out = Landlock()
+    for path, rights in ll.grants():
+        if not too_broad(path):
+            out = out.allow(path, rights, missing_ok=True)
+    return out
+
+
+def too_broad(path: str, home: str | None = None) -> bool:
+    """Whether a grant on ``path`` would reach "/" or the user's home: "/" itself, or
+    ``home`` ($HOME by default) or a directory above it (/home, /root...)."""
+    real = os.path.realpath(path)
+    home = os.path.realpath(home or os.environ.get("HOME") or "/")
+    return real == "/" or home == real or home.startswith(real.rstrip("/") + "/")
 
 
 def reference() -> dict[str, str]:
     """OpenBSD's own description of every promise (from pledge.2, in pledge_promises.json)."""
-    data = json.loads(resources.files(__package__).joinpath("pledge_promises.json").read_text())
-    return dict(data["promises"])
+    return dict(_REFERENCE)

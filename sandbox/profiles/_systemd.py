@@ -42,23 +42,29 @@ import difflib
 import errno as _errno
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 from .._builtins_proc import NAMESPACE_FLAGS
 from .._errors import PolicyError
 from .._policy import ALWAYS_DENIED, CLONE_NAMESPACES, Policy
 from .._rules import Action, Arg, Rule
-from .._ruleset import RuleSet
+from .._ruleset import BuiltinRuleSet
 from .._syscalls import exists, table
 
 #: Allowed only when named on their own, never through a group (see the module docstring).
 GUARDED: Final = frozenset((*ALWAYS_DENIED, "clone", "clone3"))
 _KILL: Final = -1  # an entry's errno meaning "kill" (systemd: SECCOMP_ERROR_NUMBER_KILL)
 _WORD: Final = re.compile(r"(?P<name>@?[A-Za-z0-9_-]+)(?::(?P<errno>[A-Za-z0-9]+))?")
+
+# Read now, while this process may still open files: a policy built from it may forbid
+# that (a plain file beside this module; importlib.resources would import zipfile, which
+# maps binascii's C extension, on first use).
+with open(os.path.join(os.path.dirname(__file__), "systemd_groups.json"), encoding="utf-8") as _f:
+    _RAW: Final[dict[str, Any]] = json.load(_f)
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,7 @@ class Group:
 @functools.cache
 def groups() -> Mapping[str, Group]:
     """Every group systemd defines, by name (``"@system-service"``), expanded."""
-    raw = json.loads(resources.files(__package__).joinpath("systemd_groups.json").read_text())
-    del raw["_source"]
+    raw = {name: entry for name, entry in _RAW.items() if name != "_source"}
 
     def expand(name: str) -> tuple[str, ...]:
         entry = raw[name]
@@ -110,8 +115,8 @@ def systemd(*assignments: str, default_errno: int | str | None = None) -> Policy
     label = "SystemCallFilter=" + " | ".join(a.strip() for a in assignments if a.strip())
     rules = state.rules(negative)
     if state.allow_list:
-        return Policy(RuleSet(*rules, name=label), default=negative)
-    return Policy(RuleSet(*rules, name=label), default=Action.ALLOW)
+        return Policy(BuiltinRuleSet(*rules, name=label), default=negative)
+    return Policy(BuiltinRuleSet(*rules, name=label), default=Action.ALLOW)
 
 
 class _Filter:

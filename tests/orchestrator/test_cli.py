@@ -10,12 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from isolates.orchestrator._startup import exec_chain, library_dirs
+from isolates.sandbox.profiles._pledge import too_broad
 
 CLI = [sys.executable, "-m", "isolates.orchestrator._cli"]
 PYTHON = sys.executable
@@ -79,6 +81,123 @@ def test_write_allows_one_directory(files: Path) -> None:
                     "--", "sh", "-c", f"echo a > {inside}; echo b > {outside}")  # fmt: skip
     assert inside.read_text() == "a\n"
     assert not outside.exists() and "Permission denied" in done.stderr
+
+
+# --- with --pledge, the path options are unveil: they restrict ----------------------------
+
+PATH_BOUND = ("tty", "tmppath", "dns", "getpw")  # promises that bring Landlock paths of their own
+SECRET = "/etc/shadow"  # readable by root, which Landlock still confines
+
+
+@pytest.fixture
+def off_tmp() -> Iterator[Path]:
+    """dir/file and a sibling, outside /tmp (which tmppath grants itself)."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as name:
+        root = Path(name)
+        (root / "dir").mkdir()
+        (root / "dir" / "file").write_text("granted\n")
+        (root / "other").write_text("not granted\n")
+        yield root
+
+
+@pytest.mark.parametrize("promise", PATH_BOUND)
+def test_read_confines_rpath_beside_a_path_bound_promise(promise: str, off_tmp: Path) -> None:
+    granted, other = off_tmp / "dir" / "file", off_tmp / "other"
+    done = isolates("run", "--pledge", f"stdio rpath {promise}", "--read", str(off_tmp / "dir"),
+                    "--", "cat", str(granted), str(other), SECRET)  # fmt: skip
+    assert done.stdout == "granted\n"  # the --read directory, next to the denials
+    assert done.returncode == 1
+    assert f"{other}: Permission denied" in done.stderr
+    assert f"{SECRET}: Permission denied" in done.stderr
+    unveiled = isolates("run", "--pledge", f"stdio rpath {promise}", "--", "cat", str(other))
+    assert unveiled.stdout == "not granted\n"  # no path option: rpath is pledge's "/"
+
+
+@pytest.mark.parametrize("promise", PATH_BOUND)
+def test_write_confines_wpath_cpath_beside_a_path_bound_promise(
+    promise: str, off_tmp: Path
+) -> None:
+    inside, outside = off_tmp / "dir" / "new", off_tmp / "new"
+    script = f"echo a > {inside}; echo b > {outside}; read line < {SECRET} && echo read"
+    done = isolates("run", "--pledge", f"stdio rpath wpath cpath {promise}",
+                    "--write", str(off_tmp / "dir"), "--", "sh", "-c", script)  # fmt: skip
+    assert inside.read_text() == "a\n"
+    assert not outside.exists() and done.stdout == ""
+    assert done.stderr.count("Permission denied") == 2, done.stderr
+
+
+def test_exec_confines_exec_and_rpath_beside_a_path_bound_promise(off_tmp: Path) -> None:
+    script = f"cat {off_tmp / 'other'} {SECRET}; /usr/bin/true && echo ran"
+    done = isolates("run", "--pledge", "stdio rpath proc exec prot_exec tty",
+                    "--exec", "/usr/bin", "--", "sh", "-c", script)  # fmt: skip
+    assert done.stdout == "ran\n"  # programs beneath --exec run; files elsewhere stay shut
+    assert done.stderr.count("Permission denied") == 2, done.stderr
+
+
+def test_ld_library_path_never_opens_the_root_to_reading(off_tmp: Path) -> None:
+    done = isolates("run", "--env", "LD_LIBRARY_PATH=/", "--pledge", "stdio rpath tty",
+                    "--read", str(off_tmp / "dir"), "--", "cat", SECRET)  # fmt: skip
+    assert done.returncode == 1 and f"{SECRET}: Permission denied" in done.stderr
+    done = isolates("run", "--env", "LD_LIBRARY_PATH=/", "--read", str(off_tmp / "dir"),
+                    "--", "cat", str(off_tmp / "dir" / "file"))  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "granted\n"), done.stderr
+
+
+Grant = tuple[str, frozenset[str], str]  # path (or "TCP port N"), rights, source
+
+
+def _grants(out: str) -> list[Grant]:
+    """The Landlock grants --dry-run lists: ``    PATH: RIGHT|RIGHT  [SOURCE]``."""
+    section = out.split("added so the program can start:")[0]
+    grants = []
+    for line in section.splitlines():
+        if line.startswith("    "):
+            head, source = line.strip().split("  [", 1)
+            where, rights = head.rsplit(": ", 1)
+            grants.append((where, frozenset(rights.split("|")), source.removesuffix("]")))
+    return grants
+
+
+def _rights(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+def test_dry_run_lists_every_landlock_grant_with_its_source(off_tmp: Path) -> None:
+    read, write = off_tmp / "dir", off_tmp
+    done = isolates("run", "--pledge", "stdio rpath wpath cpath tty tmppath",
+                    "--read", str(read), "--write", str(write), "--exec", "/usr/bin",
+                    "--net-connect", "443", "--dry-run", "--", "cat", SECRET)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    grants = _grants(done.stdout)
+    assert len(grants) == len(set(grants))  # once each
+    read_rights = _rights("READ_FILE", "READ_DIR")
+    expected = [
+        (str(read), read_rights, f"--read {read}"),
+        (str(read), read_rights | {"IOCTL_DEV"}, f"pledge 'rpath' (Landlock: unveil '{read}' 'r')"),
+        (str(write), _rights("WRITE_FILE", "TRUNCATE", "MAKE_REG"), f"--write {write}"),
+        ("/usr/bin", _rights("EXECUTE", "READ_FILE"), "--exec /usr/bin"),
+        ("/dev/tty", _rights("READ_FILE", "WRITE_FILE", "IOCTL_DEV"), "pledge 'tty' (Landlock)"),
+        ("TCP port 443", _rights("CONNECT_TCP"), "--net-connect 443"),
+        (str(Path("/usr/bin/cat").resolve()), _rights("EXECUTE", "READ_FILE"),
+         "isolates run: start: the command"),
+    ]  # fmt: skip
+    for grant in expected:
+        assert grant in grants, (grant, grants)
+    sources = {source: (where, rights) for where, rights, source in grants}
+    assert sources[f"pledge 'wpath cpath' (Landlock: unveil '{write}' 'wc')"][0] == str(write)
+    assert sources["pledge 'tmppath' (Landlock)"][0] == "/tmp"
+    assert any(s.startswith("isolates run: start: the dynamic loader of") for s in sources)
+    assert "isolates run: start: library directory" in sources
+    assert not any(where == "/" for where, _, _ in grants)  # nothing beneath "/"
+
+
+def test_dry_run_shows_pledge_grants_beneath_root_without_path_options() -> None:
+    done = isolates("run", "--pledge", "stdio rpath tty", "--dry-run", "--", "true")
+    grants = _grants(done.stdout)
+    read = _rights("READ_FILE", "READ_DIR", "IOCTL_DEV")
+    assert ("/", read, "pledge 'rpath' (Landlock: beneath /)") in grants
+    assert ("/dev/tty", _rights("READ_FILE", "WRITE_FILE", "IOCTL_DEV"),
+            "pledge 'tty' (Landlock)") in grants  # fmt: skip
 
 
 def test_kill_turns_a_violation_into_sigsys(files: Path) -> None:
@@ -216,3 +335,13 @@ def test_library_dirs_are_real_and_not_nested() -> None:
     assert str(Path("/lib").resolve()) in dirs
     assert all(Path(d).is_dir() and Path(d).resolve() == Path(d) for d in dirs)
     assert not any(a != b and b.startswith(a + "/") for a in dirs for b in dirs)
+
+
+def test_library_dirs_never_hold_the_root_or_home(tmp_path: Path) -> None:
+    home = tmp_path / "home" / "me"
+    home.mkdir(parents=True)
+    env = {"LD_LIBRARY_PATH": f"/:{tmp_path}:{home}:{home}/..", "HOME": str(home)}
+    dirs = library_dirs(env)
+    assert str(Path("/usr/lib").resolve()) in dirs  # the loader's own, still there
+    assert not any(too_broad(d, str(home)) for d in dirs)
+    assert too_broad("/") and too_broad(str(tmp_path), str(home)) and not too_broad("/usr/lib")

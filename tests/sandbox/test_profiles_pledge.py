@@ -16,6 +16,8 @@ import pwd
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -417,3 +419,62 @@ def test_unveil_never_grants_beyond_the_promises(tmp_path: Path) -> None:
     assert in_child(_write, "stdio wpath", tmp_path / "z", {str(tmp_path): "rwc"}).signal == (
         signal.SIGSYS
     )
+
+
+def _write_existing(spec: str, path: Path, unveil: dict[str, str]) -> int | None:
+    profiles.pledge(spec, unveil=unveil).apply()
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+def test_an_unveil_the_promises_grant_nothing_on_still_hides_every_path(tmp_path: Path) -> None:
+    # "r" without rpath grants nothing on tmp_path: wpath must not then reach every file.
+    target = tmp_path / "file"
+    target.write_text("x")
+    denied = in_child(_write_existing, "stdio wpath", target, {str(tmp_path): "r"})
+    assert denied.unwrap() == errno.EACCES
+    allowed = in_child(_write_existing, "stdio wpath", target, {str(tmp_path): "w"})
+    assert allowed.unwrap() is None
+
+
+BUILD_AFTER = """
+import ast, sys
+from isolates.sandbox import PolicyError, profiles
+profiles.pledge(sys.argv[1]).apply()
+for kind, args in ast.literal_eval(sys.argv[2]):
+    build = profiles.pledge if kind == "pledge" else profiles.systemd
+    try:
+        print(len(build(*args).entries()) > 0, flush=True)
+    except PolicyError as exc:
+        print(exc, flush=True)
+"""
+
+
+def _build_after(applied: str, builds: list[tuple[str, tuple[str, ...]]]) -> list[str]:
+    """In a fresh interpreter (nothing imported but what isolates imports itself): pledge
+    ``applied``, then build profiles. No import may be left for later: reading .py files
+    or mapping a C extension with PROT_EXEC would be killed, silently."""
+    done = subprocess.run([sys.executable, "-I", "-c", BUILD_AFTER, applied, repr(builds)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    return done.stdout.splitlines()
+
+
+def test_profiles_can_be_built_under_the_readme_pledge() -> None:
+    builds = [("systemd", ("@system-service",)), ("systemd", ("@system-service", "~@privileged")),
+              ("pledge", ("stdio rpath inet dns",)), ("pledge", ("stdio tmppath getpw tty",)),
+              ("systemd", ("@system-servise",)), ("pledge", ("stdoi",))]  # fmt: skip
+    out = _build_after("stdio rpath inet dns", builds)
+    assert out[:4] == ["True"] * 4
+    assert "did you mean '@system-service'?" in out[4] and "'stdio'?" in out[5]
+
+
+def test_profiles_without_paths_can_be_built_under_stdio_alone() -> None:
+    # stdio opens and stats nothing: any file a builder still had to read would kill.
+    bound = {*profiles.NO_LINUX_MEANING, "tmppath", "dns", "getpw", "tty"}
+    every = " ".join(p for p in profiles.PROMISES if p not in bound)
+    builds = [("systemd", ("@system-service", "~@privileged @resources")), ("pledge", (every,))]
+    assert _build_after("stdio", builds) == ["True", "True"]
