@@ -141,7 +141,7 @@ class Channel(Endpoint[T]):
                 n = self._read_failed(exc)
             if 0 < n <= self._limit:
                 try:
-                    return self._decode(self._rview[:n])  # type: ignore[no-any-return]
+                    return self._decode(self._rview[:n])
                 except Exception:  # the codec below says what is wrong with it
                     pass
             self._absorb(n)

@@ -16,11 +16,17 @@ length: the codec holds at most ``max_frame`` bytes. Descriptors (SCM_RIGHTS) tr
 a message's first record, so ``feed_with_fds(record, fds)`` gives them to the message that
 record starts. The codec never closes a descriptor: those it will not deliver are handed
 back by ``drain_fds()`` for the caller to close.
+
+Every payload is decoded by one function, ``Codec.decode`` (unknown fields refused first
+for types whose own decoder would drop them); ``feed`` turns whatever it raises (msgspec's
+errors, RecursionError for data nested too deep) into RemoteChannelError, and the
+transports' fast paths call the same function, so no receive path skips a check.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 import msgspec
@@ -52,8 +58,9 @@ class Codec(Generic[T]):
     remote error the codec is dead: every later call raises the same error.
     """
 
-    __slots__ = ("_frame", "_need", "_orphans", "_pending", "classes", "decoder", "encoder",
-                 "error", "max_frame", "name", "record_size", "type", "validator")  # fmt: skip
+    __slots__ = ("_frame", "_need", "_orphans", "_pending", "classes", "decode", "decoder",
+                 "encoder", "error", "max_frame", "name", "record_size", "type",
+                 "validator")  # fmt: skip
 
     def __init__(
         self,
@@ -79,6 +86,15 @@ class Codec(Generic[T]):
         twin = strict_twin(type)
         #: Refuses unknown fields first, for types whose own decoder would drop them.
         self.validator = msgspec.msgpack.Decoder(twin) if twin is not None else None
+        #: The one decode of a whole payload, every check included (unknown fields too):
+        #: ``feed`` runs it, and so do the transports' fast paths. It raises msgspec's own
+        #: errors (or RecursionError); on any of them a transport hands the record to
+        #: ``feed_with_fds``, which says what is wrong as a RemoteChannelError.
+        self.decode: Callable[[Bytes], T] = (
+            self.decoder.decode
+            if self.validator is None
+            else _checked(self.validator.decode, self.decoder.decode)
+        )
         #: Classes a message must be an instance of; empty when only decoding can tell.
         self.classes: tuple[type, ...] = struct_classes(type) or ()
         self._frame: bytearray | None = None  # the frame being joined, never over _need
@@ -190,9 +206,7 @@ class Codec(Generic[T]):
                 f"most {self.max_frame} (max_frame)"
             )
         try:
-            if self.validator is not None:
-                self.validator.decode(payload)
-            msg: T = self.decoder.decode(payload)
+            msg: T = self.decode(payload)
         except Exception as exc:  # the peer's bytes, whatever msgspec (or RecursionError)
             self._die(f"the peer sent something that is not a {describe(self.type)}: {exc}")
         return msg
@@ -237,3 +251,16 @@ class Codec(Generic[T]):
         self.error = RemoteChannelError(f"channel {self.name!r}: {why}")
         self._frame = None
         raise self.error
+
+
+def _checked(
+    validate: Callable[[Bytes], object], decode: Callable[[Bytes], T]
+) -> Callable[[Bytes], T]:
+    """``decode`` for a type whose own decoder would drop unknown fields: its strict twin
+    refuses them first."""
+
+    def decode_checked(payload: Bytes) -> T:
+        validate(payload)
+        return decode(payload)
+
+    return decode_checked

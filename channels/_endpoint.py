@@ -8,10 +8,12 @@ wait; what a received record does (descriptor checks, decoding, marking the chan
 dead) happens here.
 
 The fast path. Most records are a whole message on a healthy channel, and each transport
-decodes those inline with the codec's own decoder (``_fast_recv``), and encodes and sends
-a small Struct inline (``_fast_send``); anything else (frame heads, errors, EOF,
-descriptors, timeouts) goes through the codec. ``_refresh()`` recomputes both flags
-whenever the state they depend on changes.
+decodes those inline with the codec's ``decode`` (``_fast_recv``): the very function
+``feed`` runs, so the fast path makes every check the codec makes (unknown fields too);
+a record it refuses goes to ``feed_with_fds``, which raises the RemoteChannelError. Each
+transport also encodes and sends a small Struct inline (``_fast_send``); anything else
+(frame heads, errors, EOF, descriptors, timeouts) goes through the codec. ``_refresh()``
+recomputes both flags whenever the state they depend on changes.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Endpoint(Generic[T]):
         # The fast path's view of the codec (see the module docstring).
         codec = self._codec
         self._encode = codec.encoder.encode
-        self._decode = codec.decoder.decode
+        self._decode = codec.decode  # the codec's own entry point: every check included
         self._classes = codec.classes
         self._limit = min(RECORD_SIZE, codec.max_frame)
         self._fast_send = self._fast_recv = False
