@@ -13,6 +13,9 @@ CLONE_THREAD: Final = 0x00010000
 CLONE_VM: Final = 0x00000100
 #: The namespace flags clone(2) takes; a builtin never allows any of them.
 NAMESPACE_FLAGS: Final = 0x7E020000
+#: The new process becomes a child of our parent: out of our process tree, out of
+#: reach of the cleanup that ends everything an isolate started.
+CLONE_PARENT: Final = 0x00008000
 
 
 class PythonRuntime(RuleSet):
@@ -141,8 +144,10 @@ class Pipes(BuiltinRuleSet):
 class Processes(BuiltinRuleSet):
     """Child processes: an explicit opt-in.
 
-    ``allow_fork``: fork, vfork, and clone with no namespace flag (what fork() and
-    posix_spawn use). ``allow_exec``: execve, execveat. ``allow_wait``: wait4, waitid.
+    ``allow_fork``: fork, vfork, and clone with no namespace flag and without
+    CLONE_PARENT (what fork() and posix_spawn use; CLONE_PARENT would hand the child to
+    our own parent, outside the tree an isolate's cleanup ends). ``allow_exec``:
+    execve, execveat. ``allow_wait``: wait4, waitid.
     ``allow_sessions``: setsid, setpgid, getpgid, getsid, getpgrp (subprocess's
     ``start_new_session``). ``allow_prctl_name``: prctl(PR_SET_NAME / PR_GET_NAME).
     """
@@ -152,7 +157,8 @@ class Processes(BuiltinRuleSet):
     )  # fmt: skip
 
     def allow_fork(self) -> Self:
-        return self.allow("fork", "vfork").allow_rule("clone", Arg(0) & NAMESPACE_FLAGS == 0)
+        flags = Arg(0) & (NAMESPACE_FLAGS | CLONE_PARENT) == 0
+        return self.allow("fork", "vfork").allow_rule("clone", flags)
 
     def allow_exec(self) -> Self:
         return self.allow("execve", "execveat")

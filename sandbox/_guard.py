@@ -71,14 +71,14 @@ _U32: Final = 0xFFFFFFFF
 
 #: (syscall, argument, value): calls refused when the argument's low 32 bits equal value.
 GUARDED_VALUES: Final = (
-    ("ioctl", 1, 0x5412),  # TIOCSTI
-    ("ioctl", 1, 0x541C),  # TIOCLINUX
-    ("ioctl", 1, 0x8901),  # FIOSETOWN
-    ("ioctl", 1, 0x8902),  # SIOCSPGRP
-    ("ioctl", 1, 0x5452),  # FIOASYNC
-    ("fcntl", 1, 8),  # F_SETOWN
-    ("fcntl", 1, 10),  # F_SETSIG
-    ("fcntl", 1, 15),  # F_SETOWN_EX
+    ("ioctl", 1, 0x5412, "TIOCSTI"),
+    ("ioctl", 1, 0x541C, "TIOCLINUX"),
+    ("ioctl", 1, 0x8901, "FIOSETOWN"),
+    ("ioctl", 1, 0x8902, "SIOCSPGRP"),
+    ("ioctl", 1, 0x5452, "FIOASYNC"),
+    ("fcntl", 1, 8, "F_SETOWN"),
+    ("fcntl", 1, 10, "F_SETSIG"),
+    ("fcntl", 1, 15, "F_SETOWN_EX"),
 )
 _F_SETFL: Final = 4
 _O_ASYNC: Final = 0o20000
@@ -104,13 +104,15 @@ class Guard:
     syscall: str
     checks: tuple[Check, ...]
     action: Action
+    what: str = ""  # in words, for people: "TIOCSTI", "a namespace flag"
 
     def __str__(self) -> str:
         words = [
             f"Arg({c.arg}) & {c.mask:#x} " + ("!= 0" if c.value is None else f"== {c.value:#x}")
             for c in self.checks
         ]
-        return f"{self.syscall}({', '.join(words) or 'any'}) -> {self.action!r}"
+        what = f"  ({self.what})" if self.what else ""
+        return f"{self.syscall}({', '.join(words) or 'any'}) -> {self.action!r}{what}"
 
 
 def guards(named: Sequence[Rule], default: Action, *, one_thread: bool) -> tuple[Guard, ...]:
@@ -126,24 +128,27 @@ def guards(named: Sequence[Rule], default: Action, *, one_thread: bool) -> tuple
         by_syscall.setdefault(rule.syscall, []).append(rule)
     out = [Guard(s, (), deny) for s in ALWAYS_DENIED if s not in by_syscall and exists(s)]
     if "clone3" not in by_syscall:
-        out.append(Guard("clone3", (), Action.ERRNO(errno.ENOSYS)))
+        out.append(Guard("clone3", (), Action.ERRNO(errno.ENOSYS), "so libc uses clone"))
     flags = _NS_FLAGS & ~_lifted_clone_flags(by_syscall.get("clone", ()))
     if flags:
-        out.append(Guard("clone", (Check(0, flags, None),), deny))
-    for syscall, arg, value in GUARDED_VALUES:
+        out.append(Guard("clone", (Check(0, flags, None),), deny, "a namespace flag"))
+    for syscall, arg, value, what in GUARDED_VALUES:
         if not _names_value(by_syscall.get(syscall, ()), arg, value):
-            out.append(Guard(syscall, (Check(arg, _U32, value),), deny))
+            out.append(Guard(syscall, (Check(arg, _U32, value),), deny, what))
     if not _names_bit(by_syscall.get("fcntl", ()), 2, _O_ASYNC):
-        out.append(Guard("fcntl", (Check(1, _U32, _F_SETFL), Check(2, _O_ASYNC, None)), deny))
+        checks = (Check(1, _U32, _F_SETFL), Check(2, _O_ASYNC, None))
+        out.append(Guard("fcntl", checks, deny, "F_SETFL with O_ASYNC"))
     out += _stacking_guards(deny, one_thread)
     return tuple(out)
 
 
 def _stacking_guards(deny: Action, one_thread: bool) -> list[Guard]:
     seccomp_flags = _SECCOMP_SPEC_ALLOW | (_SECCOMP_TSYNC if one_thread else 0)
-    out = [Guard("seccomp", (Check(1, seccomp_flags, None),), deny)]
+    what = "SPEC_ALLOW or TSYNC" if one_thread else "SPEC_ALLOW"
+    out = [Guard("seccomp", (Check(1, seccomp_flags, None),), deny, what)]
     if one_thread:
-        out.append(Guard("landlock_restrict_self", (Check(1, _LANDLOCK_TSYNC, None),), deny))
+        tsync = (Check(1, _LANDLOCK_TSYNC, None),)
+        out.append(Guard("landlock_restrict_self", tsync, deny, "TSYNC"))
     return out
 
 

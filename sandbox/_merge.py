@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ._errors import PolicyError
 from ._rules import Action, Cmp, Rule
 from ._ruleset import _DEFAULT, RuleSet
-from ._syscalls import number
+from ._syscalls import exists, number
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ def merge(rulesets: Sequence[RuleSet], default: Action) -> tuple[tuple[Entry, ..
     for rs in rulesets:
         kind = rule_kind(rs)
         for rule in rs.rules():
-            number(rule.syscall, where=f"{rs.name}: {rule!r}: ")
+            if not exists(rule.syscall):
+                number(rule.syscall, where=f"{rs.name}: {rule!r}: ")  # raises, naming it
             action = resolve(rule.action, default)
             own = _own_kind(kind, rule)
             by_syscall[rule.syscall].append(_Source(rs.name, own, rule, action))

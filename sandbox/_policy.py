@@ -59,13 +59,14 @@ class Policy:
     """
 
     __slots__ = ("_compat", "_compiled", "_default", "_entries", "_landlock", "_named",
-                 "_own_rules", "_rulesets")  # fmt: skip
+                 "_own_rules", "_rulesets", "_uses_pid")  # fmt: skip
     _rulesets: tuple[RuleSet, ...]
     _default: Action
     _compat: Compat
     _entries: tuple[Entry, ...]
     _named: frozenset[str]
     _own_rules: tuple[Rule, ...]
+    _uses_pid: bool
     _landlock: Landlock | None
     _compiled: dict[tuple[int | None, bool, bool], CompiledPolicy]
 
@@ -93,6 +94,8 @@ class Policy:
         set_(self, "_own_rules", _own_rules(sets, default))
         set_(self, "_landlock", landlock)
         set_(self, "_compiled", {})
+        uses_pid = any(c.value is SELF_PID for e in entries for c in e.conditions)
+        set_(self, "_uses_pid", uses_pid)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Policy is immutable; build a new one with Policy.extend()")
@@ -153,14 +156,11 @@ class Policy:
         otherwise it confines one thread and forbids loading filters onto the others.
         """
         pid = os.getpid() if pid is None else pid
-        key = (pid if self._uses_pid() else None, notify_kills, all_threads)
+        key = (pid if self._uses_pid else None, notify_kills, all_threads)
         cache = self._compiled
         if key not in cache:
             cache[key] = self._compile(pid, notify_kills, all_threads)
         return cache[key]
-
-    def _uses_pid(self) -> bool:
-        return any(c.value is SELF_PID for e in self.entries() for c in e.conditions)
 
     def _compile(self, pid: int, notify_kills: bool, all_threads: bool) -> CompiledPolicy:
         from ._compile import to_bpf
@@ -185,7 +185,7 @@ class Policy:
             bpf=prefix(guard, _bpf.NATIVE_ARCH) + rules,
             landlock=landlock.plan(self.compat),
             preload=self._preload(),
-            self_pid=pid if self._uses_pid() else None,
+            self_pid=pid if self._uses_pid else None,
         )
 
     def _preload(self) -> tuple[str, ...]:

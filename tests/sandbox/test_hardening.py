@@ -631,3 +631,16 @@ def test_a_process_wide_policy_may_stack_process_wide() -> None:
         second.apply(all_threads=True)
 
     assert in_child(child).ok
+
+
+def test_allow_fork_gives_no_child_to_our_parent() -> None:
+    def child() -> tuple[str, str]:
+        Policy(Processes.nothing().allow_fork().allow_wait()).apply()
+        clone_parent = 0x00008000
+        refused = err(raw, "clone", clone_parent | SIGCHLD, 0, 0, 0, 0)
+        pid = os.fork()  # the neighbour: a child of our own
+        if pid == 0:
+            os._exit(0)
+        return refused, str(os.waitpid(pid, 0)[1])
+
+    assert run(child) == ("EPERM", "0")
