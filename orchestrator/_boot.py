@@ -25,7 +25,8 @@ from isolates.sandbox._landlock_sys import LandlockPlan
 
 from ._context import WorkerContext, call, is_async, preload_async, unwrap
 from ._encode import describe, encode_value, restore_filenames
-from ._messages import GO_BYTE, MAX_BOOT_FDS, Boot, Control, Go, Idle, Ready, Result
+from ._messages import GO_BYTE, MAX_BOOT_FDS, Boot, Control, Failure, Go, Idle, Ready, Result
+from ._orphans import become_subreaper, stop_waiting_for_children
 
 
 def main(control_fd: int, parent: int) -> NoReturn:
@@ -46,6 +47,8 @@ def main(control_fd: int, parent: int) -> NoReturn:
 
 def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
     try:
+        if boot.reap:  # first: importing the function's modules may start processes
+            become_subreaper()
         barrier = socket.socket(fileno=fds.pop()) if boot.barrier else None
         fn, args, kwargs, types = _prepare(boot)
         ctx = None  # a single @isolate call has no context (nor a logger to set up)
@@ -57,7 +60,7 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
             _batch(True)  # see _released
         status, listener = _confine(boot)
     except BaseException as exc:
-        _finish(control, describe(exc, "boot"), code=1)
+        _finish(control, describe(exc, "boot"), boot, code=1)
     if ctx is not None:
         ctx.status, ctx.namespaces = status, namespaces
     ready = Ready(msgspec.to_builtins(status), msgspec.to_builtins(namespaces))
@@ -68,12 +71,17 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
         os._exit(0)  # the supervisor is gone, or does not want us to run
     if boot.context:  # a supervised worker: SIGTERM unwinds it (finally blocks run)
         signal.signal(signal.SIGTERM, _terminate)
+    me = os.getpid()
+    if boot.reap:  # the control channel is ours alone: a child holding it would hide
+        os.register_at_fork(after_in_child=control.close)  # our death from the parent
     try:
         value = call(fn, args, kwargs, ctx)
         reply: Result | Any = Result(encode_value(value))
     except BaseException as exc:
         reply = describe(exc, "run")
-    _finish(control, reply, code=0)
+    if os.getpid() != me:  # a process the function forked came back here: it never
+        os._exit(1 if isinstance(reply, Failure) else 0)  # speaks for the isolate
+    _finish(control, reply, boot, code=0)
 
 
 def _released(boot: Boot, barrier: socket.socket | None, control: Channel[Any]) -> bool:
@@ -143,14 +151,31 @@ def _confine(boot: Boot) -> tuple[Status, int | None]:
     return compiled.apply_with_listener(all_threads=True, listener=boot.notify)
 
 
-def _finish(control: Channel[Any], reply: Any, code: int) -> NoReturn:
+def _finish(control: Channel[Any], reply: Any, boot: Boot, code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # the policy may deny writing: the result still goes out
             pass
+    if boot.reap:  # before the result: the parent ends our tree as soon as it has it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_waiting_for_children(boot.reap_wait)
     try:
         control.send(reply)
     except Exception:
         code = 3
+    if boot.reap:
+        _linger(control)
     os._exit(code)
+
+
+def _linger(control: Channel[Any]) -> None:
+    """Stay alive, and so the subreaper of whatever we started, until the parent has
+    killed it all (and then us) or closes the control channel."""
+    while True:
+        try:
+            _, fds = control.recv_with_fds()
+        except BaseException:  # ChannelClosed: the parent is done with us
+            return
+        for fd in fds:  # a PeerRestarted meant for a worker that is done
+            os.close(fd)

@@ -17,6 +17,7 @@ from ._context import is_async, unwrap
 from ._encode import decode_value, dump, rebuild
 from ._messages import Boot, Failure
 from ._namespaces import Namespaces
+from ._orphans import reaping
 from ._policies import worker_policy
 from ._pool import POOL
 from ._process import IsolateProcess
@@ -37,6 +38,13 @@ class Options:
         cache = self.__dict__.setdefault("_full", {})
         if is_async not in cache:
             cache[is_async] = worker_policy(self.policy, channels=False, is_async=is_async)
+        return cache[is_async]  # type: ignore[no-any-return]
+
+    def reaping(self, is_async: bool) -> tuple[bool, bool]:
+        """Whether the isolate may start processes, and collect them (see _orphans)."""
+        cache = self.__dict__.setdefault("_reaping", {})
+        if is_async not in cache:
+            cache[is_async] = reaping(self.full_policy(is_async), self.namespaces)
         return cache[is_async]  # type: ignore[no-any-return]
 
 
@@ -77,17 +85,19 @@ class Call:
             self._proc.kill()
 
     def _boot(self, pid: int) -> Boot:
-        opts = self.options
-        policy = opts.full_policy(is_async(self.fn))
+        opts, asynchronous = self.options, is_async(self.fn)
+        policy = opts.full_policy(asynchronous)
         compiled = compile_for(policy, pid, opts.namespaces)
         return build_boot(
-            opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces, opts.env
-        )
+            opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces,
+            opts.env, reap=opts.reaping(asynchronous),
+        )  # fmt: skip
 
 
 def compile_for(policy: Policy, pid: int, ns: Namespaces | None) -> CompiledPolicy:
     """Compile an isolate's policy: for the pid it will have, with kills reported."""
-    return policy.compile(pid=ns.pid_inside(pid) if ns else pid, notify_kills=True)
+    pid = ns.pid_inside(pid) if ns else pid
+    return policy.compile(pid=pid, notify_kills=True, all_threads=True)
 
 
 def build_boot(
@@ -100,8 +110,10 @@ def build_boot(
     channels: dict[str, Any] | None = None,
     context: bool = False,
     barrier: bool = False,
+    reap: tuple[bool, bool] = (False, False),
 ) -> Boot:
-    """The boot message for one isolate (``channels``: name -> message type)."""
+    """The boot message for one isolate (``channels``: name -> message type; ``reap``:
+    what ``_orphans.reaping`` says of its policy)."""
     return Boot(
         name=name,
         payload=dump((target, arguments, channels or {})),
@@ -118,6 +130,8 @@ def build_boot(
         hold=context,
         barrier=barrier,
         context=context,
+        reap=reap[0],
+        reap_wait=reap[1],
     )
 
 

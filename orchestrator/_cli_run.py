@@ -35,8 +35,7 @@ from isolates.sandbox import (
     SandboxError,
     profiles,
 )
-from isolates.sandbox._kernel import load_seccomp
-from isolates.sandbox._landlock import LandlockPlan, apply_plan
+from isolates.sandbox._landlock import LandlockPlan, LandlockStatus, apply_plan
 from isolates.sandbox._landlock_abi import AccessFs, AccessNet
 from isolates.sandbox._syscalls import number
 
@@ -257,17 +256,25 @@ def _resolve(command: str, env: dict[str, str]) -> str:
 def execute(plan: Plan) -> NoReturn:
     """Confine this process (all threads) and exec the program. Returns only by raising:
     SandboxError before anything was applied or while applying, OSError if exec failed."""
-    compiled = plan.policy.compile()  # libseccomp needs syscalls the policy may deny
+    # Compiled first: libseccomp needs syscalls the policy may deny. For the whole
+    # process: the program may stack filters of its own on all its threads.
+    compiled = plan.policy.compile(all_threads=True)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess: not ignored after exec
         signal.signal(sig, signal.SIG_DFL)
-    for part in (plan.start, compiled.landlock):
-        if part is not None:
-            status = apply_plan(part, all_threads=True)
-            if status.enforcement != "full":
-                print(f"isolates run: warning: Landlock {status}", file=sys.stderr)
-    load_seccomp(compiled.bpf, all_threads=True)  # last: nothing Python does comes after
+    if plan.start is not None:
+        _warn_partial(apply_plan(plan.start, all_threads=True))
+    # The policy's own domain (a minimal one without grants), then seccomp, last:
+    # nothing Python does comes after it.
+    status = compiled.apply(all_threads=True)
+    if status.landlock is not None:
+        _warn_partial(status.landlock)
     os.execve(plan.path, plan.argv, plan.env)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _warn_partial(status: LandlockStatus) -> None:
+    if status.enforcement != "full":
+        print(f"isolates run: warning: Landlock {status}", file=sys.stderr)
 
 
 def describe(plan: Plan) -> str:
@@ -281,6 +288,8 @@ def describe(plan: Plan) -> str:
     for e in plan.policy.entries():
         lines.append(f"  {e.syscall} {e.action!r} {' '.join(map(repr, e.conditions))}".rstrip())
     lines.append(f"  (any other syscall: {plan.policy.default!r})")
+    lines.append("refused before any rule (the guards):")
+    lines += [f"  {g}" for g in plan.policy.guards(all_threads=True)]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from isolates.channels import Channel, ChannelClosed
+from isolates.channels._scm import close_all
 
 from ._messages import Control, Log, PeerRestarted, Stop
 
@@ -107,8 +108,9 @@ class WorkerContext:
             elif isinstance(msg, PeerRestarted) and fds and msg.channel in self._types:
                 self._channels[msg.channel].close()
                 self._channels[msg.channel] = Channel.from_fd(
-                    fds[0], self._types[msg.channel], max_fds=MAX_FDS, name=msg.channel
+                    fds.pop(0), self._types[msg.channel], max_fds=MAX_FDS, name=msg.channel
                 )
+            close_all(fds)  # none but a renewed channel's end is due on a control message
 
     def send_control(self, msg: Control) -> None:
         with self._send_lock:

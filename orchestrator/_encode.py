@@ -124,9 +124,20 @@ def decode_value(data: bytes, fn: Callable[..., Any], name: str) -> Any:
     try:
         return msgspec.msgpack.decode(data, type=rtype)
     except msgspec.ValidationError as exc:
-        raise WorkerFailed(name, f"returned a value that is not a {rtype!r}: {exc}") from None
+        why = f"returned a value that is not a {rtype!r}: {_short(exc)}"
     except msgspec.DecodeError as exc:
-        raise WorkerFailed(name, f"returned undecodable data: {exc}") from None
+        why = f"returned undecodable data: {_short(exc)}"
+    except RecursionError:
+        why = "returned data nested too deeply to decode"
+    except Exception as exc:  # the isolate's bytes, whatever they make decoding raise
+        why = f"returned data that failed to decode: {type(exc).__name__}: {_short(exc)}"
+    raise WorkerFailed(name, why)
+
+
+def _short(exc: BaseException, limit: int = 500) -> str:
+    """An error's text, cut (a path into deeply nested data can run long)."""
+    text = str(exc)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def return_type(fn: Callable[..., Any]) -> Any:
@@ -194,9 +205,32 @@ def _same_builtin(failure: Failure) -> Exception | None:
     cls = getattr(builtins, failure.kind, None) if failure.builtin else None
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         return None
-    for args in (failure.args, [failure.message]):
+    # Arguments nested deeper than any builtin exception's would make str(exc) overflow
+    # the stack wherever the caller prints it: keep the message only.
+    plain = failure.args if _shallow(failure.args, _MAX_ARG_DEPTH) else [failure.message]
+    for args in (plain, [failure.message]):
         try:
             return cls(*args)
         except Exception:
             continue
     return None
+
+
+_MAX_ARG_DEPTH = 16
+
+
+def _shallow(value: object, limit: int) -> bool:
+    """Whether lists and dicts in ``value`` nest at most ``limit`` deep (no recursion)."""
+    level: list[object] = [value]
+    for _ in range(limit + 1):
+        inner: list[object] = []
+        for item in level:
+            if isinstance(item, list | tuple):
+                inner.extend(item)
+            elif isinstance(item, dict):
+                inner.extend(item.keys())
+                inner.extend(item.values())
+        if not inner:
+            return True
+        level = inner
+    return False

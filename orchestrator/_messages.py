@@ -45,6 +45,11 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     # with Boot): one send releases them all. Without it, GO is a control message.
     barrier: bool
     context: bool  # call fn(ctx, ...) with a WorkerContext
+    # The policy lets it start processes: be a child subreaper and, after the result,
+    # wait for the parent to end its process tree (_orphans.py); ``reap_wait``: the
+    # policy allows waitid, so it collects its dead children before that.
+    reap: bool = False
+    reap_wait: bool = False
 
 
 class Idle(msgspec.Struct, tag="idle", forbid_unknown_fields=True):

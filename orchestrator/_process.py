@@ -1,27 +1,44 @@
-"""One isolate interpreter as its parent sees it: boot, ready, go, result, exit."""
+"""One isolate interpreter as its parent sees it: boot, ready, go, result, exit.
+
+Safety argument (signals and the reap):
+
+- Every signal to the isolate goes through its pidfd, opened right after the spawn
+  while it is our unreaped child: it names that process and no other, and once the
+  process is reaped it signals nothing, so a reused pid is never hit.
+- Killing an isolate that may fork ends its process tree (``_orphans.kill_tree``, whose
+  own safety argument covers the pidfds of descendants and ``kill(-pgid)``). That needs
+  the isolate unreaped: ``kill``/``signal`` and the reap's ``wait`` hold one lock, and
+  both check ``returncode`` under it, so no group signal follows the reap.
+"""
 
 from __future__ import annotations
 
-import logging
+import errno
 import os
+import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from isolates.channels import Channel, ChannelClosed, ChannelError, open_pair
-from isolates.sandbox._kernel import Notification
+from isolates.channels._scm import close_all
+from isolates.sandbox._kernel import Notification, deny_notification
 from isolates.sandbox._syscalls import name_of
 
 from ._errors import IsolateViolation, WorkerFailed
+from ._logs import IsolateLog
 from ._messages import MAX_BOOT_FDS, Boot, Control, Failure, Go, Idle, Log, Ready, Result, Stop
 from ._monitor import MONITOR
+from ._orphans import kill_tree
 from ._spawn import SPAWNER, popen
 
 _LIVE: set[IsolateProcess] = set()
 _LIVE_LOCK = threading.Lock()
+#: A notification id no parked call has (a listener's ids count up from a random start).
+_NO_SUCH_NOTIFICATION: Final = 2**64 - 1
 
 
 class IsolateProcess:
@@ -38,6 +55,15 @@ class IsolateProcess:
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
         self.ready: Ready | None = None
+        self.logs = IsolateLog()  # its log records, bounded (see _logs)
+        self._idle = False  # IDLE seen: the one message it may send before Boot
+        # Booted with a policy that may fork: it waits after its result, and ending it
+        # means ending its process tree (_orphans.py).
+        self.reaping = False
+        # Orders signals (above all, to its process group) before the reap, which frees
+        # its pid; one reaper at a time, so the pidfd it polls stays open meanwhile.
+        self._signal_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         with _LIVE_LOCK:
             _LIVE.add(self)
 
@@ -59,19 +85,22 @@ class IsolateProcess:
         """Wait until the interpreter has imported its boot code (a pool keeps only
         these: a call then pays for no start-up at all). False if it did not."""
         try:
-            msg = self.control.recv(timeout=timeout)
+            msg, _ = self._receive(timeout, "start-up")
         except (TimeoutError, ChannelError):
             return False
-        return isinstance(msg, Idle)
+        self._idle = isinstance(msg, Idle)
+        return self._idle
 
     def boot(self, boot: Boot, fds: Sequence[int] = ()) -> None:
         self.name = boot.name
+        self.reaping = boot.reap
         try:
             self.send(boot, fds)
         except ChannelError:
             raise self.failure("died before it could boot") from None
 
     def wait_ready(self, deadline: float | None) -> Ready:
+        """READY (its status readable, its listener watched), or the boot's failure."""
         msg, fds = self._next(deadline, "boot")
         if isinstance(msg, Failure):
             from ._encode import rebuild
@@ -80,10 +109,25 @@ class IsolateProcess:
         if not isinstance(msg, Ready):
             raise self._protocol(msg, "READY")
         if fds:
-            self.listener = fds[0]
+            if not _is_listener(fds[0]):
+                close_all(fds)
+                raise self._protocol_error(
+                    "sent READY with a descriptor that is no seccomp listener"
+                )
+            self.listener = fds[0]  # the monitor's from now on: reap() releases it
             MONITOR.watch(self.listener, self._violated)
+        self._check_ready(msg)
         self.ready = msg
         return msg
+
+    def _check_ready(self, ready: Ready) -> None:
+        """Convert the statuses now: plain data that is not a Status is the isolate's
+        fault (WorkerFailed), not a msgspec error in whoever reads them later."""
+        try:
+            ready.status()
+            ready.namespaces()
+        except Exception as exc:  # whatever the isolate's data makes msgspec raise
+            raise self._protocol_error(f"sent a READY with a malformed status: {exc}") from None
 
     def send(self, msg: Control, fds: Sequence[int] = ()) -> None:
         """Send on the control channel (several threads may: a restart tells peers)."""
@@ -107,52 +151,106 @@ class IsolateProcess:
         return msg
 
     def _next(self, deadline: float | None, stage: str) -> tuple[Any, list[int]]:
-        """The next message that is not a log record; the isolate's death as WorkerFailed."""
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                msg, fds = self.control.recv_with_fds(timeout=timeout)
-            except TimeoutError:
-                self.kill()
-                raise self.failure(f"timed out during {stage}") from None
-            except ChannelClosed:
-                raise self.failure(f"exited during {stage}") from None
-            except ChannelError as exc:
-                self.kill()
-                raise self.failure(f"broke its control channel: {exc}") from None
-            if isinstance(msg, Log):
-                _log(self.name, msg)
-            elif not isinstance(msg, Idle):
-                return msg, fds
+        """The next message that is not a log record; the isolate's death as WorkerFailed.
+
+        The deadline is checked on every turn, before reading: records arriving without
+        pause (a log flood) cannot keep a call past its timeout."""
+        try:
+            while True:
+                msg, fds = self._receive_or_fail(deadline, stage)
+                if isinstance(msg, Log):
+                    self.logs.emit(self.name, msg)
+                elif isinstance(msg, Idle) and not self._idle and stage == "boot":
+                    self._idle = True  # a pooled interpreter not yet seen idle
+                else:
+                    return msg, fds
+        finally:
+            self.logs.flush()
+
+    def _receive_or_fail(self, deadline: float | None, stage: str) -> tuple[Any, list[int]]:
+        """The next message within ``deadline``; every way of not getting one ends the
+        isolate and raises WorkerFailed."""
+        try:
+            if deadline is None:
+                return self._receive(None, stage)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            return self._receive(left, stage)
+        except TimeoutError:
+            self.kill()
+            raise self.failure(f"timed out during {stage}") from None
+        except ChannelClosed:
+            raise self.failure(f"exited during {stage}") from None
+        except ChannelError as exc:
+            raise self._protocol_error(f"broke its control channel: {exc}") from None
+
+    def _receive(self, timeout: float | None, stage: str) -> tuple[Any, list[int]]:
+        """One control message, with the descriptors the protocol lets it carry: READY
+        during boot carries one (the seccomp listener), nothing else carries any. Every
+        other descriptor an isolate attaches is closed here, as soon as it arrives."""
+        msg, fds = self.control.recv_with_fds(timeout=timeout)
+        if fds:
+            keep = 1 if stage == "boot" and isinstance(msg, Ready) else 0
+            close_all(fds[keep:])
+            fds = fds[:keep]
+        return msg, fds
 
     def _protocol(self, msg: object, expected: str) -> WorkerFailed:
+        return self._protocol_error(f"sent {type(msg).__name__} where {expected} was due")
+
+    def _protocol_error(self, what: str) -> WorkerFailed:
         self.kill()
-        return self.failure(f"sent {type(msg).__name__} where {expected} was due")
+        return self.failure(what)
 
     def _violated(self, n: Notification) -> None:
         self.violation = IsolateViolation(self.name, name_of(n.nr), n.nr, n.args)
         self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the isolate (a pid-1 child it forked dies with it: PDEATHSIG)."""
-        self.signal(signal.SIGKILL)
+        """SIGKILL the isolate and, if it may fork, every process it started (a pid-1
+        child it forked dies with it: PDEATHSIG)."""
+        with self._signal_lock:
+            if self.proc.returncode is not None or self.pidfd < 0:
+                return
+            if self.reaping:
+                kill_tree(self.proc.pid, self.pidfd)
+            else:
+                _send(self.pidfd, signal.SIGKILL)
 
     def signal(self, sig: int) -> None:
-        if self.proc.returncode is None and self.pidfd >= 0:
-            try:
-                signal.pidfd_send_signal(self.pidfd, sig)
-            except (ProcessLookupError, OSError):  # exited, or reaped meanwhile
-                pass
+        if sig == signal.SIGKILL:
+            self.kill()
+            return
+        with self._signal_lock:
+            if self.proc.returncode is None and self.pidfd >= 0:
+                _send(self.pidfd, sig)
 
     def reap(self, timeout: float | None = 5.0) -> int:
-        """Wait for the process to exit (killing it past ``timeout``); its status."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            code = self.proc.wait()
+        """Wait for the process to exit (killing it past ``timeout``); its status. One
+        that may fork waits after its result for this: it is killed now, with its tree."""
+        with self._reap_lock:
+            if self.reaping:
+                self.kill()
+            if not self._exited(timeout):
+                self.kill()
+                self._exited(None)
+            with self._signal_lock:
+                code = self.proc.wait()
+            self._release()
+        return code
+
+    def _exited(self, timeout: float | None) -> bool:
+        """Wait until the process has exited, without reaping it (its pidfd turns readable)."""
+        if self.proc.returncode is not None or self.pidfd < 0:
+            return True
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, round(timeout * 1000))))
+
+    def _release(self) -> None:
         # reap may race a waiter thread, stop() and atexit: close once, never mid-send.
-        with _LIVE_LOCK, self._send_lock:
+        with _LIVE_LOCK, self._send_lock, self._signal_lock:
             self.control.close()
             if self.pidfd >= 0:
                 os.close(self.pidfd)
@@ -161,7 +259,6 @@ class IsolateProcess:
                 MONITOR.release(self.listener)
                 self.listener = None
             _LIVE.discard(self)
-        return code
 
     def failure(self, what: str) -> WorkerFailed:
         """Reap, then describe how the isolate ended: a violation, a signal, an exit code."""
@@ -174,12 +271,23 @@ class IsolateProcess:
         return WorkerFailed(self.name, f"{what}: exit code {code}", exitcode=code)
 
 
-def _log(worker: str, msg: Log) -> None:
-    logger = logging.getLogger(msg.logger)
-    record = logger.makeRecord(msg.logger, msg.level, "(isolate)", 0, msg.message, (), None)
-    record.created = msg.created
-    record.worker = worker
-    logger.handle(record)
+def _send(pidfd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except OSError:  # exited, or reaped meanwhile
+        pass
+
+
+def _is_listener(fd: int) -> bool:
+    """Whether ``fd`` is a seccomp listener: answering a notification id no call has
+    makes a listener say ENOENT, and anything else (a socket, a pipe, /dev/null...)
+    ENOTTY or EINVAL. A READY carrying something else would have the monitor thread
+    spin on a descriptor that polls readable and never yields a notification."""
+    try:
+        deny_notification(fd, _NO_SUCH_NOTIFICATION, errno.EPERM)
+    except OSError as exc:
+        return exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EBADF)
+    return True  # it answered a parked call: a listener all the same
 
 
 def stop_all() -> None:

@@ -20,6 +20,7 @@ from ._errors import WorkerFailed
 from ._graph import ChannelSpec, Worker
 from ._lifecycle import State
 from ._messages import Boot, Failure, PeerRestarted
+from ._orphans import reaping
 from ._policies import worker_policy
 from ._process import IsolateProcess
 
@@ -40,6 +41,7 @@ class Runner:
         self.thread: threading.Thread | None = None
         self._boot: Boot | None = None
         self._policy = worker_policy(worker.policy, channels=True, is_async=is_async(worker.fn))
+        self._reaping = reaping(self._policy, worker.namespaces)
 
     # -- start ----------------------------------------------------------------------
 
@@ -64,8 +66,9 @@ class Runner:
         assert compiled is not None
         if self._boot is None:
             types = {name: spec.message_type for name, spec in w.channels.items()}
-            self._boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled,
-                                    w.namespaces, w.env, channels=types, context=True)  # fmt: skip
+            self._boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled, w.namespaces,
+                                    w.env, channels=types, context=True,
+                                    reap=self._reaping)  # fmt: skip
         boot = msgspec.structs.replace(self._boot, bpf=compiled.bpf, barrier=barrier is not None)
         fds = [ends[name].fileno() for name in boot.channels]
         try:
@@ -163,8 +166,13 @@ class Runner:
         else:
             self.proc, self.compiled = self._new_isolate()
         w.pid = self.proc.pid
-        self.boot(self._renew_channels())
-        self.wait_ready(None)
+        try:
+            self.boot(self._renew_channels())
+            self.wait_ready(None)
+        except BaseException:  # it reported a failed boot and waits: end it, and its tree
+            self.proc.kill()
+            self.proc.reap()
+            raise
         w.failure = None
         self.go()
 

@@ -21,6 +21,7 @@ from ._lifecycle import FINAL, State
 from ._messages import GO_BYTE
 from ._monitor import MONITOR
 from ._namespaces import Namespaces
+from ._orphans import confine_to, restore
 from ._policies import supervisor_rules
 from ._runner import Runner, send_peer
 from ._spawn import SPAWNER
@@ -171,11 +172,18 @@ class Supervisor:
         helper threads take it too: the spawner applies it itself, the monitor thread
         is started again from this confined one."""
         assert self.policy is not None
-        compiled = self.policy.extend(*supervisor_rules(self._runners.values())).compile()
+        own = self.policy.extend(*supervisor_rules(self._runners.values()))
+        compiled = own.compile(all_threads=True)
+        # From now on, ending a worker's process tree uses only the calls this policy
+        # allows: the worker's process group, no /proc, no new pidfds (see _orphans).
+        unconfined = confine_to(pid for r in self._runners.values() for pid in r.pids())
         MONITOR.pause()
         try:
             covered = [SPAWNER.run(compiled.apply_landlock_here)]
             return compiled.apply(all_threads=True, covered=covered)
+        except BaseException:
+            restore(unconfined)
+            raise
         finally:
             MONITOR.resume()
 

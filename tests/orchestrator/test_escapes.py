@@ -50,3 +50,13 @@ def test_a_restart_does_not_follow_a_symlink_the_worker_planted(tmp_path: Path) 
     assert "no longer the object the policy granted" in message, message
     assert str(job / "inputs") in message
     assert (job / "inputs").is_symlink()  # the first run really did plant it
+
+
+def test_a_program_under_isolates_run_cannot_read_its_callers_environment() -> None:
+    from tests.orchestrator.test_cli import isolates
+
+    me = os.getpid()
+    outside = isolates("run", "--", "cat", f"/proc/{me}/environ")
+    assert outside.returncode != 0 and "Permission denied" in outside.stderr
+    own = isolates("run", "--", "sh", "-c", "cat /proc/self/environ > /dev/null && echo ok")
+    assert own.stdout.strip() == "ok", own.stderr
