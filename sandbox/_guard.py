@@ -7,7 +7,8 @@ reach another process or the user's terminal through a call that is otherwise ha
 
 - ``ioctl`` TIOCSTI and TIOCLINUX (type into, or paste onto, a terminal the process
   inherited: CVE-2017-5226 and its kin), FIOSETOWN and SIOCSPGRP (make a descriptor
-  signal another process), FIOASYNC (turn on that signalling);
+  signal another process), FIOASYNC (turn on that signalling), TIOCSIG (a pty master
+  signals the foreground process group on the other side);
 - ``fcntl`` F_SETOWN, F_SETOWN_EX, F_SETSIG (the same through fcntl) and F_SETFL with
   O_ASYNC;
 - for a filter that confines one thread (``Policy.apply()``, ``Policy.run``):
@@ -76,6 +77,7 @@ GUARDED_VALUES: Final = (
     ("ioctl", 1, 0x8901, "FIOSETOWN"),
     ("ioctl", 1, 0x8902, "SIOCSPGRP"),
     ("ioctl", 1, 0x5452, "FIOASYNC"),
+    ("ioctl", 1, 0x40045436, "TIOCSIG"),  # a pty master signals the other side's group
     ("fcntl", 1, 8, "F_SETOWN"),
     ("fcntl", 1, 10, "F_SETSIG"),
     ("fcntl", 1, 15, "F_SETOWN_EX"),

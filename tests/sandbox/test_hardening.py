@@ -104,6 +104,9 @@ def _proc_doors(policy: Policy, target: int) -> dict[str, str]:
         "maps": err(read, "maps"),
         "auxv": err(read, "auxv"),
         "fd/0": err(os.readlink, f"/proc/{target}/fd/0"),
+        "fd/0 reopened": err(lambda: os.close(os.open(f"/proc/{target}/fd/0", os.O_RDONLY))),
+        "cwd": err(os.readlink, f"/proc/{target}/cwd"),
+        "root": err(os.listdir, f"/proc/{target}/root/"),
         "pidfd_getfd": err(raw, "pidfd_getfd", pidfd, 0, 0),
         "kcmp": err(raw, "kcmp", os.getpid(), target, 0, 0, 0),
         # The neighbours: this process's own memory and descriptors stay reachable.
@@ -114,7 +117,8 @@ def _proc_doors(policy: Policy, target: int) -> dict[str, str]:
 
 DENIED_DOORS = {
     "mem rw": "EACCES", "environ": "EACCES", "maps": "EACCES", "auxv": "EACCES",
-    "fd/0": "EACCES", "pidfd_getfd": "EPERM", "kcmp": "EPERM",
+    "fd/0": "EACCES", "fd/0 reopened": "EACCES", "cwd": "EACCES", "root": "EACCES",
+    "pidfd_getfd": "EPERM", "kcmp": "EPERM",
     "self mem": "ok", "self pidfd_getfd": "ok",
 }  # fmt: skip
 PTRACE_TARGET_CALLS = RuleSet("pidfd_getfd", "kcmp", "pidfd_open", name="probes")
@@ -400,10 +404,12 @@ TIOCSTI, TIOCLINUX = termios.TIOCSTI, 0x541C
 
 
 def _terminal_doors(policy: Policy) -> dict[str, str]:
-    _master, slave = os.openpty()
+    master, slave = os.openpty()
     policy.apply()
     char = ctypes.create_string_buffer(b"x")
+    sig = ctypes.c_int(signal.SIGKILL)
     return {
+        "TIOCSIG": err(raw, "ioctl", master, 0x40045436, ctypes.addressof(sig)),
         "TIOCSTI": err(raw, "ioctl", slave, TIOCSTI, ctypes.addressof(char)),
         "TIOCSTI high bits": err(raw, "ioctl", slave, TIOCSTI | HIGH, ctypes.addressof(char)),
         "TIOCLINUX": err(raw, "ioctl", slave, TIOCLINUX, ctypes.addressof(char)),
