@@ -14,7 +14,7 @@ from typing import Final
 from . import _kernel
 from ._errors import SandboxError
 from ._kernel_ns import CAP_PERFMON, CAP_SYS_ADMIN, drop_capabilities_of
-from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan
+from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan, kernel_abi
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,8 @@ def preload_runtime(modules: tuple[str, ...] = ()) -> None:
     glibc dlopens libgcc_s the first time a thread is cancelled or calls pthread_exit
     (CPython does so for daemon threads at exit); once files are out of reach that
     aborts the process. Modules in ``modules`` are imported for the same reason.
+    It also asks the kernel's Landlock ABI once (cached), which warms the raw-call
+    path: a pooled isolate pays for that while it waits, not on a call's path.
     """
     global _LIBGCC
     if _LIBGCC is None:
@@ -129,6 +131,7 @@ def preload_runtime(modules: tuple[str, ...] = ()) -> None:
             _LIBGCC = ctypes.CDLL("libgcc_s.so.1")
         except OSError:  # not glibc, or statically linked: nothing to preload
             _LIBGCC = False
+        kernel_abi()
     for module in modules:
         importlib.import_module(module)
 

@@ -13,7 +13,7 @@ Safety argument, kept next to the code it covers:
   call returns; the kernel copies them and keeps no pointer.
 - Nothing here can widen privileges beyond the caller's: the kernel checks each call
   against the capabilities the caller holds in the namespaces it owns. ``drop_capabilities``
-  and ``drop_capability`` only ever clear sets (capset with bits removed, PR_CAPBSET_DROP,
+  and ``drop_capabilities_of`` only ever clear sets (capset with bits removed, PR_CAPBSET_DROP,
   PR_CAP_AMBIENT_LOWER); they never raise one.
 - The id maps written are the caller's own uid and gid (one line each), the only maps an
   unprivileged process may write; ``setgroups`` is denied first, as the kernel requires.
@@ -151,15 +151,10 @@ _PR_CAP_AMBIENT_LOWER: Final = 3
 
 
 def drop_capabilities_of(caps: tuple[int, ...]) -> None:
-    """``drop_capability`` for each of ``caps``."""
-    for cap in caps:
-        drop_capability(cap)
-
-
-def drop_capability(cap: int) -> None:
-    """Remove capability ``cap`` from this thread: bounding set (when it may), ambient,
-    inheritable, permitted and effective. Only ever clears bits; a thread that never had
-    ``cap`` is left as it is."""
+    """Remove each of ``caps`` from this thread: effective, permitted, inheritable,
+    ambient and (when it may) the bounding set. Only ever clears bits. A thread that
+    holds none of them is left as it is: under NO_NEW_PRIVS, which every policy sets,
+    an execve cannot give back what the permitted set lacks."""
     header = _CapHeader(0x20080522, 0)
     data = (_CapData * 2)()
     try:
@@ -170,21 +165,26 @@ def drop_capability(cap: int) -> None:
         if exc.errno == errno.EPERM:
             return
         raise
+    held = [cap for cap in caps if _has(data, cap)]
+    for cap in held:
+        try:  # needs CAP_SETPCAP; without it the bounding set cannot matter to us
+            _prctl(_PR_CAPBSET_DROP, cap)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap)
+        word, bit = divmod(cap, 32)
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[word].effective &= mask
+        data[word].permitted &= mask
+        data[word].inheritable &= mask
+    if held:
+        syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+def _has(data: ctypes.Array[_CapData], cap: int) -> bool:
     word, bit = divmod(cap, 32)
-    held = (data[word].effective | data[word].permitted | data[word].inheritable) >> bit & 1
-    try:  # needs CAP_SETPCAP; without it the bounding set cannot matter to us
-        _prctl(_PR_CAPBSET_DROP, cap)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EINVAL):
-            raise
-    if not held:
-        return
-    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap)
-    mask = ~(1 << bit) & 0xFFFFFFFF
-    data[word].effective &= mask
-    data[word].permitted &= mask
-    data[word].inheritable &= mask
-    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+    return bool((data[word].effective | data[word].permitted | data[word].inheritable) >> bit & 1)
 
 
 def loopback_up() -> None:

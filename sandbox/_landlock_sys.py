@@ -80,13 +80,20 @@ def _call(name: str, *args: object) -> int:
 
 
 def kernel_abi() -> int:
-    """The Landlock ABI version of the running kernel; 0 when Landlock is unavailable."""
-    try:
-        return _call("landlock_create_ruleset", None, 0, CREATE_RULESET_VERSION)
-    except OSError as exc:  # SandboxError(ENOSYS) too: an architecture we have no number for
-        if exc.errno in _UNAVAILABLE:
-            return 0
-        raise
+    """The Landlock ABI version of the running kernel; 0 when Landlock is unavailable.
+    Asked once per process: the kernel does not change under it."""
+    global _KERNEL_ABI
+    if _KERNEL_ABI is None:
+        try:
+            _KERNEL_ABI = _call("landlock_create_ruleset", None, 0, CREATE_RULESET_VERSION)
+        except OSError as exc:  # SandboxError(ENOSYS) too: an architecture without numbers
+            if exc.errno not in _UNAVAILABLE:
+                raise
+            _KERNEL_ABI = 0
+    return _KERNEL_ABI
+
+
+_KERNEL_ABI: int | None = None
 
 
 def abi() -> int:
