@@ -7,7 +7,7 @@ a peer's bytes decode to data or to a :class:`RemoteChannelError`, never to code
 
 from typing import TYPE_CHECKING
 
-from isolates.sandbox._lazy import lazy_exports
+from isolates.sandbox.lowlevel import lazy_exports
 
 if TYPE_CHECKING:
     from ._async import AsyncChannel as AsyncChannel
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._errors import LocalChannelError as LocalChannelError
     from ._errors import RemoteChannelError as RemoteChannelError
     from ._rules import ChannelRules as ChannelRules
+    from ._scm import close_all as close_fds
 
 # Lazily: an isolate that only needs a blocking channel must not import anyio/asyncio.
 _EXPORTS = {
@@ -35,11 +36,12 @@ _EXPORTS = {
     "LocalChannelError": "._errors",
     "RemoteChannelError": "._errors",
     "ChannelRules": "._rules",
+    "close_fds": "._scm:close_all",  # close received descriptors, whatever each one is
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "DEFAULT_MAX_FRAME", "AsyncChannel", "Channel", "ChannelClosed", "ChannelError",
-    "ChannelRules", "Codec", "LocalChannelError", "RemoteChannelError", "open_async_pair",
-    "open_pair",
+    "ChannelRules", "Codec", "LocalChannelError", "RemoteChannelError", "close_fds",
+    "open_async_pair", "open_pair",
 ]  # fmt: skip

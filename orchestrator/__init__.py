@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from isolates.sandbox._lazy import lazy_exports
+from isolates.sandbox.lowlevel import lazy_exports
 
 if TYPE_CHECKING:
     from ._context import WorkerContext as WorkerContext

@@ -19,9 +19,8 @@ from typing import Any, NoReturn
 import msgspec
 
 from isolates.channels import Channel, ChannelClosed
-from isolates.sandbox._compiled import CompiledPolicy, Status, preload_runtime
-from isolates.sandbox._kernel import set_parent_death_signal
-from isolates.sandbox._landlock_sys import LandlockPlan
+from isolates.sandbox import CompiledPolicy, LandlockPlan, Status
+from isolates.sandbox.lowlevel import preload_runtime, set_parent_death_signal
 
 from ._context import WorkerContext, call, is_async, preload_async, unwrap
 from ._encode import describe, encode_value, restore_filenames

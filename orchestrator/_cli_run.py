@@ -25,9 +25,13 @@ from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 from isolates.sandbox import (
+    AccessFs,
+    AccessNet,
     Action,
     Compat,
     Landlock,
+    LandlockPlan,
+    LandlockStatus,
     Networking,
     Policy,
     PolicyError,
@@ -35,9 +39,8 @@ from isolates.sandbox import (
     SandboxError,
     profiles,
 )
-from isolates.sandbox._landlock import LandlockPlan, LandlockStatus, apply_plan
-from isolates.sandbox._landlock_abi import AccessFs, AccessNet
-from isolates.sandbox._syscalls import number
+from isolates.sandbox.lowlevel import apply_plan
+from isolates.sandbox.lowlevel import syscall_number as number
 
 from ._startup import Grant, Grants, Need, StartPaths, with_startup
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from isolates.channels import Channel, ChannelClosed
-from isolates.channels._scm import close_all
+from isolates.channels import close_fds as close_all
 
 from ._messages import Control, Log, PeerRestarted, Stop
 

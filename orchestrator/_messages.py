@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from isolates.sandbox._compiled import Status
+from isolates.sandbox import Status
 
 if TYPE_CHECKING:
     from ._namespaces import NamespaceStatus

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from isolates.sandbox._kernel import Notification, receive_notification
+from isolates.sandbox.lowlevel import Notification, receive_notification
 
 OnViolation = Callable[[Notification], None]
 

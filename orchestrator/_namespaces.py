@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from isolates.sandbox import PolicyError, SandboxError
-from isolates.sandbox import _kernel_ns as k
+from isolates.sandbox.lowlevel import ns as k
 
 from ._ns_mount import build_root, plan_root
 from ._ns_mount import runtime_paths as runtime_paths

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from isolates.sandbox import SandboxError
-from isolates.sandbox import _kernel_ns as k
-from isolates.sandbox._landlock_paths import mapped_files, package_dirs
+from isolates.sandbox.lowlevel import mapped_files, package_dirs
+from isolates.sandbox.lowlevel import ns as k
 
 from ._elf import interpreter
 

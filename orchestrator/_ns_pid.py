@@ -16,7 +16,7 @@ import select
 import signal
 from typing import Final, NoReturn
 
-from isolates.sandbox._kernel import set_parent_death_signal
+from isolates.sandbox.lowlevel import set_parent_death_signal
 
 #: Signals the mirror passes on to pid 1 (all terminate by default).
 FORWARDED: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,

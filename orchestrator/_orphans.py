@@ -55,11 +55,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from isolates.sandbox import PolicyError
-from isolates.sandbox._builtins_proc import CLONE_THREAD
+from isolates.sandbox.lowlevel import uapi
 
 if TYPE_CHECKING:
     from isolates.sandbox import Policy
-    from isolates.sandbox._merge import Entry
+    from isolates.sandbox.lowlevel import Entry
 
     from ._namespaces import Namespaces
 
@@ -115,8 +115,8 @@ def _runs(policy: Policy, syscall: str, *args: int) -> bool:
 def _threads_only(entry: Entry) -> bool:
     """The rule requires CLONE_THREAD in clone's flags: it starts threads, no process."""
     return any(
-        c.arg == 0 and c.op in ("==", "&==") and c.mask & CLONE_THREAD
-        and isinstance(c.value, int) and c.value & CLONE_THREAD
+        c.arg == 0 and c.op in ("==", "&==") and c.mask & uapi.CLONE_THREAD
+        and isinstance(c.value, int) and c.value & uapi.CLONE_THREAD
         for c in entry.conditions
     )  # fmt: skip
 

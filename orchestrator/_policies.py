@@ -13,13 +13,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from isolates.sandbox import Arg, Policy, Rule, RuleSet
-from isolates.sandbox._builtins_proc import CLONE_THREAD, CLONE_VM, NAMESPACE_FLAGS
-from isolates.sandbox._kernel import SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND
+from isolates.sandbox.lowlevel import uapi
 
 if TYPE_CHECKING:
     from ._runner import Runner
 
-_THREAD_MASK: Final = CLONE_THREAD | CLONE_VM | NAMESPACE_FLAGS
+_THREAD_MASK: Final = uapi.CLONE_THREAD | uapi.CLONE_VM | uapi.NAMESPACE_FLAGS
 
 
 class Orchestration(RuleSet):
@@ -73,10 +72,10 @@ def supervisor_rules(runners: Iterable[Runner]) -> list[RuleSet]:
     ]
     own = Orchestration(
         "wait4", "waitid", "pidfd_send_signal", "nanosleep", "clock_nanosleep",
-        Rule("ioctl", Arg(1) == SECCOMP_IOCTL_NOTIF_RECV),
-        Rule("ioctl", Arg(1) == SECCOMP_IOCTL_NOTIF_SEND),
+        Rule("ioctl", Arg(1) == uapi.SECCOMP_IOCTL_NOTIF_RECV),
+        Rule("ioctl", Arg(1) == uapi.SECCOMP_IOCTL_NOTIF_SEND),
         Rule("socketpair", Arg(0) == socket.AF_UNIX),
-        Rule("clone", Arg(0) & _THREAD_MASK == CLONE_THREAD | CLONE_VM),
+        Rule("clone", Arg(0) & _THREAD_MASK == uapi.CLONE_THREAD | uapi.CLONE_VM),
         *groups,
         name="isolates supervisor",
     )  # fmt: skip

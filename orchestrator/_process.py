@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from isolates.channels import Channel, ChannelClosed, ChannelError, open_pair
-from isolates.channels._scm import close_all
-from isolates.sandbox._kernel import Notification, deny_notification
-from isolates.sandbox._syscalls import name_of
+from isolates.channels import close_fds as close_all
+from isolates.sandbox.lowlevel import Notification, deny_notification
+from isolates.sandbox.lowlevel import syscall_name as name_of
 
 from ._errors import IsolateViolation, WorkerFailed
 from ._logs import IsolateLog

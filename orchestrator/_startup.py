@@ -17,10 +17,19 @@ import os
 from dataclasses import dataclass
 from typing import Final
 
-from isolates.sandbox import Action, Arg, Compat, Landlock, Policy, Rule, RuleSet
-from isolates.sandbox._bpf import decide
-from isolates.sandbox._landlock import AccessFs, LandlockPlan
-from isolates.sandbox._syscalls import number
+from isolates.sandbox import (
+    AccessFs,
+    Action,
+    Arg,
+    Compat,
+    Landlock,
+    LandlockPlan,
+    Policy,
+    Rule,
+    RuleSet,
+)
+from isolates.sandbox.lowlevel import decide
+from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles._pledge import too_broad
 
 from ._elf import interpreter

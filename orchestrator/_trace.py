@@ -30,15 +30,17 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from isolates.sandbox import SandboxError
-from isolates.sandbox._bpf import NATIVE_ARCH
-from isolates.sandbox._kernel import (
+from isolates.sandbox.lowlevel import (
+    NATIVE_ARCH,
     Notification,
     continue_notification,
     deny_notification,
+    exec_traced,
+    notify_program,
     receive_notification,
+    set_child_subreaper,
 )
-from isolates.sandbox._kernel_trace import exec_traced, notify_program, set_child_subreaper
-from isolates.sandbox._syscalls import name_of
+from isolates.sandbox.lowlevel import syscall_name as name_of
 
 from ._trace_cover import SELF, answered_enosys, covers, relevance, render, report
 

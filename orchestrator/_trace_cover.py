@@ -32,10 +32,8 @@ from isolates.sandbox import (
     Threads,
     Time,
 )
-from isolates.sandbox._bpf import NATIVE_ARCH
-from isolates.sandbox._merge import Entry
-from isolates.sandbox._rules import Cmp
-from isolates.sandbox._syscalls import number
+from isolates.sandbox.lowlevel import NATIVE_ARCH, Cmp, Entry
+from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles import groups, pledge, systemd
 from isolates.sandbox.profiles._promises import BUILDERS
 

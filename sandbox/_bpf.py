@@ -17,13 +17,15 @@ read before it is written). Jumps only go forward, so every run ends.
 
 from __future__ import annotations
 
-import platform
 import struct
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from . import _uapi as uapi
 from ._rules import Action
+from ._uapi import AUDIT_ARCH as AUDIT_ARCH
+from ._uapi import NATIVE_ARCH as NATIVE_ARCH
 
 _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
@@ -32,9 +34,6 @@ _MEMWORDS: Final = 16  # BPF_MEMWORDS
 _INSN: Final = struct.Struct("=HBBI")  # struct sock_filter, host byte order
 _DATA: Final = struct.Struct("=IIQ6Q")  # struct seccomp_data
 
-#: AUDIT_ARCH_* of the machines isolates runs on (include/uapi/linux/audit.h).
-AUDIT_ARCH: Final = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-NATIVE_ARCH: Final = AUDIT_ARCH.get(platform.machine(), 0)
 
 # Instruction classes and fields (include/uapi/linux/bpf_common.h).
 _LD, _LDX, _ST, _STX, _ALU, _JMP, _RET, _MISC = range(8)
@@ -109,8 +108,13 @@ def _priority(ret: int) -> int:
 
 
 # SECCOMP_RET_* action values (include/uapi/linux/seccomp.h).
-_KILL_PROCESS, _KILL_THREAD, _TRAP, _ERRNO = 0x80000000, 0x00000000, 0x00030000, 0x00050000
-_USER_NOTIF, _TRACE, _LOG, _ALLOW = 0x7FC00000, 0x7FF00000, 0x7FFC0000, 0x7FFF0000
+_KILL_PROCESS, _KILL_THREAD = uapi.SECCOMP_RET_KILL_PROCESS, uapi.SECCOMP_RET_KILL_THREAD
+_TRAP, _ERRNO, _USER_NOTIF = (
+    uapi.SECCOMP_RET_TRAP,
+    uapi.SECCOMP_RET_ERRNO,
+    uapi.SECCOMP_RET_USER_NOTIF,
+)
+_TRACE, _LOG, _ALLOW = uapi.SECCOMP_RET_TRACE, uapi.SECCOMP_RET_LOG, uapi.SECCOMP_RET_ALLOW
 _MAX_ERRNO = 4095
 _SIMPLE: Final = {
     _KILL_PROCESS: Action.KILL_PROCESS,

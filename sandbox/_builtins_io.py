@@ -9,10 +9,11 @@ from typing import ClassVar, Final, Self
 from ._errors import PolicyError
 from ._rules import Arg
 from ._ruleset import BuiltinRuleSet
+from ._uapi import O_TMPFILE_BIT
 
 #: Flags that make an open more than a read: write access, create, truncate, append,
 #: O_TMPFILE (its __O_TMPFILE bit; O_DIRECTORY alone is a read).
-WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | 0o20000000
+WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | O_TMPFILE_BIT
 _READ: Final = ("read", "readv", "pread64", "preadv", "preadv2")
 _WRITE: Final = ("write", "writev", "pwrite64", "pwritev", "pwritev2")
 

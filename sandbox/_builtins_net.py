@@ -8,14 +8,13 @@ AF_INET6 stream sockets and nothing else (not AF_ALG, AF_PACKET, AF_NETLINK, SOC
 from __future__ import annotations
 
 import socket
-import termios
 from typing import ClassVar, Final, Self
 
 from ._rules import Arg, Rule
 from ._ruleset import BuiltinRuleSet
+from ._uapi import FIONBIO, FIONREAD, SOCK_TYPE_MASK
 
-#: The socket type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (32-bit argument).
-_TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_TYPE_MASK: Final = SOCK_TYPE_MASK
 _INET: Final = (socket.AF_INET, socket.AF_INET6)
 
 #: What a connected or listening socket needs to be used, whatever its family.
@@ -26,7 +25,7 @@ _USE: Final = (
     "epoll_pwait", "fcntl",
 )  # fmt: skip
 #: ioctl on sockets: FIONBIO (what settimeout/setblocking use) and FIONREAD, nothing else.
-_IOCTLS: Final = (termios.FIONBIO, termios.FIONREAD)
+_IOCTLS: Final = (FIONBIO, FIONREAD)
 
 
 class Networking(BuiltinRuleSet):

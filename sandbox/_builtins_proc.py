@@ -9,13 +9,10 @@ from typing import ClassVar, Final, Self
 from ._rules import SELF_PID, Arg, Cmp, Rule
 from ._ruleset import BuiltinRuleSet, RuleSet
 
-CLONE_THREAD: Final = 0x00010000
-CLONE_VM: Final = 0x00000100
-#: The namespace flags clone(2) takes; a builtin never allows any of them.
-NAMESPACE_FLAGS: Final = 0x7E020000
-#: The new process becomes a child of our parent: out of our process tree, out of
-#: reach of the cleanup that ends everything an isolate started.
-CLONE_PARENT: Final = 0x00008000
+# NAMESPACE_FLAGS: a builtin never allows any of them. CLONE_PARENT: the new process
+# becomes a child of our parent: out of our process tree, out of reach of the cleanup
+# that ends everything an isolate started.
+from ._uapi import CLONE_PARENT, CLONE_THREAD, CLONE_VM, NAMESPACE_FLAGS
 
 
 class PythonRuntime(RuleSet):

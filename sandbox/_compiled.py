@@ -13,8 +13,9 @@ from typing import Final
 
 from . import _kernel
 from ._errors import SandboxError
-from ._kernel_ns import CAP_PERFMON, CAP_SYS_ADMIN, drop_capabilities_of
+from ._kernel_ns import drop_capabilities_of
 from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan, kernel_abi
+from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
 
 
 @dataclass(frozen=True)

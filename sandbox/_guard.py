@@ -42,8 +42,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from . import _uapi as uapi
+from ._landlock_abi import TSYNC as _LANDLOCK_TSYNC
 from ._rules import Action, Rule
 from ._syscalls import exists, number
+from ._uapi import CLONE_NAMESPACES as CLONE_NAMESPACES
 
 #: Denied in every policy unless a RuleSet names them explicitly, whatever the default.
 ALWAYS_DENIED: Final = (
@@ -57,36 +60,25 @@ ALWAYS_DENIED: Final = (
     "setns", "unshare",
 )  # fmt: skip
 
-#: The namespace flags clone(2) accepts (CLONE_NEWTIME is clone3/unshare only).
-CLONE_NAMESPACES: Final = {
-    "CLONE_NEWNS": 0x00020000,
-    "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000,
-    "CLONE_NEWIPC": 0x08000000,
-    "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000,
-}
-_NS_FLAGS: Final = sum(CLONE_NAMESPACES.values())
+_NS_FLAGS: Final = uapi.NAMESPACE_FLAGS
 _U32: Final = 0xFFFFFFFF
 
 #: (syscall, argument, value): calls refused when the argument's low 32 bits equal value.
 GUARDED_VALUES: Final = (
-    ("ioctl", 1, 0x5412, "TIOCSTI"),
-    ("ioctl", 1, 0x541C, "TIOCLINUX"),
-    ("ioctl", 1, 0x8901, "FIOSETOWN"),
-    ("ioctl", 1, 0x8902, "SIOCSPGRP"),
-    ("ioctl", 1, 0x5452, "FIOASYNC"),
-    ("ioctl", 1, 0x40045436, "TIOCSIG"),  # a pty master signals the other side's group
-    ("fcntl", 1, 8, "F_SETOWN"),
-    ("fcntl", 1, 10, "F_SETSIG"),
-    ("fcntl", 1, 15, "F_SETOWN_EX"),
+    ("ioctl", 1, uapi.TIOCSTI, "TIOCSTI"),
+    ("ioctl", 1, uapi.TIOCLINUX, "TIOCLINUX"),
+    ("ioctl", 1, uapi.FIOSETOWN, "FIOSETOWN"),
+    ("ioctl", 1, uapi.SIOCSPGRP, "SIOCSPGRP"),
+    ("ioctl", 1, uapi.FIOASYNC, "FIOASYNC"),
+    ("ioctl", 1, uapi.TIOCSIG, "TIOCSIG"),  # a pty master signals the other side's group
+    ("fcntl", 1, uapi.F_SETOWN, "F_SETOWN"),
+    ("fcntl", 1, uapi.F_SETSIG, "F_SETSIG"),
+    ("fcntl", 1, uapi.F_SETOWN_EX, "F_SETOWN_EX"),
 )
-_F_SETFL: Final = 4
-_O_ASYNC: Final = 0o20000
-_SECCOMP_TSYNC: Final = 1 << 0
-_SECCOMP_SPEC_ALLOW: Final = 1 << 2
-_LANDLOCK_TSYNC: Final = 1 << 3
+_F_SETFL: Final = uapi.F_SETFL
+_O_ASYNC: Final = uapi.O_ASYNC
+_SECCOMP_TSYNC: Final = uapi.SECCOMP_FILTER_FLAG_TSYNC
+_SECCOMP_SPEC_ALLOW: Final = uapi.SECCOMP_FILTER_FLAG_SPEC_ALLOW
 
 
 @dataclass(frozen=True)
@@ -197,7 +189,7 @@ _JSET: Final = 0x45
 _RET: Final = 0x06
 _INSN: Final = struct.Struct("=HBBI")
 _NR, _ARCH = 0, 4
-_X32_BIT: Final = 0x40000000
+_X32_BIT: Final = uapi.X32_SYSCALL_BIT
 
 
 def _arg_low(arg: int) -> int:

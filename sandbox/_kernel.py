@@ -1,10 +1,15 @@
-"""Raw syscalls: prctl, seccomp(2), unshare. The only place the sandbox calls the kernel.
+"""Raw syscalls: the generic ``syscall`` and ``prctl`` callers, loading a seccomp filter,
+and the seccomp user-notification calls. The other modules that call the kernel (each
+with its own safety argument) are _landlock_sys.py, _kernel_ns.py and _kernel_trace.py;
+they make their raw calls through ``syscall`` here.
 
 Safety argument, kept next to the code it covers:
 
-- Every call goes through glibc (``prctl``, ``unshare``, ``syscall``) via ctypes with
+- Every call goes through glibc (``prctl``, ``syscall``, ``ioctl``) via ctypes with
   ``use_errno=True`` and the errno is read *only* when the return value says the call
   failed; a stale errno after a successful call is never reported as an error.
+- Syscall numbers come from the shipped table for the native CPU (_uapi), read once:
+  a policy may deny uname(2).
 - Buffers handed to the kernel (the BPF program) are ctypes objects kept alive in a local
   variable until the call returns; the kernel copies the program, so nothing is retained.
 - Nothing here can widen privileges: NO_NEW_PRIVS is one-way, filters only stack.
@@ -19,60 +24,31 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import _uapi as uapi
 from ._errors import SandboxError
+from ._uapi import (
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG,
+    SECCOMP_FILTER_FLAG_NEW_LISTENER,
+    SECCOMP_FILTER_FLAG_TSYNC,
+    SECCOMP_FILTER_FLAG_TSYNC_ESRCH,
+    SECCOMP_IOCTL_NOTIF_RECV,
+    SECCOMP_IOCTL_NOTIF_SEND,
+    SECCOMP_SET_MODE_FILTER,
+    SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+)
 
 _libc: Final = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-PR_SET_PDEATHSIG: Final = 1
-PR_GET_SECCOMP: Final = 21
-PR_SET_NO_NEW_PRIVS: Final = 38
-PR_GET_NO_NEW_PRIVS: Final = 39
-
-SECCOMP_SET_MODE_FILTER: Final = 1
-SECCOMP_GET_ACTION_AVAIL: Final = 2
-SECCOMP_FILTER_FLAG_TSYNC: Final = 1 << 0
-SECCOMP_FILTER_FLAG_LOG: Final = 1 << 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
-SECCOMP_FILTER_FLAG_TSYNC_ESRCH: Final = 1 << 4
-
-# Numbers of the syscalls glibc does not wrap, per architecture (asm/unistd.h);
-# mount_setattr and the landlock calls have one number everywhere.
-_NUMBERS: Final = {
-    "x86_64": {
-        "seccomp": 317,
-        "landlock_create_ruleset": 444,
-        "landlock_add_rule": 445,
-        "landlock_restrict_self": 446,
-        "pivot_root": 155,
-        "capset": 126,
-        "capget": 125,
-        "mount_setattr": 442,
-    },
-    "aarch64": {
-        "seccomp": 277,
-        "landlock_create_ruleset": 444,
-        "landlock_add_rule": 445,
-        "landlock_restrict_self": 446,
-        "pivot_root": 41,
-        "capset": 91,
-        "capget": 90,
-        "mount_setattr": 442,
-    },
-}
-
-
-#: Read once: a policy may deny uname(2), and every raw call needs its number.
-MACHINE: Final = os.uname().machine
-
 
 def syscall_number(name: str) -> int:
-    try:
-        return _NUMBERS[MACHINE][name]
-    except KeyError:
+    nr = uapi.syscall_number(name)
+    if nr is None:
         raise SandboxError(
-            errno.ENOSYS, f"isolates does not know the number of {name} on {MACHINE}"
-        ) from None
+            errno.ENOSYS, f"isolates does not know the number of {name} on {uapi.MACHINE}"
+        )
+    return nr
 
 
 def syscall(name: str, *args: Any) -> int:
@@ -159,8 +135,6 @@ def _explain_seccomp(exc: OSError) -> SandboxError:
 
 
 # Seccomp user notification (Linux 5.0+): the supervisor's side of a NOTIFY filter.
-SECCOMP_IOCTL_NOTIF_RECV: Final = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
-SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
 _NOTIF = struct.Struct("=QII iIQ 6Q")  # id, pid, flags, then seccomp_data
 _NOTIF_RESP = struct.Struct("=QqiI")  # id, val, error, flags
 
@@ -188,9 +162,6 @@ def deny_notification(listener: int, notification_id: int, err: int) -> None:
     """Answer a notification: the syscall fails with ``err`` and never runs."""
     buf = ctypes.create_string_buffer(_NOTIF_RESP.pack(notification_id, 0, -err, 0))
     _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, buf)
-
-
-SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1
 
 
 def continue_notification(listener: int, notification_id: int) -> None:

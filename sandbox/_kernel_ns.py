@@ -30,13 +30,14 @@ import struct
 from typing import Final
 
 from ._kernel import _libc, _prctl, syscall
-
-CLONE_NEWNS: Final = 0x00020000
-CLONE_NEWUTS: Final = 0x04000000
-CLONE_NEWIPC: Final = 0x08000000
-CLONE_NEWUSER: Final = 0x10000000
-CLONE_NEWPID: Final = 0x20000000
-CLONE_NEWNET: Final = 0x40000000
+from ._uapi import AT_FDCWD as _AT_FDCWD
+from ._uapi import CLONE_NEWIPC as CLONE_NEWIPC
+from ._uapi import CLONE_NEWNET as CLONE_NEWNET
+from ._uapi import CLONE_NEWNS as CLONE_NEWNS
+from ._uapi import CLONE_NEWPID as CLONE_NEWPID
+from ._uapi import CLONE_NEWUSER as CLONE_NEWUSER
+from ._uapi import CLONE_NEWUTS as CLONE_NEWUTS
+from ._uapi import LINUX_CAPABILITY_VERSION_3, PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, PR_CAPBSET_DROP
 
 MS_RDONLY: Final = 1
 MS_NOSUID: Final = 2
@@ -51,7 +52,6 @@ MOUNT_ATTR_RDONLY: Final = 0x1
 MOUNT_ATTR_NOSUID: Final = 0x2
 MOUNT_ATTR_NODEV: Final = 0x4
 MOUNT_ATTR_NOEXEC: Final = 0x8
-_AT_FDCWD: Final = -100
 _AT_RECURSIVE: Final = 0x8000
 
 
@@ -138,16 +138,9 @@ class _CapData(ctypes.Structure):
 
 def drop_capabilities() -> None:
     """capset(2) with empty effective, permitted and inheritable sets (ambient follows)."""
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)  # two 32-bit words per set
     data = (_CapData * 2)()
     syscall("capset", ctypes.byref(header), ctypes.byref(data))
-
-
-CAP_SYS_ADMIN: Final = 21
-CAP_PERFMON: Final = 38
-_PR_CAPBSET_DROP: Final = 24
-_PR_CAP_AMBIENT: Final = 47
-_PR_CAP_AMBIENT_LOWER: Final = 3
 
 
 def drop_capabilities_of(caps: tuple[int, ...]) -> None:
@@ -155,7 +148,7 @@ def drop_capabilities_of(caps: tuple[int, ...]) -> None:
     ambient and (when it may) the bounding set. Only ever clears bits. A thread that
     holds none of them is left as it is: under NO_NEW_PRIVS, which every policy sets,
     an execve cannot give back what the permitted set lacks."""
-    header = _CapHeader(0x20080522, 0)
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     try:
         syscall("capget", ctypes.byref(header), ctypes.byref(data))
@@ -168,11 +161,11 @@ def drop_capabilities_of(caps: tuple[int, ...]) -> None:
     held = [cap for cap in caps if _has(data, cap)]
     for cap in held:
         try:  # needs CAP_SETPCAP; without it the bounding set cannot matter to us
-            _prctl(_PR_CAPBSET_DROP, cap)
+            _prctl(PR_CAPBSET_DROP, cap)
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EINVAL):
                 raise
-        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap)
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap)
         word, bit = divmod(cap, 32)
         mask = ~(1 << bit) & 0xFFFFFFFF
         data[word].effective &= mask

@@ -38,14 +38,11 @@ import sys
 from typing import Final, NoReturn
 
 from . import _kernel
-from ._bpf import NATIVE_ARCH
 from ._syscalls import number
+from ._uapi import NATIVE_ARCH, PR_SET_CHILD_SUBREAPER, SECCOMP_RET_ALLOW, SECCOMP_RET_USER_NOTIF
 
 #: Upper half of sendmsg's flags register that lets the handoff through unnotified.
 MARKER: Final = 0x15A7E5
-PR_SET_CHILD_SUBREAPER: Final = 36
-_RET_ALLOW: Final = 0x7FFF0000
-_RET_USER_NOTIF: Final = 0x7FC00000
 _LD_ABS_W, _JEQ_K, _RET_K = 0x20, 0x15, 0x06
 _INSN: Final = struct.Struct("=HBBI")
 _ARCH, _NR = 4, 0
@@ -61,8 +58,8 @@ def notify_program() -> bytes:
         (_JEQ_K, 0, 3, number("sendmsg")),
         (_LD_ABS_W, 0, 0, _ARG2_HIGH),
         (_JEQ_K, 0, 1, MARKER),
-        (_RET_K, 0, 0, _RET_ALLOW),
-        (_RET_K, 0, 0, _RET_USER_NOTIF),
+        (_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        (_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
     )
     return b"".join(_INSN.pack(*insn) for insn in insns)
 

@@ -27,11 +27,12 @@ from ._builtins_io import WRITE_FLAGS
 from ._landlock_abi import ALL_FS, FILE_RIGHTS, AccessFs, AccessNet
 from ._rules import Arg, Rule
 from ._syscalls import exists
+from ._uapi import AT_EMPTY_PATH, AT_REMOVEDIR, O_TMPFILE_BIT
 
-_O_TMPFILE: Final = 0o20000000  # __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
+_O_TMPFILE: Final = O_TMPFILE_BIT
 _ACCESS_MODE: Final = os.O_ACCMODE | _O_TMPFILE
-_AT_EMPTY_PATH: Final = 0x1000
-_AT_REMOVEDIR: Final = 0x200
+_AT_EMPTY_PATH: Final = AT_EMPTY_PATH
+_AT_REMOVEDIR: Final = AT_REMOVEDIR
 _READS: Final = ("read", "readv", "pread64", "preadv", "preadv2", "lseek", "fstat")
 _WRITES: Final = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "lseek", "fstat")
 

@@ -15,7 +15,6 @@ from ._builtins_proc import PythonRuntime
 from ._compiled import CompiledPolicy, Status
 from ._errors import PolicyError, SandboxError
 from ._guard import ALWAYS_DENIED as ALWAYS_DENIED
-from ._guard import CLONE_NAMESPACES as CLONE_NAMESPACES
 from ._guard import Guard, guards, prefix
 from ._landlock import Compat, Landlock
 from ._landlock_rules import descriptor_form
@@ -23,6 +22,7 @@ from ._merge import Entry, merge, resolve, rule_kind
 from ._rules import SELF_PID, Action, Rule
 from ._ruleset import RuleSet, as_ruleset
 from ._syscalls import number
+from ._uapi import CLONE_NAMESPACES as CLONE_NAMESPACES
 
 T = TypeVar("T")
 

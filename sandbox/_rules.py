@@ -6,18 +6,10 @@ import errno as _errno
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
+from . import _uapi as uapi
 from ._errors import PolicyError
 
 _U64: Final = (1 << 64) - 1
-
-# seccomp return values (include/uapi/linux/seccomp.h).
-_RET_KILL_PROCESS: Final = 0x80000000
-_RET_KILL_THREAD: Final = 0x00000000
-_RET_TRAP: Final = 0x00030000
-_RET_ERRNO: Final = 0x00050000
-_RET_USER_NOTIF: Final = 0x7FC00000
-_RET_LOG: Final = 0x7FFC0000
-_RET_ALLOW: Final = 0x7FFF0000
 
 
 @dataclass(frozen=True)
@@ -49,7 +41,7 @@ class Action:
     def seccomp_value(self) -> int:
         """The SECCOMP_RET_* value a filter returns for this action."""
         if self.kind == "errno":
-            return _RET_ERRNO | self.errno
+            return uapi.SECCOMP_RET_ERRNO | self.errno
         return _SIMPLE_RETS[self.kind]
 
     @property
@@ -64,12 +56,12 @@ class Action:
 
 
 _SIMPLE_RETS: Final = {
-    "allow": _RET_ALLOW,
-    "kill_process": _RET_KILL_PROCESS,
-    "kill_thread": _RET_KILL_THREAD,
-    "trap": _RET_TRAP,
-    "log": _RET_LOG,
-    "notify": _RET_USER_NOTIF,
+    "allow": uapi.SECCOMP_RET_ALLOW,
+    "kill_process": uapi.SECCOMP_RET_KILL_PROCESS,
+    "kill_thread": uapi.SECCOMP_RET_KILL_THREAD,
+    "trap": uapi.SECCOMP_RET_TRAP,
+    "log": uapi.SECCOMP_RET_LOG,
+    "notify": uapi.SECCOMP_RET_USER_NOTIF,
 }
 Action.ALLOW = Action("allow")
 Action.KILL_PROCESS = Action("kill_process")

@@ -7,12 +7,11 @@ architecture asks libseccomp, lazily.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import platform
 from typing import Final
 
-from ._errors import PolicyError
+from ._errors import PolicyError, did_you_mean
 from ._syscall_table import TABLES
 
 _HIGHEST: Final = 1024
@@ -51,8 +50,7 @@ def number(name: str, where: str = "") -> int:
 
 
 def hint(name: str) -> str:
-    close = difflib.get_close_matches(name, table(), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return did_you_mean(name, table())
 
 
 def name_of(nr: int) -> str:

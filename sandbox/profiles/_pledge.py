@@ -72,7 +72,6 @@ Where Linux cannot match OpenBSD exactly:
 
 from __future__ import annotations
 
-import difflib
 import errno
 import json
 import os
@@ -80,7 +79,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from .._errors import PolicyError
+from .._errors import PolicyError, did_you_mean
 from .._landlock import Landlock
 from .._landlock_abi import FILE_RIGHTS, AccessFs
 from .._policy import Policy
@@ -162,8 +161,7 @@ def _parse(text: str, ignore: Iterable[str], what: str) -> frozenset[str]:
 
 def _known(name: str, what: str) -> None:
     if name not in PROMISES:
-        close = difflib.get_close_matches(name, PROMISES, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(name, PROMISES)
         raise PolicyError(f"pledge: unknown promise {name!r} in {what}{hint}")
 
 

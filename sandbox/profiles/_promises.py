@@ -19,12 +19,12 @@ from .._builtins_net import Networking
 from .._builtins_proc import Pipes, Processes, Signals, Threads, Time
 from .._rules import Action, Arg, Rule
 from .._ruleset import RuleSet
+from .._uapi import AT_EMPTY_PATH, F_SETOWN, O_TMPFILE_BIT, SOCK_TYPE_MASK
 
 Promises = frozenset[str]
 
 PROT_EXEC: Final = 0x4
-AT_EMPTY_PATH: Final = 0x1000
-O_TMPFILE: Final = 0o20000000  # __O_TMPFILE, without O_DIRECTORY
+O_TMPFILE: Final = O_TMPFILE_BIT
 #: The open flags that decide which promise an open needs: access mode, create, tmpfile.
 OPEN_KIND: Final = os.O_ACCMODE | os.O_CREAT | O_TMPFILE
 
@@ -50,7 +50,6 @@ STDIO_CALLS: Final = (
 #: fcntl commands stdio allows: F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL,
 #: F_DUPFD_CLOEXEC, F_GETPIPE_SZ, F_GET_SEALS. Locks are flock's.
 STDIO_FCNTL: Final = (0, 1, 2, 3, 4, 1030, 1032, 1034)
-F_SETOWN: Final = 8
 #: F_GETLK, F_SETLK, F_SETLKW and their open-file-description twins.
 LOCK_FCNTL: Final = (5, 6, 7, 36, 37, 38)
 #: setsockopt option names that are multicast (mcast's): IPPROTO_IP 32-49
@@ -142,7 +141,7 @@ def tmppath(promises: Promises) -> list[Rule]:
 
 
 _INET: Final = (socket.AF_INET, socket.AF_INET6)
-_TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+_TYPE_MASK: Final = SOCK_TYPE_MASK
 
 
 def _sockets(families: Iterable[int], kinds: Iterable[int], protos: Iterable[int]) -> list[Rule]:

@@ -38,7 +38,6 @@ Where isolates deliberately differs:
 
 from __future__ import annotations
 
-import difflib
 import errno as _errno
 import functools
 import json
@@ -48,12 +47,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._builtins_proc import NAMESPACE_FLAGS
-from .._errors import PolicyError
+from .._errors import PolicyError, did_you_mean
 from .._policy import ALWAYS_DENIED, CLONE_NAMESPACES, Policy
 from .._rules import Action, Arg, Rule
 from .._ruleset import BuiltinRuleSet
 from .._syscalls import exists, table
+from .._uapi import NAMESPACE_FLAGS
 
 #: Allowed only when named on their own, never through a group (see the module docstring).
 GUARDED: Final = frozenset((*ALWAYS_DENIED, "clone", "clone3"))
@@ -224,12 +223,8 @@ def _known_anywhere() -> frozenset[str]:
 
 
 def _suggest(name: str, candidates: Mapping[str, object] | frozenset[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    if close:
-        return f"; did you mean {' or '.join(map(repr, close))}?"
-    if name.startswith("@"):
-        return f"; the groups are {', '.join(sorted(candidates))}"
-    return ""
+    groups = f"; the groups are {', '.join(sorted(candidates))}" if name.startswith("@") else ""
+    return did_you_mean(name, candidates, otherwise=groups)
 
 
 def _fix(word: str) -> str:
@@ -260,8 +255,7 @@ def _parse_errno(text: str | None, word: str) -> int | None:
 
 def _errno_hint(text: str) -> str:
     names = [n for n in dir(_errno) if n.startswith("E")]
-    close = difflib.get_close_matches(text.upper(), names, n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else " (e.g. EPERM)"
+    return did_you_mean(text.upper(), names, otherwise=" (e.g. EPERM)")
 
 
 def _negative_action(default_errno: int | str | None) -> Action:

@@ -1,0 +1,114 @@
+"""Linux's numbers, in one place: the constants of the kernel's UAPI headers that isolates
+compares, passes or returns. Pure data: importing this module touches nothing.
+
+Each group names the header it comes from. Syscall numbers are not here: they are the
+table in _syscall_table.py (``syscall_number`` looks them up for the native CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from typing import Final
+
+from ._syscall_table import TABLES
+
+# -- seccomp (include/uapi/linux/seccomp.h) ------------------------------------------------
+SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
+SECCOMP_RET_KILL_THREAD: Final = 0x00000000
+SECCOMP_RET_TRAP: Final = 0x00030000
+SECCOMP_RET_ERRNO: Final = 0x00050000
+SECCOMP_RET_USER_NOTIF: Final = 0x7FC00000
+SECCOMP_RET_TRACE: Final = 0x7FF00000
+SECCOMP_RET_LOG: Final = 0x7FFC0000
+SECCOMP_RET_ALLOW: Final = 0x7FFF0000
+SECCOMP_RET_ACTION_FULL: Final = 0xFFFF0000
+SECCOMP_RET_DATA: Final = 0x0000FFFF
+
+SECCOMP_SET_MODE_FILTER: Final = 1
+SECCOMP_FILTER_FLAG_TSYNC: Final = 1 << 0
+SECCOMP_FILTER_FLAG_LOG: Final = 1 << 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW: Final = 1 << 2
+SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH: Final = 1 << 4
+SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1
+SECCOMP_IOCTL_NOTIF_RECV: Final = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+
+# -- audit (include/uapi/linux/audit.h): the architectures isolates runs on ----------------
+AUDIT_ARCH: Final = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+MACHINE: Final = platform.machine()
+NATIVE_ARCH: Final = AUDIT_ARCH.get(MACHINE, 0)
+X32_SYSCALL_BIT: Final = 0x40000000  # x86_64's x32 ABI (arch/x86/include/uapi/asm/unistd.h)
+
+# -- prctl (include/uapi/linux/prctl.h) and capabilities (linux/capability.h) ---------------
+PR_SET_PDEATHSIG: Final = 1
+PR_SET_NAME: Final = 15
+PR_GET_NAME: Final = 16
+PR_GET_SECCOMP: Final = 21
+PR_CAPBSET_DROP: Final = 24
+PR_SET_CHILD_SUBREAPER: Final = 36
+PR_SET_NO_NEW_PRIVS: Final = 38
+PR_GET_NO_NEW_PRIVS: Final = 39
+PR_CAP_AMBIENT: Final = 47
+PR_CAP_AMBIENT_LOWER: Final = 3
+LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+CAP_SYS_ADMIN: Final = 21
+CAP_PERFMON: Final = 38
+
+# -- clone (include/uapi/linux/sched.h) ----------------------------------------------------
+CLONE_VM: Final = 0x00000100
+CLONE_VFORK: Final = 0x00004000
+CLONE_PARENT: Final = 0x00008000
+CLONE_THREAD: Final = 0x00010000
+#: The namespace flags clone(2) accepts (CLONE_NEWTIME is clone3/unshare only).
+CLONE_NAMESPACES: Final = {
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+}
+NAMESPACE_FLAGS: Final = sum(CLONE_NAMESPACES.values())
+CLONE_NEWNS: Final = CLONE_NAMESPACES["CLONE_NEWNS"]
+CLONE_NEWUTS: Final = CLONE_NAMESPACES["CLONE_NEWUTS"]
+CLONE_NEWIPC: Final = CLONE_NAMESPACES["CLONE_NEWIPC"]
+CLONE_NEWUSER: Final = CLONE_NAMESPACES["CLONE_NEWUSER"]
+CLONE_NEWPID: Final = CLONE_NAMESPACES["CLONE_NEWPID"]
+CLONE_NEWNET: Final = CLONE_NAMESPACES["CLONE_NEWNET"]
+
+# -- files (include/uapi/asm-generic/fcntl.h, linux/fcntl.h) --------------------------------
+O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
+AT_FDCWD: Final = -100
+AT_SYMLINK_NOFOLLOW: Final = 0x100
+AT_REMOVEDIR: Final = 0x200
+AT_EMPTY_PATH: Final = 0x1000
+F_SETFL: Final = 4
+F_SETOWN: Final = 8
+F_SETSIG: Final = 10
+F_SETOWN_EX: Final = 15
+O_ASYNC: Final = os.O_ASYNC
+
+# -- ioctl commands (asm-generic/ioctls.h, linux/sockios.h), compared on 32 bits ------------
+TCGETS: Final = 0x5401
+TIOCSTI: Final = 0x5412
+TIOCLINUX: Final = 0x541C
+FIONREAD: Final = 0x541B
+FIONBIO: Final = 0x5421
+FIOASYNC: Final = 0x5452
+TIOCSIG: Final = 0x40045436  # _IOW('T', 0x36, int)
+FIOSETOWN: Final = 0x8901
+SIOCSPGRP: Final = 0x8902
+
+# -- sockets --------------------------------------------------------------------------------
+#: socket(2)'s type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (a 32-bit argument).
+SOCK_TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+
+
+def syscall_number(name: str) -> int | None:
+    """The native number of syscall ``name`` from the shipped table (None if unknown)."""
+    table = TABLES.get(MACHINE)
+    return None if table is None else table.get(name)

@@ -1,0 +1,83 @@
+"""The sandbox's low-level seam: what isolates.channels and isolates.orchestrator (and
+anyone building their own supervisor) use below Policy and RuleSet.
+
+In the spirit of ``trio.lowlevel``: these are stable names for the raw pieces, without
+the guard rails of the high-level API. Nothing in the other packages imports a private
+``isolates.sandbox._*`` module; everything they take comes through here (a test checks).
+
+- loading: ``load_seccomp``, ``preload_runtime``, ``set_no_new_privs``,
+  ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
+- seccomp user notification: ``Notification``, ``receive_notification``,
+  ``deny_notification``, ``continue_notification``;
+- the tracer's child: ``notify_program``, ``exec_traced``, ``set_child_subreaper``;
+- Landlock: ``LandlockPlan``, ``LandlockStatus``, ``apply_plan``;
+- syscalls by name and number: ``syscall_number``, ``syscall_name``; the BPF evaluator:
+  ``evaluate``, ``decide``, ``NATIVE_ARCH``; a policy's merged lines: ``Entry``, ``Cmp``;
+- the paths a process maps and imports from: ``mapped_files``, ``package_dirs``;
+- ``ns``: the namespace calls (unshare, mount, pivot_root, id maps, capabilities);
+- ``uapi``: Linux's constants (clone flags, AT_*, SECCOMP_*, ioctl commands...);
+- ``did_you_mean``, the one suggestion helper; ``lazy_exports`` for package ``__init__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports as _lazy_exports
+
+if TYPE_CHECKING:
+    from . import _kernel_ns as ns
+    from . import _uapi as uapi
+    from ._bpf import NATIVE_ARCH as NATIVE_ARCH
+    from ._bpf import decide as decide
+    from ._bpf import evaluate as evaluate
+    from ._compiled import preload_runtime as preload_runtime
+    from ._errors import did_you_mean as did_you_mean
+    from ._kernel import Notification as Notification
+    from ._kernel import continue_notification as continue_notification
+    from ._kernel import deny_notification as deny_notification
+    from ._kernel import load_seccomp as load_seccomp
+    from ._kernel import receive_notification as receive_notification
+    from ._kernel import set_no_new_privs as set_no_new_privs
+    from ._kernel import set_parent_death_signal as set_parent_death_signal
+    from ._kernel import syscall as syscall
+    from ._kernel_trace import exec_traced as exec_traced
+    from ._kernel_trace import notify_program as notify_program
+    from ._kernel_trace import set_child_subreaper as set_child_subreaper
+    from ._landlock_paths import mapped_files as mapped_files
+    from ._landlock_paths import package_dirs as package_dirs
+    from ._landlock_sys import LandlockPlan as LandlockPlan
+    from ._landlock_sys import LandlockStatus as LandlockStatus
+    from ._landlock_sys import apply_plan as apply_plan
+    from ._lazy import lazy_exports as lazy_exports
+    from ._merge import Entry as Entry
+    from ._rules import Cmp as Cmp
+    from ._syscalls import name_of as syscall_name
+    from ._syscalls import number as syscall_number
+
+# Lazy (PEP 562), so an isolate that takes one name loads one module.
+_EXPORTS = {
+    "NATIVE_ARCH": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
+    "preload_runtime": "._compiled", "did_you_mean": "._errors",
+    "Notification": "._kernel", "continue_notification": "._kernel",
+    "deny_notification": "._kernel", "load_seccomp": "._kernel",
+    "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
+    "set_parent_death_signal": "._kernel", "syscall": "._kernel",
+    "exec_traced": "._kernel_trace", "notify_program": "._kernel_trace",
+    "set_child_subreaper": "._kernel_trace",
+    "mapped_files": "._landlock_paths", "package_dirs": "._landlock_paths",
+    "LandlockPlan": "._landlock_sys", "LandlockStatus": "._landlock_sys",
+    "apply_plan": "._landlock_sys", "lazy_exports": "._lazy", "Entry": "._merge",
+    "Cmp": "._rules", "syscall_name": "._syscalls:name_of",
+    "syscall_number": "._syscalls:number", "ns": "._kernel_ns:", "uapi": "._uapi:",
+}  # fmt: skip
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
+
+__all__ = [
+    "NATIVE_ARCH", "Cmp", "Entry", "LandlockPlan", "LandlockStatus", "Notification",
+    "apply_plan", "continue_notification", "decide", "deny_notification", "did_you_mean",
+    "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
+    "ns", "package_dirs", "preload_runtime", "receive_notification", "set_child_subreaper",
+    "set_no_new_privs", "set_parent_death_signal", "syscall", "syscall_name", "syscall_number",
+    "uapi",
+]  # fmt: skip
