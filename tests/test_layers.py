@@ -90,7 +90,7 @@ def test_public_classes_and_functions_report_their_public_module(package: str) -
     private = []
     for name in module.__all__:
         obj = getattr(module, name)
-        if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__module__")):
-            if obj.__module__ != package:
-                private.append(f"{name}: {obj.__module__}")
+        published = isinstance(obj, type) or (callable(obj) and hasattr(obj, "__module__"))
+        if published and obj.__module__ != package:
+            private.append(f"{name}: {obj.__module__}")
     assert private == []
