@@ -12,7 +12,9 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 - the tracer's child: ``notify_program``, ``exec_traced``, ``set_child_subreaper``;
 - Landlock: ``LandlockPlan``, ``LandlockStatus``, ``apply_plan``;
 - syscalls by name and number: ``syscall_number``, ``syscall_name``; the BPF evaluator:
-  ``evaluate``, ``decide``, ``NATIVE_ARCH``; a policy's merged lines: ``Entry``, ``Cmp``;
+  ``evaluate``, ``decide`` (of a compiled program), ``action_of``, ``NATIVE_ARCH``; the reference
+  decider, from a policy's rules: ``decide_policy``, ``decide_rules``; a policy's merged
+  lines: ``Entry``, ``Cmp``;
 - the paths a process maps and imports from: ``mapped_files``, ``package_dirs``;
 - ``ns``: the namespace calls (unshare, mount, pivot_root, id maps, capabilities);
 - ``uapi``: Linux's constants (clone flags, AT_*, SECCOMP_*, ioctl commands...);
@@ -29,9 +31,12 @@ if TYPE_CHECKING:
     from . import _kernel_ns as ns
     from . import _uapi as uapi
     from ._bpf import NATIVE_ARCH as NATIVE_ARCH
+    from ._bpf import action_of as action_of
     from ._bpf import decide as decide
     from ._bpf import evaluate as evaluate
     from ._compiled import preload_runtime as preload_runtime
+    from ._decide import decide as decide_policy
+    from ._decide import decide_rules as decide_rules
     from ._errors import did_you_mean as did_you_mean
     from ._kernel import Notification as Notification
     from ._kernel import continue_notification as continue_notification
@@ -57,8 +62,9 @@ if TYPE_CHECKING:
 
 # Lazy (PEP 562), so an isolate that takes one name loads one module.
 _EXPORTS = {
-    "NATIVE_ARCH": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
+    "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
     "preload_runtime": "._compiled", "did_you_mean": "._errors",
+    "decide_policy": "._decide:decide", "decide_rules": "._decide",
     "Notification": "._kernel", "continue_notification": "._kernel",
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
@@ -75,7 +81,8 @@ __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "NATIVE_ARCH", "Cmp", "Entry", "LandlockPlan", "LandlockStatus", "Notification",
-    "apply_plan", "continue_notification", "decide", "deny_notification", "did_you_mean",
+    "action_of", "apply_plan", "continue_notification", "decide", "decide_policy", "decide_rules",
+    "deny_notification", "did_you_mean",
     "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
     "ns", "package_dirs", "preload_runtime", "receive_notification", "set_child_subreaper",
     "set_no_new_privs", "set_parent_death_signal", "syscall", "syscall_name", "syscall_number",
