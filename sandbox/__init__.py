@@ -22,19 +22,22 @@ if TYPE_CHECKING:
     from ._compiled import Status as Status
     from ._errors import PolicyError as PolicyError
     from ._errors import SandboxError as SandboxError
-    from ._landlock import Compat as Compat
     from ._landlock import Landlock as Landlock
     from ._landlock_abi import AccessFs as AccessFs
     from ._landlock_abi import AccessNet as AccessNet
     from ._landlock_abi import Scope as Scope
+    from ._landlock_sys import Compat as Compat
+    from ._landlock_sys import Enforcement as Enforcement
     from ._landlock_sys import LandlockPlan as LandlockPlan
     from ._landlock_sys import LandlockStatus as LandlockStatus
+    from ._merge import RuleConflict as RuleConflict
     from ._policy import ALWAYS_DENIED as ALWAYS_DENIED
     from ._policy import Policy as Policy
     from ._rules import SELF_PID as SELF_PID
     from ._rules import Action as Action
     from ._rules import Arg as Arg
     from ._rules import Rule as Rule
+    from ._ruleset import RuleKind as RuleKind
     from ._ruleset import RuleSet as RuleSet
 
 _EXPORTS = {
@@ -50,27 +53,56 @@ _EXPORTS = {
     "Status": "._compiled",
     "PolicyError": "._errors",
     "SandboxError": "._errors",
-    "Compat": "._landlock",
+    "Landlock": "._landlock",
     "AccessFs": "._landlock_abi",
     "AccessNet": "._landlock_abi",
     "Scope": "._landlock_abi",
+    "Compat": "._landlock_sys",
+    "Enforcement": "._landlock_sys",
     "LandlockPlan": "._landlock_sys",
     "LandlockStatus": "._landlock_sys",
+    "RuleConflict": "._merge",
     "profiles": ".profiles",
-    "Landlock": "._landlock",
     "ALWAYS_DENIED": "._policy",
     "Policy": "._policy",
     "SELF_PID": "._rules",
     "Action": "._rules",
     "Arg": "._rules",
     "Rule": "._rules",
+    "RuleKind": "._ruleset",
     "RuleSet": "._ruleset",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "ALWAYS_DENIED", "SELF_PID", "AccessFs", "AccessNet", "Action", "Arg", "Compat",
-    "CompiledPolicy", "Landlock", "LandlockPlan", "LandlockStatus", "Networking", "Pipes",
-    "Policy", "PolicyError", "Processes", "PythonRuntime", "Rule", "RuleSet", "SandboxError",
-    "Scope", "Signals", "Status", "SystemIO", "Threads", "Time", "profiles",
-]  # fmt: skip
+    "ALWAYS_DENIED",
+    "SELF_PID",
+    "AccessFs",
+    "AccessNet",
+    "Action",
+    "Arg",
+    "Compat",
+    "CompiledPolicy",
+    "Enforcement",
+    "Landlock",
+    "LandlockPlan",
+    "LandlockStatus",
+    "Networking",
+    "Pipes",
+    "Policy",
+    "PolicyError",
+    "Processes",
+    "PythonRuntime",
+    "Rule",
+    "RuleConflict",
+    "RuleKind",
+    "RuleSet",
+    "SandboxError",
+    "Scope",
+    "Signals",
+    "Status",
+    "SystemIO",
+    "Threads",
+    "Time",
+    "profiles",
+]

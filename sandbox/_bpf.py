@@ -80,11 +80,22 @@ def evaluate(
     ``args`` are up to six 64-bit arguments (negative ints are taken as their two's
     complement, as the kernel sees them); missing ones are 0.
     """
+    return _machine(bpf, nr, args, arch, ip).run()
+
+
+def steps(bpf: bytes, nr: int, args: Sequence[int] = (), arch: int = NATIVE_ARCH) -> int:
+    """How many instructions the kernel runs for this call (what a filter costs it)."""
+    machine = _machine(bpf, nr, args, arch, 0)
+    machine.run()
+    return machine.executed
+
+
+def _machine(bpf: bytes, nr: int, args: Sequence[int], arch: int, ip: int) -> _Machine:
     if len(args) > 6:
         raise BPFError(f"a syscall has at most 6 arguments, got {len(args)}")
     regs = [a & _U64 for a in args] + [0] * (6 - len(args))
     data = _DATA.pack(nr & _U32, arch & _U32, ip & _U64, *regs)
-    return _Machine(_decode(bpf), data).run()
+    return _Machine(_decode(bpf), data)
 
 
 def evaluate_stack(programs: Iterable[bytes], nr: int, args: Sequence[int] = (),
@@ -183,11 +194,13 @@ class _Machine:
         self.program, self.data = program, data
         self.a = self.x = 0
         self.mem: list[int | None] = [None] * _MEMWORDS
+        self.executed = 0
 
     def run(self) -> int:
         pc = 0
         while True:  # _decode checked every jump lands inside and the last insn returns
             code, jt, jf, k = self.program[pc]
+            self.executed += 1
             cls = code & 0x07
             if cls == _RET:
                 return self.a if code & _RVAL_A else k

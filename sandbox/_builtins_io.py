@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import ClassVar, Final, Self
 
 from ._errors import PolicyError
 from ._rules import Arg
 from ._ruleset import BuiltinRuleSet
-from ._uapi import O_TMPFILE_BIT
+from ._uapi import O_WRITE_FLAGS
 
-#: Flags that make an open more than a read: write access, create, truncate, append,
-#: O_TMPFILE (its __O_TMPFILE bit; O_DIRECTORY alone is a read).
-WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | O_TMPFILE_BIT
+#: Flags that make an open more than a read (``_uapi.O_WRITE_FLAGS``).
+WRITE_FLAGS: Final = O_WRITE_FLAGS
 _READ: Final = ("read", "readv", "pread64", "preadv", "preadv2")
 _WRITE: Final = ("write", "writev", "pwrite64", "pwritev", "pwritev2")
 
@@ -39,10 +37,22 @@ class SystemIO(BuiltinRuleSet):
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = (
-        "allow_read", "allow_write", "allow_open", "allow_metadata", "allow_close",
-        "allow_unlink", "allow_mkdir", "allow_rename", "allow_sync", "allow_truncate",
-        "allow_dup", "allow_poll", "allow_all_ioctl", "allow_links", "allow_attributes",
-    )  # fmt: skip
+        "allow_read",
+        "allow_write",
+        "allow_open",
+        "allow_metadata",
+        "allow_close",
+        "allow_unlink",
+        "allow_mkdir",
+        "allow_rename",
+        "allow_sync",
+        "allow_truncate",
+        "allow_dup",
+        "allow_poll",
+        "allow_all_ioctl",
+        "allow_links",
+        "allow_attributes",
+    )
 
     def allow_read(self) -> Self:
         return self.allow(*_READ)
@@ -60,10 +70,22 @@ class SystemIO(BuiltinRuleSet):
 
     def allow_metadata(self) -> Self:
         return self.allow(
-            "stat", "fstat", "lstat", "newfstatat", "statx", "access", "faccessat",
-            "faccessat2", "readlink", "readlinkat", "getcwd", "getdents64", "statfs",
-            "fstatfs", "lseek",
-        )  # fmt: skip
+            "stat",
+            "fstat",
+            "lstat",
+            "newfstatat",
+            "statx",
+            "access",
+            "faccessat",
+            "faccessat2",
+            "readlink",
+            "readlinkat",
+            "getcwd",
+            "getdents64",
+            "statfs",
+            "fstatfs",
+            "lseek",
+        )
 
     def allow_ioctl(self, commands: Iterable[int]) -> Self:
         cmds = list(commands)
@@ -94,9 +116,20 @@ class SystemIO(BuiltinRuleSet):
 
     def allow_attributes(self) -> Self:
         return self.allow(
-            "chmod", "fchmod", "fchmodat", "utimensat", "utime", "utimes", "futimesat",
-            "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr",
-        )  # fmt: skip
+            "chmod",
+            "fchmod",
+            "fchmodat",
+            "utimensat",
+            "utime",
+            "utimes",
+            "futimesat",
+            "getxattr",
+            "lgetxattr",
+            "fgetxattr",
+            "listxattr",
+            "llistxattr",
+            "flistxattr",
+        )
 
     def allow_sync(self) -> Self:
         return self.allow("fsync", "fdatasync", "sync_file_range")
@@ -109,9 +142,16 @@ class SystemIO(BuiltinRuleSet):
 
     def allow_poll(self) -> Self:
         return self.allow(
-            "poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl",
-            "epoll_wait", "epoll_pwait", "epoll_pwait2",
-        )  # fmt: skip
+            "poll",
+            "ppoll",
+            "select",
+            "pselect6",
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_wait",
+            "epoll_pwait",
+            "epoll_pwait2",
+        )
 
     def allow_stdin(self) -> Self:
         return self.allow_file_read(0)

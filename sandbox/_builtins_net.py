@@ -19,11 +19,27 @@ _INET: Final = (socket.AF_INET, socket.AF_INET6)
 
 #: What a connected or listening socket needs to be used, whatever its family.
 _USE: Final = (
-    "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
-    "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
-    "poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait",
-    "epoll_pwait", "fcntl",
-)  # fmt: skip
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "shutdown",
+    "getsockopt",
+    "setsockopt",
+    "getsockname",
+    "getpeername",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "fcntl",
+)
 #: ioctl on sockets: FIONBIO (what settimeout/setblocking use) and FIONREAD, nothing else.
 _IOCTLS: Final = (FIONBIO, FIONREAD)
 
@@ -44,9 +60,13 @@ class Networking(BuiltinRuleSet):
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = (
-        "allow_tcp_servers", "allow_tcp_clients", "allow_udp_servers", "allow_udp_clients",
-        "allow_unix_servers", "allow_unix_clients",
-    )  # fmt: skip
+        "allow_tcp_servers",
+        "allow_tcp_clients",
+        "allow_udp_servers",
+        "allow_udp_clients",
+        "allow_unix_servers",
+        "allow_unix_clients",
+    )
 
     def allow_start_tcp_servers(self) -> Self:
         return self._sockets(_INET, socket.SOCK_STREAM, (0, socket.IPPROTO_TCP)).allow(

@@ -7,12 +7,19 @@ import termios
 from typing import ClassVar, Final, Self
 
 from ._rules import SELF_PID, Arg, Cmp, Rule
-from ._ruleset import BuiltinRuleSet, RuleSet
+from ._ruleset import BuiltinRuleSet, RuleKind, RuleSet
 
 # NAMESPACE_FLAGS: a builtin never allows any of them. CLONE_PARENT: the new process
 # becomes a child of our parent: out of our process tree, out of reach of the cleanup
 # that ends everything an isolate started.
-from ._uapi import CLONE_PARENT, CLONE_THREAD, CLONE_VM, NAMESPACE_FLAGS
+from ._uapi import (
+    CLONE_PARENT,
+    CLONE_THREAD,
+    CLONE_VM,
+    NAMESPACE_FLAGS,
+    PR_SET_NO_NEW_PRIVS,
+    SECCOMP_SET_MODE_FILTER,
+)
 
 
 class PythonRuntime(RuleSet):
@@ -36,7 +43,7 @@ class PythonRuntime(RuleSet):
     tighten it: ``Rule("mmap", Arg(2) & PROT_EXEC == 0)`` forbids executable mappings.
     """
 
-    kind: ClassVar[str] = "baseline"
+    kind: ClassVar[str] = RuleKind.BASELINE
     SYSCALLS: ClassVar[tuple[str, ...]] = (
         "brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
         "futex", "set_robust_list", "rseq",
@@ -49,7 +56,6 @@ class PythonRuntime(RuleSet):
     )  # fmt: skip
 
     def __init__(self, name: str | None = None) -> None:
-        seccomp_set_mode_filter, pr_set_no_new_privs = 1, 38
         super().__init__(
             *self.SYSCALLS,
             # Of this process only: another pid's robust list or affinity is not ours.
@@ -57,16 +63,17 @@ class PythonRuntime(RuleSet):
             Rule("sched_getaffinity", Arg(0) == 0),
             # isatty(): every open() asks, to choose its buffering; a query, nothing more.
             Rule("ioctl", Arg(1) == termios.TCGETS),
-            Rule("seccomp", Arg(0) == seccomp_set_mode_filter, implied=True),
-            Rule("prctl", Arg(0) == pr_set_no_new_privs, implied=True),
+            Rule("seccomp", Arg(0) == SECCOMP_SET_MODE_FILTER, implied=True),
+            Rule("prctl", Arg(0) == PR_SET_NO_NEW_PRIVS, implied=True),
             *(Rule(s, implied=True) for s in _LANDLOCK_CALLS),
             name=name,
         )
 
 
-_LANDLOCK_CALLS: Final = ("landlock_create_ruleset", "landlock_add_rule",
-                          "landlock_restrict_self")  # fmt: skip
+_LANDLOCK_CALLS: Final = ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self")
 _PRIO_PROCESS: Final = 0
+_SCHED_OF_PID: Final = ("sched_getparam", "sched_getscheduler", "sched_setaffinity")  # arg 0
+_PRIORITY: Final = ("getpriority", "setpriority")  # arg 1, with PRIO_PROCESS
 
 
 def _self(syscall: str, arg: int, *before: Cmp) -> list[Rule]:
@@ -95,10 +102,8 @@ class Threads(BuiltinRuleSet):
         return self.allow("nanosleep", "clock_nanosleep")
 
     def allow_priority(self) -> Self:
-        rules = [r for s in ("sched_getparam", "sched_getscheduler", "sched_setaffinity")
-                 for r in _self(s, 0)]  # fmt: skip
-        rules += [r for s in ("getpriority", "setpriority")
-                  for r in _self(s, 1, Arg(0) == _PRIO_PROCESS)]  # fmt: skip
+        rules = [r for s in _SCHED_OF_PID for r in _self(s, 0)]
+        rules += [r for s in _PRIORITY for r in _self(s, 1, Arg(0) == _PRIO_PROCESS)]
         return self.allow("sched_get_priority_max", "sched_get_priority_min")._with(*rules)
 
 
@@ -117,10 +122,18 @@ class Time(BuiltinRuleSet):
 
     def allow_timers(self) -> Self:
         return self.allow(
-            "timerfd_create", "timerfd_settime", "timerfd_gettime",
-            "timer_create", "timer_settime", "timer_gettime", "timer_getoverrun",
-            "timer_delete", "alarm", "setitimer", "getitimer",
-        )  # fmt: skip
+            "timerfd_create",
+            "timerfd_settime",
+            "timerfd_gettime",
+            "timer_create",
+            "timer_settime",
+            "timer_gettime",
+            "timer_getoverrun",
+            "timer_delete",
+            "alarm",
+            "setitimer",
+            "getitimer",
+        )
 
     def allow_set_time(self) -> Self:
         return self.allow("settimeofday", "clock_settime", "adjtimex", "clock_adjtime")
@@ -150,8 +163,12 @@ class Processes(BuiltinRuleSet):
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = (
-        "allow_fork", "allow_exec", "allow_wait", "allow_sessions", "allow_prctl_name",
-    )  # fmt: skip
+        "allow_fork",
+        "allow_exec",
+        "allow_wait",
+        "allow_sessions",
+        "allow_prctl_name",
+    )
 
     def allow_fork(self) -> Self:
         flags = Arg(0) & (NAMESPACE_FLAGS | CLONE_PARENT) == 0
@@ -187,8 +204,7 @@ class Signals(BuiltinRuleSet):
     EVERYTHING: ClassVar[tuple[str, ...]] = ("allow_handlers", "allow_kill_self")
 
     def allow_handlers(self) -> Self:
-        return self.allow("rt_sigsuspend", "rt_sigtimedwait", "rt_sigpending", "signalfd4",
-                          "pause")  # fmt: skip
+        return self.allow("rt_sigsuspend", "rt_sigtimedwait", "rt_sigpending", "signalfd4", "pause")
 
     def allow_kill_self(self) -> Self:
         aimed = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")

@@ -1,4 +1,16 @@
-"""A compiled policy: plain data an isolate can load with ctypes alone, and its status."""
+"""A compiled policy: plain data an isolate can load with ctypes alone, and its status.
+
+Safety argument, kept next to the code it covers:
+
+- ctypes is imported for one thing: ``preload_runtime`` loads libgcc_s with
+  ``ctypes.CDLL`` (a dlopen, the one glibc would do itself later, once files are out of
+  reach) and keeps the handle for the life of the process; nothing is called through it.
+- Every raw call is made elsewhere, through the modules with their own safety argument:
+  the capability drop (_kernel_ns), Landlock (_landlock_sys) and seccomp (_kernel).
+- Applying only ever takes away: capabilities are dropped, never raised; a Landlock
+  domain and a seccomp filter are one-way. The order (Landlock, then seccomp) keeps the
+  Landlock calls allowed while they are made.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +26,7 @@ from typing import Final
 from . import _kernel
 from ._errors import SandboxError
 from ._kernel_ns import drop_capabilities_of
-from ._landlock_sys import LandlockPlan, LandlockStatus, apply_plan, kernel_abi
+from ._landlock_sys import Enforcement, LandlockPlan, LandlockStatus, apply_plan, kernel_abi
 from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
 
 
@@ -22,10 +34,11 @@ from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
 class Status:
     """What the kernel actually enforces after a context was applied.
 
-    ``enforcement`` is ``"full"`` when seccomp and every Landlock right asked for are in
-    force, ``"partial"`` when Landlock had to drop rights (``landlock.dropped`` lists
-    them; ``"domain"`` when the kernel has no Landlock at all, so nothing confines
-    ptrace-class access such as /proc/PID/mem), ``"none"`` when nothing could be enforced.
+    ``enforcement`` (an ``Enforcement``, equal to its string value) is ``FULL`` when
+    seccomp and every Landlock right asked for are in force, ``PARTIAL`` when Landlock had
+    to drop rights (``landlock.dropped`` lists them; ``"domain"`` when the kernel has no
+    Landlock at all, so nothing confines ptrace-class access such as /proc/PID/mem),
+    ``NONE`` when nothing could be enforced.
     """
 
     seccomp: bool
@@ -33,12 +46,13 @@ class Status:
     landlock: LandlockStatus | None = None
 
     @property
-    def enforcement(self) -> str:
-        if self.landlock is None or self.landlock.enforcement == "full":
-            return "full" if self.seccomp else "none"
-        if self.landlock.enforcement == "none" and not self.seccomp:
-            return "none"
-        return "partial"
+    def enforcement(self) -> Enforcement:
+        landlock = self.landlock.enforcement if self.landlock is not None else None
+        if landlock in (None, Enforcement.FULL):
+            return Enforcement.FULL if self.seccomp else Enforcement.NONE
+        if landlock is Enforcement.NONE and not self.seccomp:
+            return Enforcement.NONE
+        return Enforcement.PARTIAL
 
     def __str__(self) -> str:
         scope = "all threads" if self.all_threads else "this thread"

@@ -17,8 +17,8 @@ reach another process or the user's terminal through a call that is otherwise ha
   for every filter, ``seccomp`` with SECCOMP_FILTER_FLAG_SPEC_ALLOW (it turns off the
   speculative-store-bypass mitigation).
 
-The guard runs *before* the rules libseccomp compiles, so its answers win over any rule
-and any default, and do not depend on how libseccomp orders overlapping rules. Argument
+The compiler (_compiler.py) puts a syscall's guards before its rules, so their answers
+win over any rule and any default. Argument
 values are compared on their low 32 bits, as the kernel reads ``ioctl``'s and ``fcntl``'s
 command (``unsigned int``): comparing 64 bits is how snap's and flatpak's TIOCSTI filters
 were bypassed (CVE-2019-10063).
@@ -36,8 +36,6 @@ not at all.
 from __future__ import annotations
 
 import errno
-import struct
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -45,7 +43,7 @@ from typing import Final
 from . import _uapi as uapi
 from ._landlock_abi import TSYNC as _LANDLOCK_TSYNC
 from ._rules import Action, Rule
-from ._syscalls import exists, number
+from ._syscalls import exists
 from ._uapi import CLONE_NAMESPACES as CLONE_NAMESPACES
 
 #: Denied in every policy unless a RuleSet names them explicitly, whatever the default.
@@ -176,125 +174,3 @@ def _names_bit(rules: Iterable[Rule], arg: int, bit: int) -> bool:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0  # SELF_PID names no flag or command
-
-
-# -- the prefix program ------------------------------------------------------------------
-
-_LD_ABS: Final = 0x20  # BPF_LD | BPF_W | BPF_ABS
-_ALU_AND: Final = 0x54  # BPF_ALU | BPF_AND | BPF_K
-_JA: Final = 0x05
-_JEQ: Final = 0x15
-_JGE: Final = 0x35
-_JSET: Final = 0x45
-_RET: Final = 0x06
-_INSN: Final = struct.Struct("=HBBI")
-_NR, _ARCH = 0, 4
-_X32_BIT: Final = uapi.X32_SYSCALL_BIT
-
-
-def _arg_low(arg: int) -> int:
-    """Offset of the low 32-bit word of argument ``arg`` in struct seccomp_data."""
-    return 16 + 8 * arg + (0 if sys.byteorder == "little" else 4)
-
-
-class _Program:
-    """Instructions with symbolic targets, resolved once every label is placed.
-
-    Conditional jumps only ever skip a few instructions within one block (their offsets
-    are 8 bits); anything farther goes through ``ja``, whose offset is 32 bits, so the
-    guard can grow without a jump that does not fit.
-    """
-
-    def __init__(self) -> None:
-        self.insns: list[tuple[int, int, object, int]] = []  # code, k, jf target, kind
-        self.labels: dict[object, int] = {}
-
-    def op(self, code: int, k: int = 0) -> None:
-        self.insns.append((code, k, None, 0))
-
-    def skip_unless(self, code: int, k: int, target: object = None) -> None:
-        """When the comparison holds, run the next instruction; else go to ``target``
-        (None: skip just the next one)."""
-        self.insns.append((code, k, target, 1))
-
-    def ja(self, target: object) -> None:
-        self.insns.append((_JA, 0, target, 2))
-
-    def place(self, label: object) -> None:
-        self.labels[label] = len(self.insns)
-
-    def assemble(self) -> bytes:
-        out = bytearray()
-        for pc, (code, k, target, kind) in enumerate(self.insns):
-            if kind == 2:
-                out += _INSN.pack(code, 0, 0, self.labels[target] - pc - 1)
-            elif kind == 1:
-                jf = 1 if target is None else self.labels[target] - pc - 1
-                if not 0 <= jf <= 255:
-                    raise ValueError(f"guard program: a jump of {jf} at {pc} does not fit")
-                out += _INSN.pack(code, 0, jf, k)
-            else:
-                out += _INSN.pack(code, 0, 0, k)
-        return bytes(out)
-
-
-_USER: Final = "user"  # where the policy's own program starts, right after the guard
-
-
-def prefix(guard_list: Sequence[Guard], arch: int) -> bytes:
-    """The guard as BPF, meant to be followed by the policy's own program: an answer for
-    the guarded calls, a jump past its end for everything else. Calls of another
-    architecture (or x32 on x86_64) jump straight on: the program after it kills them."""
-    by_nr: dict[int, list[Guard]] = {}
-    for g in guard_list:
-        by_nr.setdefault(number(g.syscall), []).append(g)
-    p = _Program()
-    p.op(_LD_ABS, _ARCH)
-    p.skip_unless(_JEQ, arch, ("to", "arch"))
-    p.op(_LD_ABS, _NR)
-    p.skip_unless(_JGE, _X32_BIT, ("to", "native"))
-    p.place(("to", "arch"))
-    p.ja(_USER)
-    p.place(("to", "native"))
-    _dispatch(p, sorted(by_nr))
-    for nr in sorted(by_nr):
-        p.place(("nr", nr))
-        for i, g in enumerate(by_nr[nr]):
-            _emit_guard(p, g, next_label=("next", nr, i))
-            p.place(("next", nr, i))
-        p.ja(_USER)
-    for action in dict.fromkeys(g.action for g in guard_list):
-        p.place(("ret", action))
-        p.op(_RET, action.seccomp_value)
-    p.place(_USER)
-    return p.assemble()
-
-
-def _dispatch(p: _Program, nrs: list[int]) -> None:
-    """Binary search on the syscall number (in A) to each guarded number's block."""
-    if len(nrs) <= 3:
-        for nr in nrs:
-            p.skip_unless(_JEQ, nr)
-            p.ja(("nr", nr))
-        p.ja(_USER)
-        return
-    mid = len(nrs) // 2
-    right = ("half", nrs[mid])
-    p.skip_unless(_JGE, nrs[mid])
-    p.ja(right)
-    _dispatch(p, nrs[:mid])
-    p.place(right)
-    _dispatch(p, nrs[mid:])
-
-
-def _emit_guard(p: _Program, g: Guard, next_label: object) -> None:
-    """The checks in order; any that fails goes to ``next_label``; all holding: return."""
-    for c in g.checks:
-        p.op(_LD_ABS, _arg_low(c.arg))
-        if c.value is None:
-            p.skip_unless(_JSET, c.mask, next_label)
-        else:
-            if c.mask != _U32:
-                p.op(_ALU_AND, c.mask)
-            p.skip_unless(_JEQ, c.value, next_label)
-    p.ja(("ret", g.action))

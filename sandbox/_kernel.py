@@ -1,7 +1,9 @@
 """Raw syscalls: the generic ``syscall`` and ``prctl`` callers, loading a seccomp filter,
 and the seccomp user-notification calls. The other modules that call the kernel (each
 with its own safety argument) are _landlock_sys.py, _kernel_ns.py and _kernel_trace.py;
-they make their raw calls through ``syscall`` here.
+they make their raw calls through the glibc handle (``_libc``) and the ``syscall`` and
+``_prctl`` callers here. _compiled.py, the one other module that imports ctypes, only
+loads libgcc_s (its own safety argument says why).
 
 Safety argument, kept next to the code it covers:
 

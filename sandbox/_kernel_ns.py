@@ -39,7 +39,6 @@ from ._uapi import CLONE_NEWUSER as CLONE_NEWUSER
 from ._uapi import CLONE_NEWUTS as CLONE_NEWUTS
 from ._uapi import LINUX_CAPABILITY_VERSION_3, PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, PR_CAPBSET_DROP
 
-MS_RDONLY: Final = 1
 MS_NOSUID: Final = 2
 MS_NODEV: Final = 4
 MS_NOEXEC: Final = 8
@@ -50,8 +49,6 @@ MNT_DETACH: Final = 2
 
 MOUNT_ATTR_RDONLY: Final = 0x1
 MOUNT_ATTR_NOSUID: Final = 0x2
-MOUNT_ATTR_NODEV: Final = 0x4
-MOUNT_ATTR_NOEXEC: Final = 0x8
 _AT_RECURSIVE: Final = 0x8000
 
 
@@ -75,8 +72,9 @@ def mount(
     source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
 ) -> None:
     """mount(2); the caller needs CAP_SYS_ADMIN over the mount namespace's user namespace."""
-    res = _libc.mount(_path(source), _path(target), _path(fstype), ctypes.c_ulong(flags),
-                      _path(data))  # fmt: skip
+    res = _libc.mount(
+        _path(source), _path(target), _path(fstype), ctypes.c_ulong(flags), _path(data)
+    )
     _check(res, f"mount {source or fstype} on {target}")
 
 
@@ -106,8 +104,7 @@ def restrict_mount(path: str, attrs: int, *, recursive: bool) -> None:
     """
     attr = _MountAttr(attrs, 0, 0, 0)
     flags = _AT_RECURSIVE if recursive else 0
-    syscall("mount_setattr", _AT_FDCWD, _path(path), flags, ctypes.byref(attr),
-             ctypes.sizeof(attr))  # fmt: skip
+    syscall("mount_setattr", _AT_FDCWD, _path(path), flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
 def write_id_maps(uid_inside: int, gid_inside: int, uid: int, gid: int) -> None:

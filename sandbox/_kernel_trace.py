@@ -102,11 +102,11 @@ class Handoff:
         self._byte = ctypes.create_string_buffer(b"L", 1)
         self._iov = _Iovec(ctypes.cast(self._byte, ctypes.c_void_p), 1)
         self._cmsg = _Cmsg(16 + 4, socket.SOL_SOCKET, socket.SCM_RIGHTS, -1, 0)
-        self._msg = _Msghdr(None, 0, ctypes.pointer(self._iov), 1,
-                            ctypes.cast(ctypes.pointer(self._cmsg), ctypes.c_void_p),
-                            ctypes.sizeof(_Cmsg), 0)  # fmt: skip
-        self._args = (ctypes.c_long(number("sendmsg")), ctypes.c_long(sock),
-                      ctypes.byref(self._msg), ctypes.c_ulong(MARKER << 32))  # fmt: skip
+        control = ctypes.cast(ctypes.pointer(self._cmsg), ctypes.c_void_p)
+        iov = ctypes.pointer(self._iov)
+        self._msg = _Msghdr(None, 0, iov, 1, control, ctypes.sizeof(_Cmsg), 0)
+        nr, flags = ctypes.c_long(number("sendmsg")), ctypes.c_ulong(MARKER << 32)
+        self._args = (nr, ctypes.c_long(sock), ctypes.byref(self._msg), flags)
         self._call = _kernel._libc.syscall
 
     def send(self, fd: int) -> bool:
@@ -120,8 +120,9 @@ def set_child_subreaper() -> None:
     _kernel._prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def exec_traced(sock: socket.socket, program: bytes, path: str, argv: list[str],
-                env: dict[str, str]) -> NoReturn:  # fmt: skip
+def exec_traced(
+    sock: socket.socket, program: bytes, path: str, argv: list[str], env: dict[str, str]
+) -> NoReturn:
     """In a forked child: load ``program`` with a listener, send the listener over
     ``sock``, exec ``path``. Failures before the filter are sent as ``b"E" + reason``.
 

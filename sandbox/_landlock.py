@@ -7,6 +7,11 @@ What a ``Landlock()`` *handles* (denies unless a rule grants it):
 - TCP bind and connect, both, as soon as one port is granted (or ``deny_tcp()``);
 - IPC scopes only when ``scope()`` names them.
 
+A ``Landlock`` is a value, not a RuleSet: a ``Policy`` takes it beside its RuleSets
+(``Policy(SystemIO.nothing(), Landlock().read(p))``), merges the rights of all of them
+(``Policy.landlock``) and adds the syscalls the granted rights need (``rules()``). A
+RuleSet brings rights of its own through ``RuleSet.landlock()``.
+
 The builder checks paths and ports when it is called (``PolicyError``); ``plan()`` turns
 it into a ``LandlockPlan`` (plain data); ``apply_plan`` opens the paths and enforces the
 plan in the process being confined, dropping what the running kernel lacks (BEST_EFFORT)
@@ -19,13 +24,11 @@ _landlock_sys.py (the raw calls).
 
 from __future__ import annotations
 
-import builtins
 import copy
-import enum
 import os
 import stat
 from collections.abc import Iterable
-from typing import ClassVar, Final, Self
+from typing import Final, NoReturn, Self
 
 from ._errors import PolicyError
 from ._landlock_abi import (
@@ -40,43 +43,43 @@ from ._landlock_abi import (
     Scope,
 )
 
-# devices() reads DEVICES from this module; dns_paths() reads RESOLVER_FILES from
-# _landlock_paths (re-exported here for code that names it here).
+# devices() reads DEVICES from this module (a test points it elsewhere).
 from ._landlock_paths import DEVICES as DEVICES
-from ._landlock_paths import RESOLVER_FILES as RESOLVER_FILES
 from ._landlock_paths import dns_paths, python_paths, ssl_cert_paths
 from ._landlock_rules import implied_rules
+from ._landlock_sys import Compat as Compat
+from ._landlock_sys import Enforcement as Enforcement
 from ._landlock_sys import LandlockPlan as LandlockPlan
 from ._landlock_sys import LandlockStatus as LandlockStatus
 from ._landlock_sys import PathGrant
 from ._landlock_sys import apply_plan as apply_plan
 from ._rules import Action, Cmp, Rule
-from ._ruleset import RuleSet
 
-__all__ = ["AccessFs", "AccessNet", "Compat", "Landlock", "LandlockPlan", "LandlockStatus",
-           "Scope", "apply_plan"]  # fmt: skip
+__all__ = [
+    "AccessFs",
+    "AccessNet",
+    "Compat",
+    "Enforcement",
+    "Landlock",
+    "LandlockPlan",
+    "LandlockStatus",
+    "Scope",
+    "apply_plan",
+]
 
 
-class Compat(enum.Enum):
-    """What to do when the kernel lacks a requested Landlock feature."""
-
-    BEST_EFFORT = "best_effort"  # enforce what the kernel has; the status lists the rest
-    HARD = "hard"  # raise SandboxError naming the feature and the kernel that brings it
-
-
-class Landlock(RuleSet):
+class Landlock:
     """Landlock rights: paths and what may be done beneath them, TCP ports, IPC scopes.
 
     ``Landlock().read("/etc").write("/var/lib/app").connect_tcp(443)`` lets a thread
     read beneath /etc, write files beneath /var/lib/app, connect to TCP port 443, and
     nothing else on the filesystem or over TCP. Immutable: every builder returns a copy.
-    As a RuleSet it also brings the syscalls its rights need (see ``rules()``).
+    Given to a ``Policy`` beside its RuleSets, it also brings the syscalls its rights
+    need (see ``rules()``), under its name (``name=``, default "Landlock").
     """
 
-    kind: ClassVar[str] = "implied"
-
     def __init__(self, *, name: str | None = None) -> None:
-        super().__init__(name=name)
+        self._name = name
         self._fs = AccessFs(0)
         self._net = AccessNet(0)
         self._scopes = Scope(0)
@@ -86,9 +89,26 @@ class Landlock(RuleSet):
         self._paths: tuple[PathGrant, ...] = ()
         self._ports: tuple[tuple[int, int], ...] = ()
 
+    @classmethod
+    def nothing(cls) -> Self:
+        """An empty Landlock (as ``Landlock()``): it handles nothing until a builder
+        grants a path or a port, or ``deny_fs()``/``deny_tcp()``/``scope()`` says so."""
+        return cls()
+
+    @property
+    def name(self) -> str:
+        """What error messages and a policy's RuleSets call these rights."""
+        return self._name or type(self).__name__
+
+    def named(self, name: str) -> Self:
+        """The same rights under another name."""
+        new = copy.copy(self)
+        new._name = name
+        return new
+
     # -- filesystem --------------------------------------------------------------------
 
-    def allow(  # type: ignore[override]  # paths and rights, not syscall names
+    def allow(
         self, path: str | os.PathLike[str], access: AccessFs, *, missing_ok: bool = False
     ) -> Self:
         """Grant ``access`` (AccessFs flags) beneath ``path``, a directory or a file."""
@@ -238,7 +258,8 @@ class Landlock(RuleSet):
         return bool(self._fs)
 
     def rules(self) -> tuple[Rule, ...]:
-        """The syscalls the granted rights need (``implied_rules``), and no more."""
+        """The syscalls the granted rights need (``implied_rules``), and no more: what a
+        ``Policy`` adds for a Landlock given to it (merged as implied rules)."""
         granted_fs = AccessFs(0)
         for grant in self._paths:
             granted_fs |= grant[1]
@@ -247,11 +268,8 @@ class Landlock(RuleSet):
             granted_net |= access
         return implied_rules(granted_fs, granted_net)
 
-    def landlock(self) -> Landlock:
-        return self
-
     @classmethod
-    def merge(cls, parts: builtins.list[Landlock]) -> Landlock:
+    def merge(cls, parts: Iterable[Landlock]) -> Landlock:
         """One ruleset handling the union of the parts' rights and granting all their rules."""
         out = cls()
         for part in parts:
@@ -262,15 +280,15 @@ class Landlock(RuleSet):
         return out
 
     def plan(self, compat: Compat = Compat.BEST_EFFORT) -> LandlockPlan:
-        return LandlockPlan(
-            compat.value, int(self._fs), int(self._net), int(self._scopes), self._restrict,
-            self._paths, self._ports,
-        )  # fmt: skip
+        """These rights as plain data for ``apply_plan``, under ``compat``."""
+        fs, net, scopes = int(self._fs), int(self._net), int(self._scopes)
+        return LandlockPlan(compat, fs, net, scopes, self._restrict, self._paths, self._ports)
 
-    def allow_rule(self, syscall: str, *conditions: Cmp) -> Self:
+    # RuleSet's syscall builders, refused with the way to say it (a Landlock grants paths).
+    def allow_rule(self, syscall: str, *conditions: Cmp) -> NoReturn:
         raise PolicyError(_NOT_SYSCALLS.format(f"allow_rule({syscall!r})"))
 
-    def deny(self, *syscalls: str, action: Action | None = None) -> Self:
+    def deny(self, *syscalls: str, action: Action | None = None) -> NoReturn:
         raise PolicyError(_NOT_SYSCALLS.format(f"deny({', '.join(map(repr, syscalls))})"))
 
     def __repr__(self) -> str:

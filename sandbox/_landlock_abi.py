@@ -67,7 +67,6 @@ NO_NET: Final = AccessNet(0)
 NO_SCOPES: Final = Scope(0)
 ALL_FS: Final = AccessFs(sum(AccessFs))
 ALL_NET: Final = AccessNet(sum(AccessNet))
-ALL_SCOPES: Final = Scope(sum(Scope))
 
 #: How a status names a missing domain (no Landlock at all).
 DOMAIN: Final = "domain"
@@ -113,15 +112,8 @@ LEVELS: Final = (
     Level(6, "6.12", scopes=Scope.ABSTRACT_UNIX_SOCKET | Scope.SIGNAL),
     Level(7, "6.15", restrict=LOG_SAME_EXEC_OFF | LOG_NEW_EXEC_ON | LOG_SUBDOMAINS_OFF),
     Level(8, "7.0", restrict=TSYNC),
-)  # fmt: skip
+)
 NEWEST: Final = LEVELS[-1].abi
-
-#: Errata the kernel reports as fixed (bit N-1 set: erratum N fixed), for the record.
-ERRATA: Final = {
-    1: "TCP rights no longer apply to non-TCP stream sockets (ABI 4)",
-    2: "signal scoping lets threads of one process signal each other (ABI 6)",
-    3: "rename/link on disconnected directories cannot widen rights (ABI 1)",
-}
 
 
 def supported(abi: int) -> Level:
@@ -194,5 +186,6 @@ def fit(fs: int, granted_fs: int, net: int, scopes: int, restrict: int, abi: int
         *_names(Scope(scopes & ~have.scopes)),
         *(RESTRICT_NAMES[f] for f in RESTRICT_NAMES if f & restrict & ~have.restrict),
     ]
-    return Fitted(fs & have.fs, net & have.net, scopes & have.scopes, restrict & have.restrict,
-                  tuple(dropped))  # fmt: skip
+    return Fitted(
+        fs & have.fs, net & have.net, scopes & have.scopes, restrict & have.restrict, tuple(dropped)
+    )

@@ -25,28 +25,42 @@ MULTIARCH: Final = sysconfig.get_config_var("MULTIARCH") or f"{os.uname().machin
 #: CA directories: Debian/Ubuntu/Alpine/Arch hashed links and bundle; Fedora/RHEL; the
 #: p11-kit extracted bundles (Fedora, Arch); the files Debian's links point to; openSUSE.
 CA_DIRS: Final = (
-    "/etc/ssl/certs", "/etc/pki/tls/certs", "/etc/pki/ca-trust/extracted",
-    "/etc/ca-certificates/extracted", "/usr/share/ca-certificates",
-    "/usr/local/share/ca-certificates", "/var/lib/ca-certificates",
-)  # fmt: skip
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust/extracted",
+    "/etc/ca-certificates/extracted",
+    "/usr/share/ca-certificates",
+    "/usr/local/share/ca-certificates",
+    "/var/lib/ca-certificates",
+)
 #: CA bundle files outside those directories: Alpine/LibreSSL, openSUSE, Fedora, Mandriva.
 CA_FILES: Final = (
-    "/etc/ssl/cert.pem", "/etc/ssl/ca-bundle.pem", "/etc/pki/tls/cert.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cert.pem",
     "/etc/pki/tls/cacert.pem",
-)  # fmt: skip
+)
 #: OpenSSL's compiled-in defaults on common builds (Debian's, and source builds'), for
 #: when the ssl module is not imported (see ssl_cert_paths).
 OPENSSL_DEFAULTS: Final = (
-    "/usr/lib/ssl/certs", "/usr/lib/ssl/cert.pem", "/usr/local/ssl/certs",
+    "/usr/lib/ssl/certs",
+    "/usr/lib/ssl/cert.pem",
+    "/usr/local/ssl/certs",
     "/usr/local/ssl/cert.pem",
-)  # fmt: skip
+)
 #: What glibc's resolver reads: name servers, static hosts, resolver options, the NSS
 #: configuration, getaddrinfo's sorting rules, service and protocol names, and the
 #: loader cache dlopen consults to find NSS modules.
 RESOLVER_FILES: Final = (
-    "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf",
-    "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/ld.so.cache",
-)  # fmt: skip
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/ld.so.cache",
+)
 
 
 def ssl_cert_paths() -> list[str]:

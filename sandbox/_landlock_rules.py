@@ -1,4 +1,4 @@
-"""The syscalls each Landlock right needs, merged into a policy as RuleSet kind "implied".
+"""The syscalls each Landlock right needs, merged into a policy as ``RuleKind.IMPLIED``.
 
 Landlock checks *which path* a syscall reaches; seccomp still has to let the syscall run.
 ``implied_rules`` turns the rights a ``Landlock`` grants into those rules, and no more:
@@ -23,11 +23,11 @@ import os
 import stat
 from typing import Final
 
-from ._builtins_io import WRITE_FLAGS
 from ._landlock_abi import ALL_FS, FILE_RIGHTS, AccessFs, AccessNet
 from ._rules import Arg, Rule
 from ._syscalls import exists
 from ._uapi import AT_EMPTY_PATH, AT_REMOVEDIR, O_TMPFILE_BIT
+from ._uapi import O_WRITE_FLAGS as WRITE_FLAGS
 
 _O_TMPFILE: Final = O_TMPFILE_BIT
 _ACCESS_MODE: Final = os.O_ACCMODE | _O_TMPFILE
@@ -61,8 +61,11 @@ _FSTAT_FD: Final = (("newfstatat", 3, _AT_EMPTY_PATH, _AT_EMPTY_PATH),)  # glibc
 
 def _mknod(*kinds: int) -> tuple[tuple[str, int, int, int], ...]:
     """mknod and mknodat making a node of one of these types (S_IFMT of the mode)."""
-    return tuple((s, i, stat.S_IFMT(0o777777), k) for k in kinds
-                 for s, i in (("mknod", 1), ("mknodat", 2)))  # fmt: skip
+    mode = stat.S_IFMT(0o777777)
+    return tuple((s, i, mode, k) for k in kinds for s, i in (("mknod", 1), ("mknodat", 2)))
+
+
+_WRITE_OPENS: Final = _open(_ACCESS_MODE, os.O_WRONLY) + _open(_ACCESS_MODE, os.O_RDWR)
 
 
 #: Syscalls a right needs only in one form: (syscall, argument, mask, value). Reading
@@ -72,8 +75,7 @@ def _mknod(*kinds: int) -> tuple[tuple[str, int, int, int], ...]:
 _WHEN: Final[dict[AccessFs, tuple[tuple[str, int, int, int], ...]]] = {
     AccessFs.READ_FILE: _open(WRITE_FLAGS, 0) + _FSTAT_FD,
     AccessFs.READ_DIR: _open(WRITE_FLAGS, 0) + _FSTAT_FD,
-    AccessFs.WRITE_FILE: _open(_ACCESS_MODE, os.O_WRONLY) + _open(_ACCESS_MODE, os.O_RDWR)
-    + _FSTAT_FD,
+    AccessFs.WRITE_FILE: _WRITE_OPENS + _FSTAT_FD,
     AccessFs.MAKE_REG: _open(os.O_CREAT | _O_TMPFILE, os.O_CREAT) + _mknod(0, stat.S_IFREG),
     AccessFs.MAKE_CHAR: _mknod(stat.S_IFCHR),
     AccessFs.MAKE_BLOCK: _mknod(stat.S_IFBLK),
@@ -81,7 +83,7 @@ _WHEN: Final[dict[AccessFs, tuple[tuple[str, int, int, int], ...]]] = {
     AccessFs.MAKE_SOCK: _mknod(stat.S_IFSOCK),
     AccessFs.REMOVE_FILE: (("unlinkat", 2, _AT_REMOVEDIR, 0),),
     AccessFs.REMOVE_DIR: (("unlinkat", 2, _AT_REMOVEDIR, _AT_REMOVEDIR),),
-}  # fmt: skip
+}
 _MAKE_ANY: Final = ALL_FS & ~(FILE_RIGHTS | AccessFs.READ_DIR | AccessFs.REFER)
 _REMOVE_ANY: Final = AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR
 
@@ -106,11 +108,25 @@ def implied_rules(fs: AccessFs, net: AccessNet) -> tuple[Rule, ...]:
 
 
 #: Path-based calls that change a file's metadata, which Landlock does not check.
-UNCHECKED_PATH_CALLS: Final = frozenset((
-    "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
-    "utime", "utimes", "futimesat", "setxattr", "lsetxattr", "removexattr",
-    "lremovexattr", "setxattrat", "removexattrat",
-))  # fmt: skip
+UNCHECKED_PATH_CALLS: Final = frozenset(
+    {
+        "chmod",
+        "fchmodat",
+        "fchmodat2",
+        "chown",
+        "lchown",
+        "fchownat",
+        "utime",
+        "utimes",
+        "futimesat",
+        "setxattr",
+        "lsetxattr",
+        "removexattr",
+        "lremovexattr",
+        "setxattrat",
+        "removexattrat",
+    }
+)
 
 
 def descriptor_form(rule: Rule) -> Rule | None:

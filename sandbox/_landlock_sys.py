@@ -23,6 +23,7 @@ Safety argument, kept next to the code it covers:
 from __future__ import annotations
 
 import ctypes
+import enum
 import errno
 import os
 import stat
@@ -329,17 +330,41 @@ def _explain(call: str, exc: OSError) -> SandboxError:
 # -- plans and what enforcing them achieved -----------------------------------------------
 
 
+class Compat(enum.StrEnum):
+    """What to do when the kernel lacks a requested Landlock feature.
+
+    A ``StrEnum``: a member equals its value (``Compat.HARD == "hard"``) and crosses a
+    wire (msgspec) as that string.
+    """
+
+    BEST_EFFORT = "best_effort"  # enforce what the kernel has; the status lists the rest
+    HARD = "hard"  # raise SandboxError naming the feature and the kernel that brings it
+
+
+class Enforcement(enum.StrEnum):
+    """How much of what was asked for is in force (``Status`` and ``LandlockStatus``).
+
+    A ``StrEnum``: ``status.enforcement == "full"`` holds, and msgspec encodes it as the
+    string.
+    """
+
+    FULL = "full"  # everything asked for
+    PARTIAL = "partial"  # some of it: the status names what was dropped
+    NONE = "none"  # nothing could be enforced
+
+
 @dataclass(frozen=True)
 class LandlockPlan:
     """Plain data (msgspec-encodable) for ``apply_plan``: what to ask the kernel for.
 
-    ``compat`` is ``"best_effort"`` or ``"hard"``; ``paths`` are ``PathGrant`` tuples
-    ``(absolute path, AccessFs bits, missing_ok, st_dev, st_ino)``; ``ports`` are ``(port,
-    AccessNet bits)``. Handled rights are the whole request, before it is fitted to a
-    kernel. An empty plan still makes a domain (see ``apply_plan``).
+    ``compat`` is a ``Compat`` (its string value is accepted and converted); ``paths``
+    are ``PathGrant`` tuples ``(absolute path, AccessFs bits, missing_ok, st_dev,
+    st_ino)``; ``ports`` are ``(port, AccessNet bits)``. Handled rights are the whole
+    request, before it is fitted to a kernel. An empty plan still makes a domain (see
+    ``apply_plan``).
     """
 
-    compat: str = "best_effort"
+    compat: Compat = Compat.BEST_EFFORT
     handled_fs: int = 0
     handled_net: int = 0
     scoped: int = 0
@@ -347,20 +372,28 @@ class LandlockPlan:
     paths: tuple[PathGrant, ...] = ()
     ports: tuple[tuple[int, int], ...] = ()
 
+    def __post_init__(self) -> None:
+        if type(self.compat) is not Compat:  # given as its string value ("hard")
+            object.__setattr__(self, "compat", Compat(self.compat))
+
 
 @dataclass(frozen=True)
 class LandlockStatus:
     """What Landlock enforces after ``apply_plan``.
 
-    ``enforcement``: ``"full"`` (everything asked for), ``"partial"`` (``dropped`` names
-    what the kernel lacks), ``"none"`` (no Landlock domain could be created: then
-    ``dropped`` names ``"domain"`` too, since nothing confines ptrace-class access such as
+    ``enforcement``: ``FULL`` (everything asked for), ``PARTIAL`` (``dropped`` names what
+    the kernel lacks), ``NONE`` (no Landlock domain could be created: then ``dropped``
+    names ``"domain"`` too, since nothing confines ptrace-class access such as
     /proc/PID/mem to this sandbox). ``abi`` is the ABI version used (0: no Landlock).
     """
 
-    enforcement: str
+    enforcement: Enforcement
     abi: int
     dropped: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if type(self.enforcement) is not Enforcement:  # given as its string value ("full")
+            object.__setattr__(self, "enforcement", Enforcement(self.enforcement))
 
     @property
     def domain(self) -> bool:
@@ -376,7 +409,7 @@ class LandlockStatus:
                 "of the same user outside this sandbox)"
             )
         where = f"Landlock ABI {self.abi}, Linux {kernel_of(self.abi)}+"
-        if self.enforcement == "full":
+        if self.enforcement is Enforcement.FULL:
             return f"full ({where})"
         return f"{self.enforcement} ({where}; dropped {', '.join(map(needs, self.dropped))})"
 
@@ -387,7 +420,7 @@ def apply_plan(
     """Enforce ``plan`` on this thread (or every thread); say what was enforced.
 
     Under best effort what the kernel lacks is dropped and listed in the status; under
-    ``"hard"`` a SandboxError names it, before anything irreversible happens. Landlock is
+    ``Compat.HARD`` a SandboxError names it, before anything irreversible happens. Landlock is
     per-thread until ABI 8 (TSYNC): on an older kernel ``all_threads`` holds only when this
     is the process's sole thread, and is otherwise reported as dropped. ``covered`` names
     threads (native ids) that already applied this plan themselves (a supervisor's own
@@ -397,18 +430,19 @@ def apply_plan(
     granted = 0
     for grant in plan.paths:
         granted |= grant[1]
-    fitted = fit(plan.handled_fs, granted, plan.handled_net, plan.scoped, plan.restrict_flags,
-                 version)  # fmt: skip
+    request = (plan.handled_fs, granted, plan.handled_net, plan.scoped, plan.restrict_flags)
+    fitted = fit(*request, version)
     fitted = _all_threads(fitted, version, covered) if all_threads else fitted
     paths = plan.paths
     if fitted.empty:
         fitted, paths = _minimal(fitted, version)
-    if plan.compat == "hard" and fitted.dropped:
+    if plan.compat == Compat.HARD and fitted.dropped:
         raise _hard_error(version, fitted.dropped)
     if fitted.empty:
-        return LandlockStatus("none", version, fitted.dropped)
+        return LandlockStatus(Enforcement.NONE, version, fitted.dropped)
     enforce(fitted, paths, plan.ports, version)
-    return LandlockStatus("partial" if fitted.dropped else "full", version, fitted.dropped)
+    enforced = Enforcement.PARTIAL if fitted.dropped else Enforcement.FULL
+    return LandlockStatus(enforced, version, fitted.dropped)
 
 
 def _minimal(fitted: Fitted, version: int) -> tuple[Fitted, tuple[PathGrant, ...]]:

@@ -1,33 +1,68 @@
 """Merging the rules of many RuleSets into one rule list per syscall, catching conflicts.
 
-Three kinds of RuleSet meet here:
+Each RuleSet declares its ``kind`` (a ``RuleKind``); four kinds of rule meet here:
 
-- ``baseline`` (PythonRuntime): what the interpreter needs. A user rule on the same
+- ``BASELINE`` (PythonRuntime): what the interpreter needs. A user rule on the same
   syscall replaces it, so a user can tighten, e.g. forbid ``mmap`` with PROT_EXEC.
-- ``normal`` (everything the user writes): an unconditional rule and a conditional rule
+- ``NORMAL`` (everything the user writes): an unconditional rule and a conditional rule
   on one syscall conflict, since the condition would be dead; so do two different
   unconditional actions.
-- ``implied`` (Landlock rights, and single rules marked ``implied=True`` such as the
-  polling a socket needs): the syscalls a granted right needs. They add to the user's
-  rules; an unconditional implied rule absorbs the user's conditions, because the right
-  cannot work without it (Landlock then does the path check).
-- ``support``: the baseline's own ``implied=True`` rules (what stacking a stricter
+- ``IMPLIED`` (the syscalls a Landlock's rights need, the orchestrator's own calls, and
+  single rules marked ``implied=True`` such as the polling a socket needs). They add to
+  the user's rules; an unconditional implied rule absorbs the user's conditions, because
+  the right cannot work without it (Landlock then does the path check).
+- ``SUPPORT``: the baseline's own ``implied=True`` rules (what stacking a stricter
   policy needs: seccomp, prctl(PR_SET_NO_NEW_PRIVS), landlock_*). They add to the
   user's rules on those syscalls, so ``Processes.allow_prctl_name()`` does not take
   NO_NEW_PRIVS away, and give way only to a user rule denying the syscall outright.
+
+A conflict is a ``RuleConflict`` naming the syscall, both RuleSets and both rules.
 """
 
 from __future__ import annotations
 
 import errno
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._errors import PolicyError
 from ._rules import Action, Cmp, Rule
-from ._ruleset import _DEFAULT, RuleSet
+from ._ruleset import _DEFAULT, LandlockRules, RuleKind, RuleSet
 from ._syscalls import exists, number
+
+if TYPE_CHECKING:
+    from ._landlock import Landlock
+
+#: What to merge of a RuleSet (``Policy`` leaves some builtin rules out): its rules.
+RulesOf = Callable[[RuleSet], tuple[Rule, ...]]
+
+
+class RuleConflict(PolicyError):
+    """Two rules on one syscall that cannot stand together in a policy.
+
+    ``syscall`` is the syscall; ``rulesets`` the two RuleSets the rules come from (a
+    Landlock given to the Policy: that Landlock) and ``rules`` the two rules, each pair
+    in the order the policy holds them (one RuleSet twice when it holds both rules). The
+    message names both; when two different RuleSets go by the same name, it says which
+    argument of the Policy each one is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        syscall: str,
+        rulesets: tuple[RuleSet | Landlock, RuleSet | Landlock],
+        rules: tuple[Rule, Rule],
+    ) -> None:
+        super().__init__(message)
+        self.syscall = syscall
+        self.rulesets = rulesets
+        self.rules = rules
+
+    def __reduce__(self) -> tuple[type[RuleConflict], tuple[str, str, object, object]]:
+        return type(self), (str(self), self.syscall, self.rulesets, self.rules)
 
 
 @dataclass(frozen=True)
@@ -42,23 +77,27 @@ class Entry:
 
 @dataclass(frozen=True)
 class _Source:
-    ruleset: str
-    kind: str
+    ruleset: RuleSet
+    position: int  # among the policy's RuleSets (0: PythonRuntime)
+    kind: RuleKind
     rule: Rule
     action: Action
 
 
-def merge(rulesets: Sequence[RuleSet], default: Action) -> tuple[tuple[Entry, ...], frozenset[str]]:
-    """The merged rule list, and the set of syscalls any rule names."""
+def merge(
+    rulesets: Sequence[RuleSet], default: Action, rules_of: RulesOf | None = None
+) -> tuple[tuple[Entry, ...], frozenset[str]]:
+    """The merged rule list, and the set of syscalls any rule names. ``rules_of``: the
+    rules to take of each RuleSet (default: all of them, ``rs.rules()``)."""
     by_syscall: dict[str, list[_Source]] = defaultdict(list)
-    for rs in rulesets:
-        kind = rule_kind(rs)
-        for rule in rs.rules():
+    for position, rs in enumerate(rulesets):
+        kind = kind_of(rs)
+        for rule in rs.rules() if rules_of is None else rules_of(rs):
             if not exists(rule.syscall):
                 number(rule.syscall, where=f"{rs.name}: {rule!r}: ")  # raises, naming it
             action = resolve(rule.action, default)
-            own = _own_kind(kind, rule)
-            by_syscall[rule.syscall].append(_Source(rs.name, own, rule, action))
+            source = _Source(rs, position, _own_kind(kind, rule), rule, action)
+            by_syscall[rule.syscall].append(source)
     entries: list[Entry] = []
     for syscall, sources in by_syscall.items():
         entries.extend(_merge_one(syscall, sources, default))
@@ -73,24 +112,34 @@ def resolve(action: Action, default: Action) -> Action:
     return default if default.denies else Action.ERRNO(errno.EPERM)
 
 
-def _own_kind(kind: str, rule: Rule) -> str:
+def kind_of(rs: RuleSet) -> RuleKind:
+    """The ``RuleKind`` a RuleSet declares (its ``kind``, a member or its value)."""
+    try:
+        return RuleKind(rs.kind)
+    except ValueError:
+        kinds = ", ".join(f"RuleKind.{k.name}" for k in RuleKind)
+        raise PolicyError(f"{rs.name}: kind {rs.kind!r} is none of {kinds}") from None
+
+
+def _own_kind(kind: RuleKind, rule: Rule) -> RuleKind:
     """A rule's kind: its RuleSet's, except ``implied=True`` rules; the baseline's
-    implied rules are "support" (they add to the user's rules, yet give way to a user
+    implied rules are SUPPORT (they add to the user's rules, yet give way to a user
     rule that denies the syscall outright)."""
     if not rule.implied:
         return kind
-    return "support" if kind == "baseline" else "implied"
-
-
-def rule_kind(rs: RuleSet) -> str:
-    return getattr(rs, "kind", "normal")
+    return RuleKind.SUPPORT if kind is RuleKind.BASELINE else RuleKind.IMPLIED
 
 
 def _merge_one(syscall: str, sources: list[_Source], default: Action) -> list[Entry]:
-    normal = [s for s in sources if s.kind == "normal"]
-    implied = [s for s in sources if s.kind == "implied"]
-    support = [s for s in sources if s.kind == "support"]
-    chosen = normal or [s for s in sources if s.kind == "baseline"]
+    if len(sources) == 1:  # most syscalls: nothing to conflict or merge with
+        only = sources[0]
+        if only.action == default:
+            return []
+        return [Entry(syscall, number(syscall), only.action, only.rule.conditions)]
+    normal = [s for s in sources if s.kind is RuleKind.NORMAL]
+    implied = [s for s in sources if s.kind is RuleKind.IMPLIED]
+    support = [s for s in sources if s.kind is RuleKind.SUPPORT]
+    chosen = normal or [s for s in sources if s.kind is RuleKind.BASELINE]
     _check_conflicts(syscall, chosen)
     _check_implied(syscall, chosen, implied)
     if any(not s.rule.conditions and s.action.denies for s in normal):
@@ -102,9 +151,8 @@ def _merge_one(syscall: str, sources: list[_Source], default: Action) -> list[En
     out: dict[tuple[Action, tuple[Cmp, ...]], Entry] = {}
     for s in merged:
         if s.action != default:  # a rule that repeats the default changes nothing
-            out.setdefault(
-                (s.action, s.rule.conditions), Entry(syscall, nr, s.action, s.rule.conditions)
-            )
+            key = (s.action, s.rule.conditions)
+            out.setdefault(key, Entry(syscall, nr, s.action, s.rule.conditions))
     return list(out.values())
 
 
@@ -113,30 +161,66 @@ def _check_implied(syscall: str, chosen: list[_Source], implied: list[_Source]) 
     denies = [s for s in chosen if s.action != Action.ALLOW]
     if implied and denies:
         need, deny = implied[0], denies[0]
-        raise PolicyError(
-            f"{syscall!r}: {need.ruleset} needs it ({need.rule!r}) for the rights it "
-            f"grants, but {deny.ruleset} denies it ({deny.rule!r})"
+        who_needs, who_denies = _names(need, deny)
+        message = (
+            f"{syscall!r}: {who_needs} needs it ({need.rule!r}) for the rights it "
+            f"grants, but {who_denies} denies it ({deny.rule!r})"
         )
+        raise _conflict(message, syscall, need, deny)
 
 
 def _check_conflicts(syscall: str, sources: list[_Source]) -> None:
-    unconditional = [s for s in sources if not s.rule.conditions]
-    for u in unconditional:
+    """Two rules the user wrote that cannot both apply: the first pair found."""
+    for u in (s for s in sources if not s.rule.conditions):
         for other in sources:
             if other is u:
                 continue
             if other.rule.conditions:
-                raise PolicyError(
-                    f"{syscall!r}: {u.ruleset} allows it outright ({u.rule!r}) while "
-                    f"{other.ruleset} allows it only when {other.rule!r} holds; the "
-                    "condition would be dead. Drop one of the two rules."
-                    if u.action == other.action
-                    else f"{syscall!r}: {u.ruleset} gives {u.action!r} for every call "
-                    f"({u.rule!r}) while {other.ruleset} has {other.rule!r}; "
-                    "the second rule could never apply."
-                )
+                raise _conflict(_dead_condition(syscall, u, other), syscall, u, other)
             if other.action != u.action:
-                raise PolicyError(
-                    f"{syscall!r}: {u.ruleset} says {u.action!r} ({u.rule!r}) but "
-                    f"{other.ruleset} says {other.action!r} ({other.rule!r})"
+                first, second = _names(u, other)
+                message = (
+                    f"{syscall!r}: {first} says {u.action!r} ({u.rule!r}) but "
+                    f"{second} says {other.action!r} ({other.rule!r})"
                 )
+                raise _conflict(message, syscall, u, other)
+
+
+def _dead_condition(syscall: str, u: _Source, other: _Source) -> str:
+    """The message for an unconditional rule ``u`` beside a conditional one."""
+    outright, conditional = _names(u, other)
+    if u.action == other.action:
+        return (
+            f"{syscall!r}: {outright} allows it outright ({u.rule!r}) while "
+            f"{conditional} allows it only when {other.rule!r} holds; the condition "
+            "would be dead. Drop one of the two rules."
+        )
+    return (
+        f"{syscall!r}: {outright} gives {u.action!r} for every call ({u.rule!r}) while "
+        f"{conditional} has {other.rule!r}; the second rule could never apply."
+    )
+
+
+def _names(a: _Source, b: _Source) -> tuple[str, str]:
+    """How a message names two RuleSets: by name, and by their place in the Policy when
+    two different RuleSets share a name (two ``SystemIO``)."""
+    if a.ruleset.name != b.ruleset.name or a.position == b.position:
+        return a.ruleset.name, b.ruleset.name
+    return _placed(a), _placed(b)
+
+
+def _placed(s: _Source) -> str:
+    if s.position == 0:
+        return f"{s.ruleset.name} (the runtime's own)"
+    return f"{s.ruleset.name} (Policy argument {s.position})"
+
+
+def _conflict(message: str, syscall: str, a: _Source, b: _Source) -> RuleConflict:
+    first, second = sorted((a, b), key=lambda s: s.position)
+    rulesets = (_given(first.ruleset), _given(second.ruleset))
+    return RuleConflict(message, syscall, rulesets, (first.rule, second.rule))
+
+
+def _given(rs: RuleSet) -> RuleSet | Landlock:
+    """What the Policy was given: a Landlock for the RuleSet that stands for one."""
+    return rs.landlock() if isinstance(rs, LandlockRules) else rs

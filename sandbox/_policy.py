@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import errno
 import os
@@ -13,14 +12,15 @@ from typing import Any, Final, TypeVar, cast, overload
 from . import _bpf
 from ._builtins_proc import PythonRuntime
 from ._compiled import CompiledPolicy, Status
-from ._errors import PolicyError, SandboxError
+from ._compiler import compile_filter
+from ._errors import PolicyError
 from ._guard import ALWAYS_DENIED as ALWAYS_DENIED
-from ._guard import Guard, guards, prefix
+from ._guard import Guard, guards
 from ._landlock import Compat, Landlock
 from ._landlock_rules import descriptor_form
-from ._merge import Entry, merge, resolve, rule_kind
+from ._merge import Entry, RulesOf, kind_of, merge, resolve
 from ._rules import SELF_PID, Action, Rule
-from ._ruleset import RuleSet, as_ruleset
+from ._ruleset import LandlockRules, RuleKind, RuleSet, as_ruleset
 from ._syscalls import number
 from ._uapi import CLONE_NAMESPACES as CLONE_NAMESPACES
 
@@ -58,8 +58,17 @@ class Policy:
     intersection of the two (each syscall gets the strictest answer of all filters).
     """
 
-    __slots__ = ("_compat", "_compiled", "_default", "_entries", "_landlock", "_named",
-                 "_own_rules", "_rulesets", "_uses_pid")  # fmt: skip
+    __slots__ = (
+        "_compat",
+        "_compiled",
+        "_default",
+        "_entries",
+        "_landlock",
+        "_named",
+        "_own_rules",
+        "_rulesets",
+        "_uses_pid",
+    )
     _rulesets: tuple[RuleSet, ...]
     _default: Action
     _compat: Compat
@@ -72,7 +81,7 @@ class Policy:
 
     def __init__(
         self,
-        *rulesets: RuleSet | Rule | str,
+        *rulesets: RuleSet | Landlock | Rule | str,
         default: Action = _EPERM,
         compat: Compat = Compat.BEST_EFFORT,
     ) -> None:
@@ -80,18 +89,18 @@ class Policy:
             raise PolicyError(f"Policy(default={default!r}): the default must be an Action")
         if not isinstance(compat, Compat):
             raise PolicyError(f"Policy(compat={compat!r}): use Compat.BEST_EFFORT or Compat.HARD")
-        sets = (PythonRuntime(), *(as_ruleset(r) for r in rulesets))
+        sets = (PythonRuntime(), *map(_as_ruleset, rulesets))
         landlock = _merge_landlock(sets)
         set_ = object.__setattr__
         set_(self, "_rulesets", sets)
         set_(self, "_default", default)
         set_(self, "_compat", compat)
-        if landlock is not None and landlock.confines_fs:
-            sets = tuple(_descriptor_forms(rs) for rs in sets)
-        entries, named = merge(sets, default)
+        confines_fs = landlock is not None and landlock.confines_fs
+        rules_of = _descriptor_forms if confines_fs else None
+        entries, named = merge(sets, default, rules_of)
         set_(self, "_entries", entries)
         set_(self, "_named", named)
-        set_(self, "_own_rules", _own_rules(sets, default))
+        set_(self, "_own_rules", _own_rules(sets, default, rules_of))
         set_(self, "_landlock", landlock)
         set_(self, "_compiled", {})
         uses_pid = any(c.value is SELF_PID for e in entries for c in e.conditions)
@@ -102,6 +111,9 @@ class Policy:
 
     @property
     def rulesets(self) -> tuple[RuleSet, ...]:
+        """``PythonRuntime``, then what the Policy was given, in order: a Landlock stands
+        there as the RuleSet that carries it (its ``landlock()``) with the syscalls its
+        rights need, under its name."""
         return self._rulesets
 
     @property
@@ -114,11 +126,13 @@ class Policy:
 
     @property
     def landlock(self) -> Landlock | None:
-        """The merged Landlock rights of every RuleSet, if any grants some."""
+        """The merged Landlock rights of every Landlock and RuleSet, if any brings some."""
         return self._landlock
 
-    def extend(self, *rulesets: RuleSet | Rule | str, default: Action | None = None) -> Policy:
-        """A new Policy with more RuleSets (and optionally another default)."""
+    def extend(
+        self, *rulesets: RuleSet | Landlock | Rule | str, default: Action | None = None
+    ) -> Policy:
+        """A new Policy with more RuleSets or Landlocks (and optionally another default)."""
         mine = self.rulesets[1:]  # PythonRuntime is added again by the constructor
         return Policy(*mine, *rulesets, default=default or self.default, compat=self.compat)
 
@@ -163,26 +177,15 @@ class Policy:
         return cache[key]
 
     def _compile(self, pid: int, notify_kills: bool, all_threads: bool) -> CompiledPolicy:
-        from ._compile import to_bpf
-
         entries, default = self.entries(), self.default
         guard = self.guards(all_threads=all_threads)
         if notify_kills:
             entries = tuple(_notify_if_kill(e) for e in entries)
             guard = tuple(dataclasses.replace(g, action=_notify_if_kill(g.action)) for g in guard)
             default = _notify_if_kill(default)
-        try:
-            rules = to_bpf(entries, default.seccomp_value, pid)
-        except OSError as exc:
-            raise SandboxError(
-                exc.errno or errno.EPERM,
-                f"compiling {self!r} failed ({exc}); libseccomp needs pipe2 and seccomp(2) "
-                "queries, which a policy already loaded here may deny: compile every policy "
-                "(policy.compile()) before applying the first one",
-            ) from None
         landlock = self.landlock if self.landlock is not None else Landlock()
         return CompiledPolicy(
-            bpf=prefix(guard, _bpf.NATIVE_ARCH) + rules,
+            bpf=compile_filter(entries, guard, default, pid),
             landlock=landlock.plan(self.compat),
             preload=self._preload(),
             self_pid=pid if self._uses_pid else None,
@@ -250,24 +253,30 @@ def _name(fn: object) -> str:
     return getattr(fn, "__qualname__", type(fn).__name__)
 
 
-def _descriptor_forms(rs: RuleSet) -> RuleSet:
-    """A builtin RuleSet without path-based calls Landlock cannot check (see Policy)."""
+def _as_ruleset(item: object) -> RuleSet:
+    """A Policy argument as a RuleSet: a Landlock stands as the RuleSet that carries it."""
+    return LandlockRules(item) if isinstance(item, Landlock) else as_ruleset(item)
+
+
+def _descriptor_forms(rs: RuleSet) -> tuple[Rule, ...]:
+    """A RuleSet's rules; a builtin's without path-based calls Landlock cannot check
+    (see Policy): what a policy whose Landlock confines the filesystem merges."""
+    rules = rs.rules()
     if not rs.BUILTIN:
-        return rs
-    kept = tuple(r for r in map(descriptor_form, rs.rules()) if r is not None)
-    new = copy.copy(rs)
-    new._rules = kept
-    return new
+        return rules
+    return tuple(r for r in map(descriptor_form, rules) if r is not None)
 
 
-def _own_rules(rulesets: tuple[RuleSet, ...], default: Action) -> tuple[Rule, ...]:
+def _own_rules(
+    rulesets: tuple[RuleSet, ...], default: Action, rules_of: RulesOf | None
+) -> tuple[Rule, ...]:
     """The rules the policy's own RuleSets write (not implied, not the runtime's), with
     their actions resolved: what may name an exception to a guard."""
     return tuple(
         Rule(rule.syscall, *rule.conditions, action=resolve(rule.action, default))
         for rs in rulesets
-        if rule_kind(rs) == "normal"
-        for rule in rs.rules()
+        if kind_of(rs) is RuleKind.NORMAL
+        for rule in (rs.rules() if rules_of is None else rules_of(rs))
         if not rule.implied
     )
 

@@ -232,10 +232,6 @@ class Rule:
         object.__setattr__(self, "action", action)
         object.__setattr__(self, "implied", implied)
 
-    @property
-    def conditional(self) -> bool:
-        return bool(self.conditions)
-
     def __repr__(self) -> str:
         parts = [repr(self.syscall), *map(repr, self.conditions)]
         if self.action != Action.ALLOW:

@@ -1,8 +1,9 @@
-"""RuleSet: a named, immutable bundle of syscall rules (and, for Landlock, path rights)."""
+"""RuleSet: a named, immutable bundle of syscall rules (and the Landlock rights it carries)."""
 
 from __future__ import annotations
 
 import copy
+import enum
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, Self
 
@@ -11,6 +12,22 @@ from ._rules import Action, Cmp, Rule
 
 if TYPE_CHECKING:
     from ._landlock import Landlock
+
+
+class RuleKind(enum.StrEnum):
+    """How a RuleSet's rules merge with other rules on the same syscall (see ``_merge``).
+
+    ``NORMAL``: what a user writes (a dead or contradicting rule is a ``RuleConflict``).
+    ``BASELINE``: ``PythonRuntime``'s; a user rule on the same syscall replaces it.
+    ``IMPLIED``: what something else needs (a Landlock's rights, the orchestrator's own
+    calls); it adds to the user's rules. ``SUPPORT``: a baseline rule marked
+    ``implied=True``; it adds to the user's rules unless they deny the syscall outright.
+    """
+
+    NORMAL = "normal"
+    BASELINE = "baseline"
+    IMPLIED = "implied"
+    SUPPORT = "support"
 
 
 class RuleSet:
@@ -29,9 +46,9 @@ class RuleSet:
 
     #: The ``allow_*`` methods (taking no arguments) that ``everything()`` applies.
     EVERYTHING: ClassVar[tuple[str, ...]] = ()
-    #: Rules of a weak RuleSet are implied by something else (Landlock rights): they merge
-    #: with the user's rules on the same syscall instead of conflicting with them.
-    weak: ClassVar[bool] = False
+    #: How this RuleSet's rules merge (a ``RuleKind``, or its value): NORMAL unless it
+    #: holds what something else needs. Your own RuleSets leave it alone.
+    kind: ClassVar[str] = RuleKind.NORMAL
     #: Builtin bundles (SystemIO, Networking, ..., the pledge and systemd profiles) grant
     #: by role, never by naming a syscall on purpose: in a policy whose Landlock confines
     #: the filesystem, their rules on path-based calls Landlock cannot check (chmod,
@@ -71,7 +88,10 @@ class RuleSet:
         return self._rules
 
     def landlock(self) -> Landlock | None:
-        """The Landlock rights this RuleSet contributes, if any."""
+        """The Landlock rights this RuleSet carries, if any. Override to bring rights
+        with the rules you write (no syscalls are implied for them: ``rules()`` says
+        which calls the RuleSet allows); a Landlock given to the Policy itself brings
+        the syscalls its rights need."""
         return None
 
     def allow(self, *syscalls: str) -> Self:
@@ -110,6 +130,21 @@ class BuiltinRuleSet(RuleSet):
     BUILTIN: ClassVar[bool] = True
 
 
+class LandlockRules(RuleSet):
+    """A ``Landlock`` as a Policy holds it among its RuleSets: under the Landlock's name,
+    the syscalls its rights need (``Landlock.rules()``, merged as implied rules) and the
+    rights themselves (``landlock()``)."""
+
+    kind: ClassVar[str] = RuleKind.IMPLIED
+
+    def __init__(self, landlock: Landlock) -> None:
+        super().__init__(*landlock.rules(), name=landlock.name)
+        self._landlock = landlock
+
+    def landlock(self) -> Landlock:
+        return self._landlock
+
+
 def _as_rule(rule: Rule | str) -> Rule:
     if isinstance(rule, Rule):
         return rule
@@ -119,7 +154,8 @@ def _as_rule(rule: Rule | str) -> Rule:
 
 
 def as_ruleset(item: object) -> RuleSet:
-    """Accept a RuleSet, a Rule, or a bare syscall name where a RuleSet is expected."""
+    """Accept a RuleSet, a Rule, or a bare syscall name where a RuleSet is expected
+    (``Policy`` wraps a Landlock itself, before this)."""
     if isinstance(item, RuleSet):
         return item
     if isinstance(item, str):
@@ -128,4 +164,6 @@ def as_ruleset(item: object) -> RuleSet:
         return RuleSet(item, name=repr(item))
     if isinstance(item, Iterable):
         raise PolicyError(f"Policy: got an iterable {item!r}; unpack it: Policy(*rulesets)")
-    raise PolicyError(f"Policy: expected a RuleSet, Rule or syscall name, got {item!r}")
+    raise PolicyError(
+        f"Policy: expected a RuleSet, a Landlock, a Rule or a syscall name, got {item!r}"
+    )

@@ -1,39 +1,28 @@
 """Syscall names and numbers for the native architecture.
 
 x86_64 and aarch64 come from the table shipped in _syscall_table.py (generated from
-libseccomp plus newer kernels), so naming syscalls never loads libseccomp. Any other
-architecture asks libseccomp, lazily.
+libseccomp plus newer kernels), so naming syscalls never loads libseccomp; isolates
+supports no other architecture.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
-from typing import Final
 
 from ._errors import PolicyError, did_you_mean
 from ._syscall_table import TABLES
-
-_HIGHEST: Final = 1024
 
 
 @functools.cache
 def table() -> dict[str, int]:
     """Every syscall name of the native architecture, with its number."""
     shipped = TABLES.get(platform.machine())
-    return dict(shipped) if shipped is not None else _from_libseccomp()
-
-
-def _from_libseccomp() -> dict[str, int]:
-    import pyseccomp
-
-    names: dict[str, int] = {}
-    for nr in range(_HIGHEST):
-        try:
-            names[pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, nr).decode()] = nr
-        except ValueError:
-            continue
-    return names
+    if shipped is None:
+        raise PolicyError(
+            f"isolates knows the syscalls of {', '.join(TABLES)}, not {platform.machine()}"
+        )
+    return dict(shipped)
 
 
 @functools.cache

@@ -82,6 +82,11 @@ CLONE_NEWNET: Final = CLONE_NAMESPACES["CLONE_NEWNET"]
 
 # -- files (include/uapi/asm-generic/fcntl.h, linux/fcntl.h) --------------------------------
 O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE: O_TMPFILE without its O_DIRECTORY bit
+#: The open(2) flags that make an open more than a read: write access, create, truncate,
+#: append, O_TMPFILE (its __O_TMPFILE bit; O_DIRECTORY alone is a read).
+O_WRITE_FLAGS: Final = (
+    os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | O_TMPFILE_BIT
+)
 AT_FDCWD: Final = -100
 AT_SYMLINK_NOFOLLOW: Final = 0x100
 AT_REMOVEDIR: Final = 0x200

@@ -11,7 +11,18 @@ import msgspec
 
 from isolates.channels import Channel, open_pair
 from isolates.orchestrator import Supervisor, Worker, WorkerContext, isolate
-from isolates.sandbox import Action, Arg, CompiledPolicy, Policy, Rule, Status, SystemIO
+from isolates.sandbox import (
+    Action,
+    Arg,
+    Compat,
+    CompiledPolicy,
+    Enforcement,
+    Landlock,
+    Policy,
+    Rule,
+    Status,
+    SystemIO,
+)
 
 
 class Ping(msgspec.Struct, forbid_unknown_fields=True):
@@ -26,6 +37,10 @@ def sandbox_api() -> None:
     assert_type(policy.apply(), Status)
     assert_type(policy.run(len, "abc"), int)
     assert_type(policy.decide("write", 1), Action)
+    confined = Policy(rs, Landlock().read("/etc"), compat=Compat.HARD).extend(Landlock())
+    assert_type(confined.landlock, Landlock | None)
+    assert_type(confined.apply().enforcement, Enforcement)
+    assert_type(Landlock().read("/etc").plan().compat, Compat)
 
 
 def channels_api() -> None:

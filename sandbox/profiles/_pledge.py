@@ -221,12 +221,25 @@ class _Paths(RuleSet):
 
 _READ: Final = AccessFs.READ_FILE | AccessFs.READ_DIR | AccessFs.IOCTL_DEV
 _WRITE: Final = AccessFs.WRITE_FILE | AccessFs.TRUNCATE | AccessFs.IOCTL_DEV
-_CREATE: Final = (AccessFs.MAKE_REG | AccessFs.MAKE_DIR | AccessFs.MAKE_SYM
-                  | AccessFs.REMOVE_FILE | AccessFs.REMOVE_DIR | AccessFs.REFER)  # fmt: skip
+_CREATE: Final = (
+    AccessFs.MAKE_REG
+    | AccessFs.MAKE_DIR
+    | AccessFs.MAKE_SYM
+    | AccessFs.REMOVE_FILE
+    | AccessFs.REMOVE_DIR
+    | AccessFs.REFER
+)
 _SPECIAL: Final = AccessFs.MAKE_FIFO | AccessFs.MAKE_CHAR | AccessFs.MAKE_BLOCK | AccessFs.MAKE_SOCK
-_TMP: Final = (AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.TRUNCATE | AccessFs.MAKE_REG
-               | AccessFs.REMOVE_FILE | AccessFs.MAKE_DIR | AccessFs.REMOVE_DIR
-               | AccessFs.READ_DIR)  # fmt: skip
+_TMP: Final = (
+    AccessFs.READ_FILE
+    | AccessFs.WRITE_FILE
+    | AccessFs.TRUNCATE
+    | AccessFs.MAKE_REG
+    | AccessFs.REMOVE_FILE
+    | AccessFs.MAKE_DIR
+    | AccessFs.REMOVE_DIR
+    | AccessFs.READ_DIR
+)
 _TTY: Final = AccessFs.READ_FILE | AccessFs.WRITE_FILE | AccessFs.IOCTL_DEV
 _GETPW_FILES: Final = ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ld.so.cache")
 
@@ -250,9 +263,12 @@ def _unveil_parts(permissions: str, names: frozenset[str]) -> list[tuple[str, Ac
             "only r (read), w (write), x (execute) and c (create/remove) exist"
         )
     out: list[tuple[str, AccessFs]] = []
-    for letter, promise, granted in (("r", "rpath", _READ), ("w", "wpath", _WRITE),
-                                     ("x", "exec", AccessFs.EXECUTE | AccessFs.READ_FILE),
-                                     ("c", "cpath", _CREATE)):  # fmt: skip
+    for letter, promise, granted in (
+        ("r", "rpath", _READ),
+        ("w", "wpath", _WRITE),
+        ("x", "exec", AccessFs.EXECUTE | AccessFs.READ_FILE),
+        ("c", "cpath", _CREATE),
+    ):
         if letter in permissions and promise in names:
             out.append((promise, granted))
     if "c" in permissions and "dpath" in names:

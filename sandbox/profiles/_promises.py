@@ -67,7 +67,7 @@ def rules_of(*rulesets: RuleSet, only: Iterable[str] = ()) -> list[Rule]:
     return [r for rs in rulesets for r in rs.rules() if not keep or r.syscall in keep]
 
 
-def each(syscalls: Iterable[str]) -> list[Rule]:
+def each(*syscalls: str) -> list[Rule]:
     """Each syscall allowed outright."""
     return [Rule(s) for s in syscalls]
 
@@ -101,7 +101,7 @@ def stdio(promises: Promises) -> list[Rule]:
         *rules_of(io, Pipes.nothing().allow_create(), Time.nothing().allow_sleep().allow_timers()),
         *rules_of(Signals.everything(), Threads.nothing().allow_create()),
         *rules_of(Processes.nothing().allow_wait()),
-        *each(STDIO_CALLS),
+        *each(*STDIO_CALLS),
         *[Rule("fcntl", Arg(1) == cmd) for cmd in STDIO_FCNTL],
         *ioctls(STDIO_IOCTLS),
         Rule("newfstatat", Arg(3) & AT_EMPTY_PATH == AT_EMPTY_PATH),  # glibc's fstat()
@@ -116,13 +116,23 @@ def stdio(promises: Promises) -> list[Rule]:
 
 def rpath(promises: Promises) -> list[Rule]:
     metadata = SystemIO.nothing().allow_metadata()
-    return [*opens(promises), *rules_of(metadata), *each(
-        ("getdents", "chdir", "fchdir", "getxattr", "lgetxattr", "fgetxattr", "listxattr",
-         "llistxattr", "flistxattr", "fadvise64"))]  # fmt: skip
+    listing_and_xattrs = each(
+        "getdents",
+        "chdir",
+        "fchdir",
+        "getxattr",
+        "lgetxattr",
+        "fgetxattr",
+        "listxattr",
+        "llistxattr",
+        "flistxattr",
+        "fadvise64",
+    )
+    return [*opens(promises), *rules_of(metadata), *listing_and_xattrs]
 
 
 def wpath(promises: Promises) -> list[Rule]:
-    return [*opens(promises), *each(("truncate", "fallocate", "getcwd"))]
+    return [*opens(promises), *each("truncate", "fallocate", "getcwd")]
 
 
 def cpath(promises: Promises) -> list[Rule]:
@@ -131,13 +141,25 @@ def cpath(promises: Promises) -> list[Rule]:
 
 
 def dpath(promises: Promises) -> list[Rule]:
-    return each(("mknod", "mknodat"))
+    return each("mknod", "mknodat")
 
 
 def tmppath(promises: Promises) -> list[Rule]:
     """Any open (Landlock confines it to /tmp), unlink, mkdir, rmdir, stat."""
-    return each(("open", "openat", "unlink", "unlinkat", "mkdir", "mkdirat", "rmdir", "stat",
-                 "lstat", "newfstatat", "statx", "getdents64"))  # fmt: skip
+    return each(
+        "open",
+        "openat",
+        "unlink",
+        "unlinkat",
+        "mkdir",
+        "mkdirat",
+        "rmdir",
+        "stat",
+        "lstat",
+        "newfstatat",
+        "statx",
+        "getdents64",
+    )
 
 
 _INET: Final = (socket.AF_INET, socket.AF_INET6)
@@ -173,8 +195,10 @@ def inet(promises: Promises) -> list[Rule]:
 
 
 def mcast(promises: Promises) -> list[Rule]:
-    return [Rule("setsockopt", Arg(1) == _IP, Arg(2) >= IP_MCAST.start),
-            Rule("setsockopt", Arg(1) == _IPV6, Arg(2) >= min(IPV6_MCAST))]  # fmt: skip
+    return [
+        Rule("setsockopt", Arg(1) == _IP, Arg(2) >= IP_MCAST.start),
+        Rule("setsockopt", Arg(1) == _IPV6, Arg(2) >= min(IPV6_MCAST)),
+    ]
 
 
 def unix(promises: Promises) -> list[Rule]:
@@ -190,7 +214,7 @@ def dns(promises: Promises) -> list[Rule]:
     stream_dgram = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
     return [
         *_sockets(_INET, stream_dgram, (0, socket.IPPROTO_UDP, socket.IPPROTO_TCP)),
-        *each(("connect", "sendto", "newfstatat", "stat")),
+        *each("connect", "sendto", "newfstatat", "stat"),
         Rule("setsockopt", Arg(1) == _IP, Arg(2) == 11),  # IP_RECVERR
         Rule("setsockopt", Arg(1) == _IPV6, Arg(2) == 25),  # IPV6_RECVERR
         *rules_of(SystemIO.nothing().allow_open_readonly()),
@@ -200,7 +224,7 @@ def dns(promises: Promises) -> list[Rule]:
 def getpw(promises: Promises) -> list[Rule]:
     """Reading /etc/passwd, /etc/group and the NSS configuration (Landlock confines the
     opens), and stat: glibc checks whether nsswitch.conf changed."""
-    return [*rules_of(SystemIO.nothing().allow_open_readonly()), *each(("newfstatat", "stat"))]
+    return [*rules_of(SystemIO.nothing().allow_open_readonly()), *each("newfstatat", "stat")]
 
 
 def fattr(promises: Promises) -> list[Rule]:
@@ -209,8 +233,18 @@ def fattr(promises: Promises) -> list[Rule]:
     no_suid = 0o7000
     rules = [Rule(s, Arg(1) & no_suid == 0) for s in ("chmod", "fchmod")]
     rules += [Rule(s, Arg(2) & no_suid == 0) for s in ("fchmodat", "fchmodat2")]
-    rules += each(("utimensat", "utime", "utimes", "futimesat", "setxattr", "lsetxattr",
-                   "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"))  # fmt: skip
+    rules += each(
+        "utimensat",
+        "utime",
+        "utimes",
+        "futimesat",
+        "setxattr",
+        "lsetxattr",
+        "fsetxattr",
+        "removexattr",
+        "lremovexattr",
+        "fremovexattr",
+    )
     return rules + _own_chown()
 
 
@@ -226,7 +260,7 @@ def _own_chown() -> list[Rule]:
 
 
 def chown(promises: Promises) -> list[Rule]:
-    return each(("chown", "fchown", "lchown", "fchownat"))
+    return each("chown", "fchown", "lchown", "fchownat")
 
 
 def flock(promises: Promises) -> list[Rule]:
@@ -236,19 +270,36 @@ def flock(promises: Promises) -> list[Rule]:
 def tty(promises: Promises) -> list[Rule]:
     """The tty ioctls, and opening /dev/tty (Landlock confines the open to it)."""
     modes = (os.O_RDONLY, os.O_WRONLY, os.O_RDWR)
-    return [*ioctls(TTY_IOCTLS), *(Rule("openat", Arg(2) & OPEN_KIND == m) for m in modes),
-            *(Rule("open", Arg(1) & OPEN_KIND == m) for m in modes)]  # fmt: skip
+    return [
+        *ioctls(TTY_IOCTLS),
+        *(Rule("openat", Arg(2) & OPEN_KIND == m) for m in modes),
+        *(Rule("open", Arg(1) & OPEN_KIND == m) for m in modes),
+    ]
 
 
 def proc(promises: Promises) -> list[Rule]:
     """OpenBSD's proc: fork, sessions, signals and priorities of other processes too,
     and F_SETOWN (a descriptor that signals its owner)."""
     procs = Processes.nothing().allow_fork().allow_sessions()
-    return [*rules_of(procs), Rule("fcntl", Arg(1) == F_SETOWN), *each(
-        ("kill", "tgkill", "tkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
-         "pidfd_send_signal", "prlimit64", "setrlimit", "sched_getparam", "sched_getscheduler",
-         "sched_get_priority_max", "sched_get_priority_min", "sched_setaffinity",
-         "getpriority", "setpriority"))]  # fmt: skip
+    signals_and_limits = each(
+        "kill",
+        "tgkill",
+        "tkill",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+        "pidfd_open",
+        "pidfd_send_signal",
+        "prlimit64",
+        "setrlimit",
+        "sched_getparam",
+        "sched_getscheduler",
+        "sched_get_priority_max",
+        "sched_get_priority_min",
+        "sched_setaffinity",
+        "getpriority",
+        "setpriority",
+    )
+    return [*rules_of(procs), Rule("fcntl", Arg(1) == F_SETOWN), *signals_and_limits]
 
 
 def exec_(promises: Promises) -> list[Rule]:
@@ -268,9 +319,23 @@ def settime(promises: Promises) -> list[Rule]:
 
 
 def id_(promises: Promises) -> list[Rule]:
-    return each(("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
-                 "setgroups", "setfsuid", "setfsgid", "capget", "capset", "prlimit64",
-                 "setrlimit", "getpriority", "setpriority"))  # fmt: skip
+    return each(
+        "setuid",
+        "setgid",
+        "setreuid",
+        "setregid",
+        "setresuid",
+        "setresgid",
+        "setgroups",
+        "setfsuid",
+        "setfsgid",
+        "capget",
+        "capset",
+        "prlimit64",
+        "setrlimit",
+        "getpriority",
+        "setpriority",
+    )
 
 
 def tape(promises: Promises) -> list[Rule]:

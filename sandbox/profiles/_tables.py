@@ -112,13 +112,21 @@ def pledge_table() -> str:
     """One row per promise: OpenBSD's meaning (pledge(2)), its syscalls (x86_64 names)
     outright and under conditions, its Landlock paths, and how Linux differs."""
     openbsd = reference()
-    rows = ["| promise | OpenBSD | syscalls | with conditions | Landlock paths | on Linux |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| promise | OpenBSD | syscalls | with conditions | Landlock paths | on Linux |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in BUILDERS:
         rules = promise_rules(name)
         outright = ", ".join(_outright(r) for r in rules if not r.conditions) or "-"
-        cells = (f"`{name}`", openbsd[name], outright, CONDITIONS.get(name, "-"),
-                 PATHS.get(name, "-"), NOTES.get(name, ""))  # fmt: skip
+        cells = (
+            f"`{name}`",
+            openbsd[name],
+            outright,
+            CONDITIONS.get(name, "-"),
+            PATHS.get(name, "-"),
+            NOTES.get(name, ""),
+        )
         rows.append("| " + " | ".join(cells) + " |")
     for name, why in NO_LINUX_MEANING.items():
         rows.append(f"| `{name}` | {openbsd[name]} | PolicyError unless ignored | - | - | {why} |")
@@ -132,8 +140,10 @@ def _outright(rule: Rule) -> str:
 def systemd_table() -> str:
     """One row per systemd group: its help text, the groups it includes, its own
     syscalls that exist on this architecture, and its expanded size here."""
-    rows = ["| group | meaning | includes | syscalls (this architecture) | total |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| group | meaning | includes | syscalls (this architecture) | total |",
+        "|---|---|---|---|---|",
+    ]
     table = groups()
     for name, group in table.items():
         included = {s for g in group.includes for s in table[g].native()}

@@ -238,16 +238,16 @@ def test_loading_failure_is_a_sandbox_error_saying_why() -> None:
     assert "already installed" in in_child(check).unwrap()
 
 
-def test_compiling_after_confinement_says_what_to_do() -> None:
-    def check() -> str:
-        Policy().apply()
-        try:
-            Policy("uname").compile()
-        except SandboxError as exc:
-            return str(exc)
-        return "compiled"
+def test_a_confined_process_compiles_and_stacks_a_narrower_policy() -> None:
+    def check() -> tuple[int, int | None, int | None]:
+        Policy("uname", "getcwd").apply()  # nothing to compile with but memory from now on
+        narrower = Policy("uname")
+        size = len(narrower.compile().bpf)
+        narrower.apply()
+        return size, _errno_of(os.uname), _errno_of(os.getcwd)
 
-    assert "compile every policy" in in_child(check).unwrap()
+    size, uname, getcwd = in_child(check).unwrap()
+    assert size > 0 and uname is None and getcwd == errno.EPERM
 
 
 def test_run_returns_the_value_and_confines_only_its_thread() -> None:

@@ -1,4 +1,8 @@
-"""Policy -> BPF bytes, through libseccomp (imported here only, and only when compiling)."""
+"""libseccomp as a second compiler, for tests: the differential oracle beside the reference
+decider (_decide.py). isolates compiles with its own compiler (_compiler.py); this needs
+pyseccomp (the test extra) and the system's libseccomp, and is never imported otherwise.
+
+It compiles the merged entries alone, without the guards (they are our compiler's)."""
 
 from __future__ import annotations
 
