@@ -105,13 +105,15 @@ def _timed(fn: object) -> float:
 def exec_to_ready() -> tuple[float, float, float]:
     from _targets import trivial
 
-    from isolates.orchestrator._call import Call, Options
-    from isolates.orchestrator._process import IsolateProcess
+    from isolates.orchestrator._call import IsolatedCall, IsolatePlan, Options
+    from isolates.orchestrator._core.runtime import spawn_isolate
+
+    plan = IsolatePlan(Options(), trivial)
 
     def ready() -> float:
         start = time.perf_counter()
-        proc = IsolateProcess.spawn()
-        proc.boot(Call(trivial, (1,), {}, Options())._boot(proc.pid))
+        proc = spawn_isolate()
+        proc.boot(IsolatedCall(trivial, (1,), {}, plan).boot_message(proc.pid))
         proc.wait_ready(None)
         elapsed = time.perf_counter() - start
         proc.kill()
@@ -160,7 +162,7 @@ def main() -> None:
 
 
 def _child_flags() -> list[str]:
-    from isolates.orchestrator._spawn import command
+    from isolates.orchestrator._core.spawn import command
 
     return command(3)[1:3]
 

@@ -1,47 +1,59 @@
-"""isolates.orchestrator: isolates, the @isolate decorator, and supervised worker graphs."""
+"""isolates.orchestrator: isolates, the @isolate decorator, and supervised worker graphs.
+
+The flat modules are the front doors: ``_decorator`` (``@isolate``) and ``_call`` (one
+call), ``_supervisor`` and ``_runner`` (a worker graph), ``_graph`` (declaring it),
+``_lifecycle`` (a worker's states), ``testing`` and ``demo``. Beneath them, ``_core``
+holds what both journeys share (the wire protocol, spawning, the isolate's main...) and
+``_namespaces`` the namespaces; ``_cli`` is the ``isolates`` command, which nothing
+imports. docs/internals.md walks through them.
+"""
 
 from typing import TYPE_CHECKING
 
 from isolates.sandbox.lowlevel import lazy_exports
 
 if TYPE_CHECKING:
-    from ._context import WorkerContext as WorkerContext
+    from ._core.context import WorkerContext as WorkerContext
+    from ._core.errors import IsolateViolation as IsolateViolation
+    from ._core.errors import RemoteTraceback as RemoteTraceback
+    from ._core.errors import WorkerFailed as WorkerFailed
+    from ._core.runtime import POOL as POOL
     from ._decorator import IsolatedFunction as IsolatedFunction
     from ._decorator import isolate as isolate
-    from ._errors import IsolateViolation as IsolateViolation
-    from ._errors import RemoteTraceback as RemoteTraceback
-    from ._errors import WorkerFailed as WorkerFailed
+    from ._graph import GraphError as GraphError
     from ._graph import Restart as Restart
+    from ._graph import RestartMode as RestartMode
     from ._graph import Worker as Worker
     from ._lifecycle import State as State
-    from ._namespaces import Bind as Bind
-    from ._namespaces import Mount as Mount
-    from ._namespaces import Namespaces as Namespaces
-    from ._namespaces import NamespaceStatus as NamespaceStatus
-    from ._pool import POOL as POOL
+    from ._namespaces.options import Bind as Bind
+    from ._namespaces.options import Mount as Mount
+    from ._namespaces.options import Namespaces as Namespaces
+    from ._namespaces.options import NamespaceStatus as NamespaceStatus
     from ._supervisor import Supervisor as Supervisor
 
 _EXPORTS = {
-    "WorkerContext": "._context",
+    "WorkerContext": "._core.context",
+    "IsolateViolation": "._core.errors",
+    "RemoteTraceback": "._core.errors",
+    "WorkerFailed": "._core.errors",
+    "POOL": "._core.runtime",
     "IsolatedFunction": "._decorator",
     "isolate": "._decorator",
-    "IsolateViolation": "._errors",
-    "RemoteTraceback": "._errors",
-    "WorkerFailed": "._errors",
+    "GraphError": "._graph",
     "Restart": "._graph",
+    "RestartMode": "._graph",
     "Worker": "._graph",
     "State": "._lifecycle",
-    "Bind": "._namespaces",
-    "Mount": "._namespaces",
-    "NamespaceStatus": "._namespaces",
-    "Namespaces": "._namespaces",
-    "POOL": "._pool",
+    "Bind": "._namespaces.options",
+    "Mount": "._namespaces.options",
+    "NamespaceStatus": "._namespaces.options",
+    "Namespaces": "._namespaces.options",
     "Supervisor": "._supervisor",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "POOL", "Bind", "IsolateViolation", "IsolatedFunction", "Mount", "NamespaceStatus",
-    "Namespaces", "RemoteTraceback", "Restart", "State", "Supervisor", "Worker",
-    "WorkerContext", "WorkerFailed", "isolate",
+    "POOL", "Bind", "GraphError", "IsolateViolation", "IsolatedFunction", "Mount",
+    "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart", "RestartMode", "State",
+    "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
 ]  # fmt: skip

@@ -1,72 +1,67 @@
-"""One call in one fresh isolate: take an interpreter, boot it, run, collect, reap."""
+"""One call of an ``@isolate`` function in one fresh isolate: take an interpreter, boot
+it, run, collect, reap."""
 
 from __future__ import annotations
 
-import linecache
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
+from isolates.sandbox import Policy
 
-from isolates.sandbox import CompiledPolicy, Policy
-
-from ._context import is_async, unwrap
-from ._encode import decode_value, dump, rebuild
-from ._messages import Boot, Failure
-from ._namespaces import Namespaces
-from ._orphans import reaping
-from ._policies import worker_policy
-from ._pool import POOL
-from ._process import IsolateProcess
-from ._spawn import explicit_sys_path
+from ._core.boot_message import build_boot, compile_for
+from ._core.encode import decode_value, rebuild
+from ._core.functions import is_async, unwrap
+from ._core.orphans import reaping
+from ._core.policies import worker_policy
+from ._core.process import IsolateProcess
+from ._core.runtime import POOL
+from ._core.wire import Boot, Failure
+from ._namespaces.options import Namespaces
 
 
 @dataclass(frozen=True)
 class Options:
+    """What ``@isolate(...)`` was given (the policy with its ``landlock`` added)."""
+
     policy: Policy = field(default_factory=Policy)
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     namespaces: Namespaces | None = None
     name: str = "isolate"
 
-    def full_policy(self, is_async: bool) -> Policy:
-        """The policy plus what the isolate itself needs; built once, so its compiled
-        filter is cached across calls."""
-        cache = self.__dict__.setdefault("_full", {})
-        if is_async not in cache:
-            cache[is_async] = worker_policy(self.policy, channels=False, is_async=is_async)
-        return cache[is_async]  # type: ignore[no-any-return]
 
-    def reaping(self, is_async: bool) -> tuple[bool, bool]:
-        """Whether the isolate may start processes, and collect them (see _orphans)."""
-        cache = self.__dict__.setdefault("_reaping", {})
-        if is_async not in cache:
-            cache[is_async] = reaping(self.full_policy(is_async), self.namespaces)
-        return cache[is_async]  # type: ignore[no-any-return]
+class IsolatePlan:
+    """What every call of one isolated function shares, worked out on its first call:
+    its policy with what the isolate itself needs, and whether it may start processes.
+    (Built once, so the compiled filter is cached across calls.)"""
+
+    def __init__(self, options: Options, fn: Callable[..., Any]) -> None:
+        self.options = options
+        self.policy = worker_policy(options.policy, channels=False, is_async=is_async(fn))
+        self.reaping = reaping(self.policy, options.namespaces)
 
 
-class Call:
+class IsolatedCall:
     """A single-use isolate running ``fn(*args, **kwargs)``; ``cancel()`` from any thread."""
 
-    def __init__(self, target: Callable[..., Any], args: Any, kwargs: Any, options: Options):
+    def __init__(self, target: Callable[..., Any], args: Any, kwargs: Any, plan: IsolatePlan):
         # ``target`` is what travels (an IsolatedFunction pickles by reference to itself
         # and the isolate unwraps it); ``fn`` is what runs.
-        self.target, self.args, self.kwargs, self.options = target, args, kwargs, options
+        self.target, self.args, self.kwargs, self.plan = target, args, kwargs, plan
         self.fn: Callable[..., Any] = unwrap(target)
         self._proc: IsolateProcess | None = None
         self._cancelled = False
 
     def run(self) -> Any:
-        opts = self.options
+        opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
         proc = self._proc = POOL.take()
         try:
             if self._cancelled:
                 raise InterruptedError("cancelled")
-            proc.boot(self._boot(proc.pid))
+            proc.boot(self.boot_message(proc.pid))
             proc.wait_ready(deadline)  # a single call holds no barrier: it runs at once
             outcome = proc.wait_outcome(deadline)
         except BaseException:
@@ -84,62 +79,17 @@ class Call:
         if self._proc is not None:
             self._proc.kill()
 
-    def _boot(self, pid: int) -> Boot:
-        opts, asynchronous = self.options, is_async(self.fn)
-        policy = opts.full_policy(asynchronous)
-        compiled = compile_for(policy, pid, opts.namespaces)
+    def boot_message(self, pid: int) -> Boot:
+        """The Boot for the isolate of pid ``pid``."""
+        plan, opts = self.plan, self.plan.options
+        compiled = compile_for(plan.policy, pid, opts.namespaces)
+        arguments = (self.args, self.kwargs)
         return build_boot(
-            opts.name, self.target, (self.args, self.kwargs), compiled, opts.namespaces,
-            opts.env, reap=opts.reaping(asynchronous),
-        )  # fmt: skip
-
-
-def compile_for(policy: Policy, pid: int, ns: Namespaces | None) -> CompiledPolicy:
-    """Compile an isolate's policy: for the pid it will have, with kills reported."""
-    pid = ns.pid_inside(pid) if ns else pid
-    return policy.compile(pid=pid, notify_kills=True, all_threads=True)
-
-
-def build_boot(
-    name: str,
-    target: Callable[..., Any],
-    arguments: tuple[tuple[Any, ...], dict[str, Any]],
-    compiled: CompiledPolicy,
-    ns: Namespaces | None,
-    env: dict[str, str],
-    channels: dict[str, Any] | None = None,
-    context: bool = False,
-    barrier: bool = False,
-    reap: tuple[bool, bool] = (False, False),
-) -> Boot:
-    """The boot message for one isolate (``channels``: name -> message type; ``reap``:
-    what ``_orphans.reaping`` says of its policy)."""
-    return Boot(
-        name=name,
-        payload=dump((target, arguments, channels or {})),
-        sys_path=explicit_sys_path(),
-        sources=sources(target),
-        env=dict(env),
-        cwd=os.getcwd(),
-        bpf=compiled.bpf,
-        preload=list(compiled.preload),
-        landlock=msgspec.to_builtins(compiled.landlock),
-        namespaces=msgspec.to_builtins(ns) if ns is not None else None,
-        channels=list(channels or {}),
-        notify=True,
-        hold=context,
-        barrier=barrier,
-        context=context,
-        reap=reap[0],
-        reap_wait=reap[1],
-    )
-
-
-def sources(fn: object) -> dict[str, list[str]]:
-    """The source lines of the file ``fn`` lives in, so the isolate's tracebacks show them
-    (once confined it may not read files, and by-value code has no file at all)."""
-    code = getattr(unwrap(fn), "__code__", None)
-    if code is None:
-        return {}
-    lines = linecache.getlines(code.co_filename)
-    return {code.co_filename: lines} if lines else {}
+            opts.name,
+            self.target,
+            arguments,
+            compiled,
+            opts.namespaces,
+            opts.env,
+            reap=plan.reaping,
+        )

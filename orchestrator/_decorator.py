@@ -9,9 +9,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from isolates.sandbox import Landlock, Policy, PolicyError
 
-from ._call import Call, Options
-from ._context import identity
-from ._namespaces import Namespaces
+from ._call import IsolatedCall, IsolatePlan, Options
+from ._core.functions import identity
+from ._namespaces.options import Namespaces
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,13 +31,13 @@ class IsolatedFunction(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        result: R = Call(self, args, kwargs, self.options).run()
+        result: R = IsolatedCall(self, args, kwargs, self._plan).run()
         return result
 
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         import anyio.to_thread
 
-        call = Call(self, args, kwargs, self.options)
+        call = IsolatedCall(self, args, kwargs, self._plan)
         try:
             result: R = await anyio.to_thread.run_sync(call.run, abandon_on_cancel=True)
         except BaseException:
@@ -47,6 +47,11 @@ class IsolatedFunction(Generic[P, R]):
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.__wrapped__(*args, **kwargs)
+
+    @functools.cached_property
+    def _plan(self) -> IsolatePlan:
+        """Worked out on the first call, not when the module defining us is imported."""
+        return IsolatePlan(self.options, self.__wrapped__)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         # By reference when the module defines us under our name: the isolate imports

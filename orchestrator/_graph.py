@@ -1,7 +1,9 @@
-"""Declaring a worker graph: workers, typed channels between them, restart policies."""
+"""Declaring a worker graph: workers, typed channels between them, restart policies,
+and the error a wrong declaration raises."""
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -9,13 +11,27 @@ from typing import Any, Final
 
 from isolates.sandbox import Policy, PolicyError, Status
 
-from ._errors import WorkerFailed
-from ._lifecycle import State, check
-from ._namespaces import Namespaces, NamespaceStatus
+from ._core.errors import WorkerFailed
+from ._lifecycle import Lifecycle, State
+from ._namespaces.options import Namespaces, NamespaceStatus
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: Spare isolates a confined supervisor keeps per restart (it cannot start new ones).
 MAX_RESTARTS: Final = 16
+
+
+class GraphError(ValueError):
+    """A worker graph declared wrongly: a bad or duplicate worker name, a function that
+    is not callable, a channel that joins a party to itself, names no worker of this
+    supervisor, reuses a channel name or carries a type no channel can. (A policy, or
+    one of a worker's options, that is wrong raises PolicyError.)"""
+
+
+class RestartMode(enum.StrEnum):
+    """``Restart.mode``: never, or on failure (equal to "never" / "on-failure")."""
+
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
 
 
 @dataclass(frozen=True)
@@ -27,7 +43,7 @@ class Restart:
     start processes, so it keeps ``limit`` spare interpreters ready from the start.
     """
 
-    mode: str = "never"
+    mode: RestartMode = RestartMode.NEVER
     limit: int = 0
     backoff: float = 0.1
 
@@ -42,29 +58,34 @@ class Restart:
                 f"Restart.on_failure(limit={limit}, backoff={backoff}): the limit is 1 to "
                 f"{MAX_RESTARTS} and the backoff >= 0 seconds"
             )
-        return cls("on-failure", limit, backoff)
+        return cls(RestartMode.ON_FAILURE, limit, backoff)
 
     @classmethod
     def parse(cls, value: Restart | str, worker: str) -> Restart:
         if isinstance(value, Restart):
             return value
-        if value == "never":
+        if value == RestartMode.NEVER:
             return cls.never()
-        if value == "on-failure":
+        if value == RestartMode.ON_FAILURE:
             return cls.on_failure()
         raise PolicyError(
             f"worker {worker!r}: restart={value!r}; use 'never', 'on-failure' or "
             "Restart.on_failure(limit=3, backoff=0.1)"
         )
 
+    def allows(self, restarts: int) -> bool:
+        """Whether a worker restarted ``restarts`` times may be restarted once more."""
+        return self.mode == RestartMode.ON_FAILURE and restarts < self.limit
+
 
 @dataclass(eq=False)
 class Worker:
     """A declared worker, and once running, what is known about it.
 
-    ``state`` follows the lifecycle table (_lifecycle.py); ``status`` is what its seccomp
-    and Landlock context enforce, ``namespace_status`` what namespaces it entered;
-    ``result`` its return value, ``failure`` the WorkerFailed if it failed.
+    ``state`` follows the lifecycle table (_lifecycle.py: ``lifecycle`` is the only thing
+    that moves it); ``status`` is what its seccomp and Landlock context enforce,
+    ``namespace_status`` what namespaces it entered; ``result`` its return value,
+    ``failure`` the WorkerFailed if it failed.
     """
 
     name: str
@@ -75,7 +96,6 @@ class Worker:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     restart: Restart
-    state: State = State.DECLARED
     pid: int | None = None
     status: Status | None = None
     namespace_status: NamespaceStatus | None = None
@@ -83,9 +103,14 @@ class Worker:
     failure: WorkerFailed | None = None
     restarts: int = 0
     channels: dict[str, ChannelSpec] = field(default_factory=dict)
+    lifecycle: Lifecycle = field(init=False, repr=False)
 
-    def advance(self, new: State) -> None:
-        self.state = check(self.name, self.state, new)
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.name)
+
+    @property
+    def state(self) -> State:
+        return self.lifecycle.state
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} {self.state.value}>"
@@ -100,8 +125,9 @@ class ChannelSpec:
     b: Worker | None
     message_type: Any
 
-    def ends(self) -> tuple[Worker | None, Worker | None]:
-        return self.a, self.b
+    def other(self, party: Worker) -> Worker | None:
+        """The party at the other end from ``party``."""
+        return self.b if self.a is party else self.a
 
 
 def check_worker(
@@ -112,13 +138,15 @@ def check_worker(
     env: Mapping[str, str] | None,
     known: Mapping[str, Worker],
 ) -> None:
-    """Everything add_worker validates, each error naming the worker."""
+    """Everything add_worker validates, each error naming the worker: GraphError for the
+    graph (its name, its function), PolicyError for its options (policy, namespaces,
+    environment)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise PolicyError(f"worker name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+        raise GraphError(f"worker name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
     if name in known:
-        raise PolicyError(f"worker {name!r} is declared twice")
+        raise GraphError(f"worker {name!r} is declared twice")
     if not callable(fn):
-        raise PolicyError(f"worker {name!r}: {fn!r} is not callable")
+        raise GraphError(f"worker {name!r}: {fn!r} is not callable")
     if not isinstance(policy, Policy):
         raise PolicyError(f"worker {name!r}: policy must be a Policy, not {policy!r}")
     if namespaces is not None and not isinstance(namespaces, Namespaces):

@@ -1,43 +1,56 @@
-"""Running one supervised worker: its isolate, its spares, its waiter thread, restarts."""
+"""Running one supervised worker: its isolate, its spares, its waiter thread, restarts.
+
+A Runner reports what happens to its worker's Lifecycle (``_lifecycle.py``), which alone
+moves the worker's state, and asks its owner (the Supervisor) for the two things it
+cannot do alone through the ``Owner`` protocol.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
-from isolates.channels import Channel, open_pair
+from isolates.channels import Channel, ChannelError, open_pair
 from isolates.sandbox import CompiledPolicy
 
-from ._call import build_boot, compile_for
-from ._context import MAX_FDS, is_async
-from ._encode import decode_value, rebuild
-from ._errors import WorkerFailed
+from ._core.boot_message import build_boot, compile_for
+from ._core.encode import decode_value, rebuild
+from ._core.errors import WorkerFailed
+from ._core.functions import is_async
+from ._core.orphans import reaping
+from ._core.policies import worker_policy
+from ._core.process import IsolateProcess
+from ._core.runtime import spawn_isolate
+from ._core.wire import MAX_FDS, Boot, CompiledPolicyData, Failure, PeerRestarted, converted
 from ._graph import ChannelSpec, Worker
-from ._lifecycle import State
-from ._messages import Boot, Failure, PeerRestarted
-from ._orphans import reaping
-from ._policies import worker_policy
-from ._process import IsolateProcess
+from ._lifecycle import FINAL, State
 
-if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+
+class Owner(Protocol):
+    """What a Runner asks of the supervisor that owns it."""
+
+    def worker_done(self, worker: Worker) -> None:
+        """The worker's waiter thread is ending: its state is final for good."""
+
+    def hand_over(self, spec: ChannelSpec, restarted: Worker, end: Channel[Any]) -> None:
+        """Give the other party of ``spec`` its end of a channel renewed for ``restarted``."""
 
 
 class Runner:
-    """Drives one Worker through the lifecycle table, on the supervisor's behalf."""
+    """Drives one Worker through its lifecycle, on its owner's behalf."""
 
-    def __init__(self, supervisor: Supervisor, worker: Worker) -> None:
-        self.sup = supervisor
+    def __init__(self, owner: Owner, worker: Worker, *, boot_timeout: float) -> None:
+        self.owner = owner
         self.worker = worker
+        self.life = worker.lifecycle
+        self.boot_timeout = boot_timeout
         self.proc: IsolateProcess | None = None
         self.spares: list[tuple[IsolateProcess, CompiledPolicy]] = []
         self.compiled: CompiledPolicy | None = None
-        self.stopping = False
         self.thread: threading.Thread | None = None
         self._boot: Boot | None = None
         self._policy = worker_policy(worker.policy, channels=True, is_async=is_async(worker.fn))
@@ -49,54 +62,61 @@ class Runner:
         """Start the worker's interpreter (and spares for restarts), policies compiled."""
         self.proc, self.compiled = self._new_isolate()
         self.worker.pid = self.proc.pid
-        self.worker.advance(State.SPAWNED)
+        self.life.spawned()
         self.spares = [self._new_isolate() for _ in range(spares)]
 
     def _new_isolate(self) -> tuple[IsolateProcess, CompiledPolicy]:
-        proc = IsolateProcess.spawn()
+        proc = spawn_isolate()
         return proc, compile_for(self._policy, proc.pid, self.worker.namespaces)
 
     def boot(self, ends: dict[str, Channel[Any]], barrier: socket.socket | None = None) -> None:
-        """Send the boot message with this worker's channel ends (then close ours).
-
-        The message is built once, before the supervisor confines itself (pickling and
-        getcwd may be out of reach afterwards); a restart only swaps in the spare's
-        compiled filter."""
-        w, proc, compiled = self.worker, self._proc(), self.compiled
+        """Send the boot message with this worker's channel ends (then close ours)."""
+        proc, compiled = self._proc(), self.compiled
         assert compiled is not None
-        if self._boot is None:
-            types = {name: spec.message_type for name, spec in w.channels.items()}
-            self._boot = build_boot(w.name, w.fn, (w.args, w.kwargs), compiled, w.namespaces,
-                                    w.env, channels=types, context=True,
-                                    reap=self._reaping)  # fmt: skip
-        boot = msgspec.structs.replace(self._boot, bpf=compiled.bpf, barrier=barrier is not None)
+        boot = self._boot_message(compiled, barrier=barrier is not None)
         fds = [ends[name].fileno() for name in boot.channels]
         try:
             proc.boot(boot, [*fds, barrier.fileno()] if barrier is not None else fds)
         finally:
             for end in ends.values():
                 end.close()
-        w.advance(State.BOOTED)
+        self.life.booted()
+
+    def _boot_message(self, compiled: CompiledPolicy, *, barrier: bool) -> Boot:
+        """Built once, before the supervisor confines itself (pickling and getcwd may be
+        out of reach afterwards); a restart only swaps in the spare's compiled policy."""
+        if self._boot is None:
+            w = self.worker
+            types = {name: spec.message_type for name, spec in w.channels.items()}
+            arguments = (w.args, w.kwargs)
+            self._boot = build_boot(
+                w.name,
+                w.fn,
+                arguments,
+                compiled,
+                w.namespaces,
+                w.env,
+                channels=types,
+                supervised=True,
+                reap=self._reaping,
+            )
+        policy = converted(compiled, CompiledPolicyData)
+        return msgspec.structs.replace(self._boot, policy=policy, barrier=barrier)
 
     def wait_ready(self, deadline: float | None) -> None:
+        """READY, or the boot's failure as WorkerFailed (the caller reports it)."""
         try:
-            ready = self._proc().wait_ready(deadline)
+            status, namespaces = self._proc().wait_ready(deadline)
         except WorkerFailed:
             raise
         except Exception as exc:  # raised while booting: blame the worker, keep the cause
             raise _as_failure(self.worker.name, exc) from exc
-        self.worker.status = ready.status()
-        self.worker.namespace_status = ready.namespaces()
-        self.worker.advance(State.READY)
+        self.worker.status, self.worker.namespace_status = status, namespaces
+        self.life.ready()
 
     def released(self) -> None:
         """The supervisor's one barrier send released this worker."""
-        self.worker.advance(State.RELEASED)
-
-    def go(self) -> None:
-        """Release this worker alone (a restart): a GO message."""
-        self._proc().go()
-        self.worker.advance(State.RELEASED)
+        self.life.released()
 
     def start_waiting(self) -> None:
         self.thread = threading.Thread(
@@ -104,14 +124,32 @@ class Runner:
         )
         self.thread.start()
 
+    def abort(self, cause: BaseException) -> None:
+        """The start failed (``cause``): kill and reap everything this runner started.
+        The worker whose failure ``cause`` is failed; every other one stopped."""
+        for proc in [self.proc, *(p for p, _ in self.spares)]:
+            if proc is not None:
+                proc.kill()
+                proc.reap()
+        if self.worker.state in FINAL:
+            return
+        if isinstance(cause, WorkerFailed) and cause.name == self.worker.name:
+            self._fail(cause)
+        else:
+            self.life.stopped()
+
     # -- running --------------------------------------------------------------------
 
     def _wait_loop(self) -> None:
         try:
             while not self._one_run():
                 pass
+        except BaseException as exc:  # a bug: never leave the worker alive forever
+            if self.worker.state not in FINAL:
+                self._fail(_as_failure(self.worker.name, exc))
+            raise
         finally:
-            self.sup._worker_done(self.worker)
+            self.owner.worker_done(self.worker)
 
     def _one_run(self) -> bool:
         """Wait for the current isolate to end; True when the worker is done for good."""
@@ -119,62 +157,60 @@ class Runner:
         try:
             outcome = proc.wait_outcome(None)
             proc.reap()
-        except WorkerFailed as exc:
-            return self._failed(exc)
-        if isinstance(outcome, Failure):
-            return self._failed(rebuild(outcome, w.name))
-        try:
+            if isinstance(outcome, Failure):
+                raise rebuild(outcome, w.name)
             w.result = decode_value(outcome.value, w.fn, w.name)
-        except WorkerFailed as exc:
-            return self._failed(exc)
-        w.advance(State.EXITED)
+        except Exception as exc:  # the worker's exception, or how its isolate ended
+            return self._ended_without_value(exc)
+        self.life.exited()
         return True
 
-    def _failed(self, exc: BaseException) -> bool:
+    def _ended_without_value(self, exc: BaseException) -> bool:
+        """Failed for good, stopped, or restarted; True when the worker is done for good."""
         w = self.worker
-        if self.stopping:  # asked to stop: however it ended, it stopped
-            return self._mark_stopped()
-        w.failure = exc if isinstance(exc, WorkerFailed) else _as_failure(w.name, exc)
-        w.advance(State.FAILED)
-        if w.restart.mode != "on-failure" or w.restarts >= w.restart.limit:
+        if self._fail(_as_failure(w.name, exc)) is not State.FAILED:
+            return True  # stopped
+        if not w.restart.allows(w.restarts):
             return True
-        try:
-            self._restart()
-        except WorkerFailed as again:
-            if self.stopping:
-                return self._mark_stopped()
-            w.failure = again
-            w.advance(State.FAILED)
-            return True
-        return False
+        return not self._restart()
 
-    def _mark_stopped(self) -> bool:
-        if self.worker.state is State.RELEASED:
-            self.worker.advance(State.STOPPING)
-        self.worker.advance(State.STOPPED)
-        return True
+    def _fail(self, failure: WorkerFailed) -> State:
+        """Report an end without a value: FAILED with ``failure`` (or STOPPED, if a stop
+        was requested). The state reached."""
+        if not self.life.stopping:
+            self.worker.failure = failure
+        return self.life.failed()
 
-    def _restart(self) -> None:
+    def _restart(self) -> bool:
+        """Start the worker again; False (the failure reported) if that failed."""
         w = self.worker
-        w.advance(State.RESTARTING)
+        self.life.restarting()
         time.sleep(w.restart.backoff * 2**w.restarts)
-        if self.stopping:
-            raise WorkerFailed(w.name, "was stopped while restarting")
-        w.restarts += 1
-        if self.spares:
-            self.proc, self.compiled = self.spares.pop()
-        else:
-            self.proc, self.compiled = self._new_isolate()
-        w.pid = self.proc.pid
+        try:
+            if self.life.stopping:
+                raise WorkerFailed(w.name, "was stopped while restarting")
+            w.restarts += 1
+            self._start_again()
+        except Exception as exc:
+            self._fail(_as_failure(w.name, exc))
+            return False
+        w.failure = None
+        return True
+
+    def _start_again(self) -> None:
+        """Boot a spare (or a new isolate) with fresh channels, within the boot timeout,
+        and release it alone (a GO message)."""
+        self.proc, self.compiled = self.spares.pop() if self.spares else self._new_isolate()
+        self.worker.pid = self.proc.pid
         try:
             self.boot(self._renew_channels())
-            self.wait_ready(None)
-        except BaseException:  # it reported a failed boot and waits: end it, and its tree
+            self.wait_ready(time.monotonic() + self.boot_timeout)
+            self.proc.go()
+        except BaseException:  # it failed to boot, or died meanwhile: end it, and its tree
             self.proc.kill()
             self.proc.reap()
             raise
-        w.failure = None
-        self.go()
+        self.life.released()
 
     def _renew_channels(self) -> dict[str, Channel[Any]]:
         """Fresh channels for a restarted worker; each peer gets its new end."""
@@ -182,13 +218,24 @@ class Runner:
         for name, spec in self.worker.channels.items():
             mine, theirs = open_pair(spec.message_type, max_fds=MAX_FDS, name=name)
             ends[name] = mine
-            self.sup._hand_over(spec, self.worker, theirs)
+            self.owner.hand_over(spec, self.worker, theirs)
         return ends
+
+    def give_renewed_end(self, spec: ChannelSpec, end: Channel[Any]) -> None:
+        """Give this (running) worker the new end of ``spec``, renewed for its peer."""
+        proc = self.proc
+        try:
+            if proc is not None and self.worker.state not in FINAL:
+                proc.send(PeerRestarted(spec.name), fds=[end.fileno()])
+        except ChannelError:  # it ended meanwhile: its own waiter thread reports that
+            pass
+        finally:
+            end.close()
 
     # -- stopping -------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        self.stopping = True
+        self.life.stop_requested()
         for proc, _ in self.spares:
             proc.control.close()
             proc.reap(1.0)
@@ -199,13 +246,6 @@ class Runner:
     def signal(self, sig: int) -> None:
         if self.proc is not None:
             self.proc.signal(sig)
-
-    def abort(self) -> None:
-        """Kill and reap everything this runner started (a failed start)."""
-        for proc in [self.proc, *(p for p, _ in self.spares)]:
-            if proc is not None:
-                proc.kill()
-                proc.reap()
 
     def pids(self) -> list[int]:
         """The process groups this worker may have (its isolate and its spares)."""
@@ -218,17 +258,8 @@ class Runner:
 
 
 def _as_failure(name: str, exc: BaseException) -> WorkerFailed:
+    if isinstance(exc, WorkerFailed):
+        return exc
     failure = WorkerFailed(name, f"failed with {type(exc).__name__}: {exc}")
     failure.__cause__ = exc
     return failure
-
-
-def send_peer(proc: IsolateProcess, spec: ChannelSpec, end: Channel[Any]) -> None:
-    """Give a running peer the new end of a renewed channel."""
-    try:
-        proc.send(PeerRestarted(spec.name), fds=[end.fileno()])
-    finally:
-        end.close()
-
-
-Callback = Callable[[Worker], None]

@@ -11,22 +11,21 @@ from typing import Any, TypeAlias
 
 import anyio
 
-from isolates.channels import Channel, LocalChannelError, open_pair
+from isolates.channels import Channel, Codec, LocalChannelError, open_pair
 from isolates.sandbox import Policy, PolicyError, Status
 
-from ._context import MAX_FDS
-from ._errors import WorkerFailed
-from ._graph import MAX_RESTARTS, ChannelSpec, Restart, Worker, check_worker
+from ._core.errors import WorkerFailed
+from ._core.orphans import confine_to, restore
+from ._core.policies import supervisor_rules
+from ._core.runtime import MONITOR, SPAWNER
+from ._core.wire import GO_BYTE, MAX_FDS
+from ._graph import MAX_RESTARTS, ChannelSpec, GraphError, Restart, Worker, check_worker
 from ._lifecycle import FINAL, State
-from ._messages import GO_BYTE
-from ._monitor import MONITOR
-from ._namespaces import Namespaces
-from ._orphans import confine_to, restore
-from ._policies import supervisor_rules
-from ._runner import Runner, send_peer
-from ._spawn import SPAWNER
+from ._namespaces.options import Namespaces
+from ._runner import Runner
 
-Endpoint: TypeAlias = "Worker | str | Supervisor"
+#: One party to a channel: a worker (or its name), or the supervisor itself.
+Party: TypeAlias = "Worker | str | Supervisor"
 
 
 class Supervisor:
@@ -84,14 +83,20 @@ class Supervisor:
         self._not_started("add a worker")
         policy = Policy() if policy is None else policy
         check_worker(name, fn, policy, namespaces, env, self.workers)
-        worker = Worker(name, fn, policy, namespaces, dict(env or {}), tuple(args),
-                        dict(kwargs or {}), Restart.parse(restart, name))  # fmt: skip
+        worker = Worker(
+            name,
+            fn,
+            policy,
+            namespaces,
+            dict(env or {}),
+            tuple(args),
+            dict(kwargs or {}),
+            Restart.parse(restart, name),
+        )
         self.workers[name] = worker
         return worker
 
-    def connect(
-        self, a: Endpoint, b: Endpoint, message_type: Any, *, name: str | None = None
-    ) -> str:
+    def connect(self, a: Party, b: Party, message_type: Any, *, name: str | None = None) -> str:
         """A typed channel between two workers, or a worker and this supervisor.
 
         Both ends see it as ``ctx.channel(name)`` (the supervisor as ``channel(name)``);
@@ -100,15 +105,15 @@ class Supervisor:
         self._not_started("connect workers")
         wa, wb = self._resolve(a), self._resolve(b)
         if (wa is None and wb is None) or wa is wb:
-            raise PolicyError(f"connect({a!r}, {b!r}): a channel joins two different parties")
+            raise GraphError(f"connect({a!r}, {b!r}): a channel joins two different parties")
         name = name or f"{_label(wa)}-{_label(wb)}"
         for w in (wa, wb):
             if w is not None and name in w.channels:
-                raise PolicyError(f"worker {w.name!r} already has a channel named {name!r}")
+                raise GraphError(f"worker {w.name!r} already has a channel named {name!r}")
         try:
-            open_pair(message_type, name=name)[0].close()  # validates the type now
+            Codec(message_type, name=name)  # validates the type now, without a socket
         except LocalChannelError as exc:
-            raise PolicyError(f"channel {name!r}: {exc}") from None
+            raise GraphError(f"channel {name!r}: {exc}") from None
         spec = ChannelSpec(name, wa, wb, message_type)
         for w in (wa, wb):
             if w is not None:
@@ -116,13 +121,13 @@ class Supervisor:
         self._specs[name] = spec
         return name
 
-    def _resolve(self, end: Endpoint) -> Worker | None:
-        if end is self:
+    def _resolve(self, party: Party) -> Worker | None:
+        if party is self:
             return None
-        key = end.name if isinstance(end, Worker) else end
+        key = party.name if isinstance(party, Worker) else party
         worker = self.workers.get(key) if isinstance(key, str) else None
-        if worker is None or (isinstance(end, Worker) and worker is not end):
-            raise PolicyError(f"connect: {end!r} is not a worker of this supervisor")
+        if worker is None or (isinstance(party, Worker) and worker is not party):
+            raise GraphError(f"connect: {party!r} is not a worker of this supervisor")
         return worker
 
     def channel(self, name: str) -> Channel[Any]:
@@ -140,14 +145,17 @@ class Supervisor:
         """Spawn every worker, wait for all READY, confine this process, release all."""
         self._not_started("start")
         self._started = True
-        self._runners = {name: Runner(self, w) for name, w in self.workers.items()}
+        self._runners = {
+            name: Runner(self, w, boot_timeout=self.boot_timeout)
+            for name, w in self.workers.items()
+        }
         try:
             self._boot_all()
-        except BaseException:
-            self._abort()
+            if self.policy is not None:
+                self.status = self._confine()
+        except BaseException as exc:
+            self._abort(exc)
             raise
-        if self.policy is not None:
-            self.status = self._confine()
         self.release_seconds = self._release_all()
         for runner in self._runners.values():
             runner.start_waiting()
@@ -172,11 +180,12 @@ class Supervisor:
         helper threads take it too: the spawner applies it itself, the monitor thread
         is started again from this confined one."""
         assert self.policy is not None
-        own = self.policy.extend(*supervisor_rules(self._runners.values()))
+        groups = [pid for runner in self._runners.values() for pid in runner.pids()]
+        own = self.policy.extend(*supervisor_rules(groups))
         compiled = own.compile(all_threads=True)
         # From now on, ending a worker's process tree uses only the calls this policy
-        # allows: the worker's process group, no /proc, no new pidfds (see _orphans).
-        unconfined = confine_to(pid for r in self._runners.values() for pid in r.pids())
+        # allows: the worker's process group, no /proc, no new pidfds (see orphans.py).
+        unconfined = confine_to(groups)
         MONITOR.pause()
         try:
             covered = [SPAWNER.run(compiled.apply_landlock_here)]
@@ -211,34 +220,34 @@ class Supervisor:
                     ends[party.name][spec.name] = end
         return ends
 
-    def _hand_over(self, spec: ChannelSpec, restarted: Worker, end: Channel[Any]) -> None:
-        """Give the other party of ``spec`` its end of a renewed channel."""
-        peer = spec.b if spec.a is restarted else spec.a
-        if peer is None:
-            old = self._ours.get(spec.name)
-            self._ours[spec.name] = end
-            if old is not None:
-                old.close()
-            return
-        proc = self._runners[peer.name].proc
-        if proc is not None and peer.state not in FINAL:
-            send_peer(proc, spec, end)
-        else:
-            end.close()
+    # -- what its runners ask of it (the Runner's Owner protocol) ---------------------
 
-    def _abort(self) -> None:
+    def hand_over(self, spec: ChannelSpec, restarted: Worker, end: Channel[Any]) -> None:
+        """Give the other party of ``spec`` its end of a channel renewed for the
+        ``restarted`` worker (called by that worker's runner)."""
+        peer = spec.other(restarted)
+        if peer is not None:
+            self._runners[peer.name].give_renewed_end(spec, end)
+            return
+        old = self._ours.get(spec.name)
+        self._ours[spec.name] = end
+        if old is not None:
+            old.close()
+
+    def worker_done(self, worker: Worker) -> None:
+        """A worker's waiter thread ends (called by its runner): wake ``join``/``stop``."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def _abort(self, cause: BaseException) -> None:
         for runner in self._runners.values():
-            runner.abort()
+            runner.abort(cause)
         for sock in self._barrier or ():
             sock.close()
         for end in self._ours.values():
             end.close()
 
     # -- running and stopping --------------------------------------------------------
-
-    def _worker_done(self, worker: Worker) -> None:
-        with self._changed:
-            self._changed.notify_all()
 
     def join(self, timeout: float | None = None) -> dict[str, Any]:
         """Wait until every worker has ended; their results by name.

@@ -25,19 +25,8 @@ from typing import Any
 
 import msgspec
 
-from isolates.sandbox import (
-    Action,
-    Landlock,
-    Networking,
-    Policy,
-    SystemIO,
-    Threads,
-)
-
-from ._context import WorkerContext
-from ._errors import IsolateViolation, WorkerFailed
-from ._graph import Worker
-from ._supervisor import Supervisor
+from isolates.orchestrator import IsolateViolation, Supervisor, Worker, WorkerContext, WorkerFailed
+from isolates.sandbox import Action, Landlock, Networking, Policy, SystemIO, Threads
 
 # -- the typed channel between server and writer --------------------------------------
 
@@ -187,8 +176,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     port = args.port or _free_port()
     sup = Supervisor(policy=supervisor_policy(port, directory))
     server = sup.add_worker("server", serve, args=(port,), policy=server_policy(port))
-    writer = sup.add_worker("writer", write_files, args=(directory, True),
-                            policy=writer_policy(directory))  # fmt: skip
+    writer = sup.add_worker(
+        "writer", write_files, args=(directory, True), policy=writer_policy(directory)
+    )
     sup.connect(server, writer, Message, name="writes")
     out(f"isolates demo: server on 127.0.0.1:{port}, writer in {directory}")
     sup.start()

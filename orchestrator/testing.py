@@ -9,6 +9,25 @@ automatically once isolates is installed).
   confined by ``policy`` (fixture values are pickled in; an assertion failure comes back
   as AssertionError with the isolate's traceback).
 - the ``in_child`` fixture: the function above, for tests that prefer fixtures.
+
+Safety argument (``in_child``'s fork):
+
+- The test runner may have threads (the spawner and monitor threads of isolates, a
+  timeout plugin's): the forked child has only the calling one. The at-fork hook of
+  isolates' runtime resets its own threads, locks and isolates in the child; CPython
+  resets the GIL, the import lock and ``threading``. A lock some other thread held at the
+  fork stays held in the child, so a ``fn`` that takes it hangs: the parent's timeout
+  then kills the child and raises AssertionError, never hangs the suite.
+- The child never returns into the test runner: whatever ``fn`` does, it ends in
+  ``os._exit`` (no atexit handler, no buffered output of the parent's flushed twice,
+  no finaliser of the parent's objects), or dies of a signal.
+- The result travels through an anonymous shared mapping made before the fork, written
+  once by the child and read by the parent after the child is gone: no descriptor is
+  involved, so it works under any policy the child loaded, and a result larger than
+  the mapping is replaced by an error saying so. The parent unpickles it because it is
+  its own child's, running the test's own code.
+- The parent always collects the child (``waitpid``; SIGKILL past the timeout), so no
+  zombie outlives a call.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from isolates.orchestrator import WorkerContext, isolate
-from isolates.orchestrator._messages import Failure, Idle, Log, Ready, Result
+from isolates.orchestrator._core.wire import Failure, Idle, Log, Ready, Result
 
 #: Descriptors per forged message: the most the control channel takes (MAX_BOOT_FDS).
 MANY = 64

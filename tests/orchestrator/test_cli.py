@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from isolates.orchestrator._startup import exec_chain, library_dirs
+from isolates.orchestrator._cli.run_startup import exec_chain, library_dirs
 from isolates.sandbox.profiles._pledge import too_broad
 
 CLI = [sys.executable, "-m", "isolates.orchestrator._cli"]

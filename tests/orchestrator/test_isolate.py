@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import os
@@ -140,6 +141,17 @@ def test_a_timeout_kills_the_isolate_and_says_so() -> None:
     assert time.monotonic() - start < 10
 
 
+def test_calls_leave_the_decorators_frozen_options_as_declared() -> None:
+    # What every call shares (the full policy, compiled once) is kept beside the
+    # options, not written into them: they stay the frozen value @isolate made.
+    options = targets.echo.options
+    declared = {f.name for f in dataclasses.fields(options)}
+    assert targets.echo(1) == 1 and targets.echo(2) == 2
+    assert set(vars(options)) == declared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.timeout = 1.0  # type: ignore[misc]
+
+
 def test_every_call_gets_a_fresh_process() -> None:
     first, second = targets.my_pid(), targets.my_pid()
     assert first != second
@@ -223,6 +235,7 @@ def test_cancelling_aio_kills_the_isolate(backend: str) -> None:
     anyio.run(main, backend=backend)
     assert time.monotonic() - start < 10
     time.sleep(0.3)
+    POOL.warm()  # a refill still starting an interpreter would look like a leftover
     leftover = {p for p, s in children().items() if p not in before and s not in "Z"}
     assert leftover <= set(p.pid for p in POOL._idle), "a cancelled isolate kept running"
 

@@ -26,14 +26,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from isolates.orchestrator._namespaces import (
-    Bind,
-    Mount,
-    Namespaces,
-    NamespaceStatus,
-    enter,
-    runtime_paths,
-)
+from isolates.orchestrator import Bind, Mount, Namespaces, NamespaceStatus
+from isolates.orchestrator._namespaces.enter import enter
+from isolates.orchestrator._namespaces.mount import runtime_paths
 from isolates.sandbox import Action, Policy, PolicyError, SandboxError, Signals
 from isolates.sandbox import _kernel_ns as k
 from tests.forked import in_child

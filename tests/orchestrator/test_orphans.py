@@ -21,7 +21,7 @@ from isolates.orchestrator import (
     Supervisor,
     WorkerFailed,
 )
-from isolates.orchestrator._orphans import reaping
+from isolates.orchestrator._core.orphans import reaping
 from isolates.sandbox import Action, Arg, Policy, Processes, Rule, SystemIO, Threads
 from tests.forked import in_child
 from tests.orchestrator import orphans, workers

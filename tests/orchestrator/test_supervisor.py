@@ -3,13 +3,17 @@ isolates. Every supervisor runs in a forked child, since it confines itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import gc
 import logging
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import anyio
 import pytest
 
 from isolates.orchestrator import (
+    GraphError,
     IsolateViolation,
     Namespaces,
     Restart,
@@ -74,7 +79,7 @@ def test_the_supervisor_reports_its_own_enforcement() -> None:
 def test_landlock_binds_every_thread_of_the_supervisor(tmp_path: Path) -> None:
     # Landlock ABI 7 confines only the thread that applies it: the supervisor's helper
     # threads must take the domain too, or the status could not honestly say "full".
-    from isolates.orchestrator._spawn import SPAWNER
+    from isolates.orchestrator._core.runtime import SPAWNER
 
     def run() -> tuple[str, str, int | None, int | None]:
         sup = Supervisor(
@@ -337,14 +342,130 @@ def test_async_with_and_wait(backend: str) -> None:
 def test_declaration_errors_name_the_worker() -> None:
     sup = Supervisor()
     a = sup.add_worker("a", workers.consume)
-    with pytest.raises(PolicyError, match="'a' is declared twice"):
+    with pytest.raises(GraphError, match="'a' is declared twice"):
         sup.add_worker("a", workers.consume)
     with pytest.raises(PolicyError, match="worker 'b': policy must be a Policy"):
         sup.add_worker("b", workers.consume, policy="stdio")  # type: ignore[arg-type]
-    with pytest.raises(PolicyError, match="'ghost' is not a worker"):
+    with pytest.raises(GraphError, match="'ghost' is not a worker"):
         sup.connect(a, "ghost", workers.Item)
     other = Supervisor().add_worker("x", workers.consume)
-    with pytest.raises(PolicyError, match="not a worker of this supervisor"):
+    with pytest.raises(GraphError, match="not a worker of this supervisor"):
         sup.connect(a, other, workers.Item)
     with pytest.raises(PolicyError, match="worker 'c': restart="):
         sup.add_worker("c", workers.consume, restart="always")
+
+
+# -- the lifecycle: every end is a final state, and join() returns -----------------------
+
+
+def _restarting_worker(sup: Supervisor, marker: Path, then: str, seconds: float = 0.0) -> Any:
+    """A worker that always fails, restarted once; its argument does ``then`` when the
+    restart unpickles it (workers.OnRestart)."""
+    argument = workers.OnRestart(str(marker), then, seconds)
+    restart = Restart.on_failure(limit=1, backoff=0.01)
+    return sup.add_worker("w", workers.always_fail, args=(argument,), restart=restart)
+
+
+def test_stop_while_a_restart_boots_ends_the_worker_stopped(tmp_path: Path) -> None:
+    # The restart sits between boot and READY (its argument takes 3 s to unpickle) when
+    # stop() escalates to SIGTERM: the worker is STOPPED, and join() returns.
+    def run() -> tuple[str, int, dict[str, Any]]:
+        sup = Supervisor(grace=1.0)
+        w = _restarting_worker(sup, tmp_path / "booted", "sleep", 3.0)
+        sup.start()
+        deadline = time.monotonic() + 20
+        while not (w.restarts == 1 and w.state is State.BOOTED):
+            assert time.monotonic() < deadline, f"never restarted: {w.state}"
+            time.sleep(0.01)
+        sup.stop()
+        return w.state.value, w.restarts, sup.join(timeout=10)
+
+    assert in_child(run).unwrap() == ("stopped", 1, {"w": None})
+
+
+def test_a_restart_that_never_gets_ready_times_out_as_a_first_boot_would(
+    tmp_path: Path,
+) -> None:
+    def run() -> tuple[str, str, float]:
+        sup = Supervisor(boot_timeout=2.0)
+        w = _restarting_worker(sup, tmp_path / "booted", "sleep", 60.0)
+        start = time.monotonic()
+        try:
+            sup.run(timeout=20)
+        except WorkerFailed as exc:
+            return w.state.value, str(exc), time.monotonic() - start
+        return w.state.value, "no failure", time.monotonic() - start
+
+    state, message, seconds = in_child(run).unwrap()
+    assert state == "failed" and "'w' timed out during boot" in message, message
+    assert seconds < 2.0 + 10, "the restart waited past the boot timeout"
+
+
+def test_a_restarted_isolate_that_dies_before_its_go_fails_the_worker(tmp_path: Path) -> None:
+    # Its GO meets a closed control channel: the worker fails (it does not hang in
+    # READY with its waiter thread gone), and the failure says so.
+    def run() -> tuple[str, str]:
+        sup = Supervisor()
+        w = _restarting_worker(sup, tmp_path / "booted", "refuse_go")
+        try:
+            sup.run(timeout=20)
+        except WorkerFailed as exc:
+            return w.state.value, str(exc)
+        return w.state.value, "no failure"
+
+    state, message = in_child(run).unwrap()
+    assert state == "failed" and "exited before it was released" in message, message
+
+
+def test_an_aborted_start_leaves_every_worker_in_a_final_state() -> None:
+    def run() -> tuple[dict[str, str], bool]:
+        sup = Supervisor()
+        sup.add_worker("fine", workers.consume)
+        broken = sup.add_worker("broken", workers.consume, args=(_Unloadable(),))
+        try:
+            sup.start()
+        except WorkerFailed as exc:
+            states = {w.name: w.state.value for w in sup.workers.values()}
+            return states, broken.failure is exc
+        return {}, False
+
+    assert in_child(run).unwrap() == ({"fine": "stopped", "broken": "failed"}, True)
+
+
+# -- declaring the graph -------------------------------------------------------------------
+
+
+def test_graph_misuse_is_a_graph_error_not_a_policy_error() -> None:
+    sup = Supervisor()
+    a = sup.add_worker("a", workers.consume)
+    sup.connect(a, sup, workers.Item, name="taken")
+    misuses: list[Callable[[], object]] = [
+        lambda: sup.add_worker("a", workers.consume),  # a duplicate name
+        lambda: sup.add_worker("no spaces", workers.consume),
+        lambda: sup.connect(a, a, workers.Item),  # a channel from a worker to itself
+        lambda: sup.connect(sup, sup, workers.Item),
+        lambda: sup.connect(a, sup, workers.Item, name="taken"),
+    ]
+    for misuse in misuses:
+        with pytest.raises(GraphError) as caught:
+            misuse()
+        assert isinstance(caught.value, ValueError) and not isinstance(caught.value, PolicyError)
+    assert sup.connect(a, sup, workers.Item) == "a-supervisor"  # the allowed neighbour
+
+
+def test_connect_checks_the_message_type_without_opening_a_socket() -> None:
+    @dataclasses.dataclass
+    class Lenient:  # a dataclass: its decoder would drop unknown fields
+        n: int
+
+    sup = Supervisor()
+    a, b = sup.add_worker("a", workers.consume), sup.add_worker("b", workers.consume)
+    before = _fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sup.connect(a, b, workers.Item, name="items") == "items"
+        with pytest.raises(GraphError, match="channel 'lenient': Lenient would accept"):
+            sup.connect(a, b, Lenient, name="lenient")
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _fds() == before

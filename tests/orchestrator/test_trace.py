@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 import isolates.sandbox as sandbox
-from isolates.orchestrator._trace import Call, Trace, TraceError, call_of, trace
-from isolates.orchestrator._trace_cover import SELF, Cover, _greedy, covers, relevance
+from isolates.orchestrator._cli.trace import TraceError, call_of, trace
+from isolates.orchestrator._cli.trace_cover import Cover, _greedy, covers, relevance
+from isolates.orchestrator._cli.traced import SELF, Trace, TracedCall
 from isolates.sandbox import Action, Policy, RuleSet, profiles
 from isolates.sandbox._bpf import NATIVE_ARCH, decide, evaluate
 from isolates.sandbox._kernel import Notification, load_seccomp
@@ -200,16 +201,16 @@ def test_a_call_keeps_only_compared_arguments_and_self() -> None:
     other = call_of(Notification(1, me, kill, NATIVE_ARCH, (1, 9, 0, 0, 0, 0)), relevance())
     assert other.args[0] == 1
     getpid = call_of(Notification(1, me, number("getpid"), NATIVE_ARCH, (5,) * 6), relevance())
-    assert getpid == Call(number("getpid"))
+    assert getpid == TracedCall(number("getpid"))
 
 
 def test_greedy_prefers_coverage_then_prunes_what_became_redundant() -> None:
-    calls = frozenset(Call(n) for n in range(6))
+    calls = frozenset(TracedCall(n) for n in range(6))
     sets = {"p": {0, 1, 2, 3}, "q": {0, 1, 4}, "r": {2, 3, 5}, "s": {5}}
     sizes = {name: len(sets[name]) for name in "pqr"}
 
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
-        return frozenset(Call(n) for name in chosen for n in sets[name])
+    def covered(chosen: frozenset[str]) -> frozenset[TracedCall]:
+        return frozenset(TracedCall(n) for name in chosen for n in sets[name])
 
     assert _greedy(calls, sizes, covered) == {"q", "r"}  # p went first, then was redundant
     assert _greedy(calls, {"s": 1}, covered) == {"s"}  # covers what it can, then stops

@@ -109,3 +109,52 @@ def namespaced(ctx: WorkerContext) -> dict[str, object]:
 
 def scheduling_policy(ctx: WorkerContext) -> int:
     return os.sched_getscheduler(0)
+
+
+def always_fail(ctx: WorkerContext, *_: object) -> None:
+    raise RuntimeError("this worker always fails")
+
+
+class OnRestart:
+    """A worker argument whose unpickling (in the isolate, before it confines itself) is
+    instant on the first boot, which creates ``marker``, and does ``then`` on every boot
+    after: "sleep" (``seconds``: a restart stuck between boot and READY), or "refuse_go"
+    (the isolate shuts its control channel for reading, sends READY and exits: the GO of
+    the restart meets a closed channel)."""
+
+    def __init__(self, marker: str, then: str, seconds: float = 0.0) -> None:
+        self.marker, self.then, self.seconds = marker, then, seconds
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_unpickle_on_restart, (self.marker, self.then, self.seconds))
+
+
+def _unpickle_on_restart(marker: str, then: str, seconds: float) -> str:
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            return "first boot"
+    if then == "sleep":
+        time.sleep(seconds)
+    elif then == "refuse_go":
+        _refuse_go_after_ready()
+    return then
+
+
+def _refuse_go_after_ready() -> None:
+    """Shut the control channel for reading now (confined, the isolate could not), so
+    that the parent's next send fails; leave right after READY."""
+    import socket
+    import sys
+
+    from isolates.channels import Channel
+
+    control_fd = int(sys.argv[2])  # the bootstrap's command line: path, control fd, parent
+    socket.socket(fileno=os.dup(control_fd)).shutdown(socket.SHUT_RD)
+    send = Channel.send
+
+    def ready_then_leave(self: Channel[object], msg: object, fds: object = ()) -> None:
+        send(self, msg, fds)  # type: ignore[arg-type]
+        if type(msg).__name__ == "Ready":
+            os._exit(0)
+
+    Channel.send = ready_then_leave  # type: ignore[method-assign,assignment]

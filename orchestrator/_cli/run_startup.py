@@ -32,7 +32,7 @@ from isolates.sandbox.lowlevel import decide
 from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles._pledge import too_broad
 
-from ._elf import interpreter
+from .._namespaces.elf import interpreter
 
 _EXEC_RIGHTS: Final = AccessFs.EXECUTE | AccessFs.READ_FILE
 _WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | 0o20000000
@@ -140,10 +140,13 @@ _START: Final = "isolates run: start"
 
 def _start_grants(chain: list[str], env: dict[str, str]) -> Grants:
     grants = [Grant(chain[0], _EXEC_RIGHTS, f"{_START}: the command")]
-    grants += [Grant(p, _EXEC_RIGHTS, f"{_START}: {_interpreter_of(c)} {c}")
-               for c, p in itertools.pairwise(chain)]  # fmt: skip
-    grants += [Grant(d, AccessFs.READ_FILE, f"{_START}: library directory")
-               for d in library_dirs(env)]  # fmt: skip
+    grants += [
+        Grant(p, _EXEC_RIGHTS, f"{_START}: {_interpreter_of(c)} {c}")
+        for c, p in itertools.pairwise(chain)
+    ]
+    grants += [
+        Grant(d, AccessFs.READ_FILE, f"{_START}: library directory") for d in library_dirs(env)
+    ]
     if os.path.exists(LOADER_CACHE):
         grants.append(Grant(LOADER_CACHE, AccessFs.READ_FILE, f"{_START}: the loader's cache"))
     return tuple(grants)

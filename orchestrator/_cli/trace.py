@@ -7,9 +7,24 @@ note it and let it run ("continue"); children and threads inherit the filter, so
 traced too. clone3 is answered ENOSYS, as every isolates policy answers it, so the trace
 shows the clone (whose flags a rule can check) that libc falls back to.
 
-A call is kept as a ``Call``: the syscall and only the arguments some builtin rule,
-promise or group compares (the others are zeroed), so a trace stays small and the
-covers (_trace_cover.py) can be checked call by call.
+A call is kept as a ``TracedCall`` (traced.py); the covers are trace_cover.py's.
+
+Safety argument (the tracer's fork):
+
+- ``trace`` is meant for a process of its own (the ``isolates trace`` command, which
+  has no other thread): the fork copies no lock another thread holds. The child only
+  runs ``exec_traced`` (sandbox's, with its own safety argument): it loads the filter
+  that notifies every syscall, hands its listener over the socketpair and execs; any
+  failure before the exec ends it with ``os._exit`` and a message on that socket.
+- The parent only observes: every notification is answered CONTINUE (the call runs as
+  the program made it, with the program's own privileges), but clone3, answered ENOSYS
+  as every isolates policy does. The program gains nothing it did not have.
+- It becomes a child subreaper before the fork, so every orphan of the program is
+  re-parented to it and reaped (``_reap``); the listener is closed when the last traced
+  task is gone, and the handoff is bounded by a timeout (the child is killed and
+  reaped if it never hands over).
+- SIGINT and SIGQUIT are ignored while the program runs (the terminal sends them to the
+  program too) and every handler is restored after.
 """
 
 from __future__ import annotations
@@ -20,13 +35,10 @@ import errno
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 from isolates.sandbox import SandboxError
@@ -40,55 +52,16 @@ from isolates.sandbox.lowlevel import (
     receive_notification,
     set_child_subreaper,
 )
-from isolates.sandbox.lowlevel import syscall_name as name_of
 
-from ._trace_cover import SELF, answered_enosys, covers, relevance, render, report
+from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
+from .trace_cover import covers, relevance, render, report
+from .traced import SELF, Relevance, Trace, TracedCall, answered_enosys
 
 _HANDOFF_TIMEOUT: Final = 30.0  # only if the child hangs before the handoff (a bug)
 
 
 class TraceError(Exception):
     """The tracer could not start the command (its message says why)."""
-
-
-@dataclass(frozen=True)
-class Call:
-    """A kind of call: syscall ``nr`` of ``arch`` with the arguments rules look at."""
-
-    nr: int
-    args: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
-    arch: int = NATIVE_ARCH
-
-    @property
-    def name(self) -> str:
-        if self.arch != NATIVE_ARCH:
-            return f"arch{self.arch:#x}:{self.nr}"
-        return name_of(self.nr)
-
-
-@dataclass
-class Trace:
-    """What a traced command did: its calls (with counts), tasks seen, exit status."""
-
-    argv: list[str]
-    calls: Counter[Call] = field(default_factory=Counter)
-    tasks: set[int] = field(default_factory=set)
-    exit_code: int = 0
-
-    def counts(self) -> dict[str, int]:
-        """Calls per syscall name, most frequent first."""
-        by_name: Counter[str] = Counter()
-        for call, count in self.calls.items():
-            by_name[call.name] += count
-        return dict(sorted(by_name.items(), key=lambda item: (-item[1], item[0])))
-
-
-def resolve(command: str, env: Mapping[str, str] | None = None) -> str:
-    """The file ``command`` names, searched in $PATH as execvp would (FileNotFoundError)."""
-    found = shutil.which(command, path=(env or os.environ).get("PATH", os.defpath))
-    if found is None:
-        raise FileNotFoundError(errno.ENOENT, f"{command}: command not found")
-    return os.path.abspath(found)
 
 
 def trace(
@@ -98,7 +71,8 @@ def trace(
 
     Meant for a process of its own (the ``isolates trace`` command): it becomes a child
     subreaper and reaps every child it has until the traced tasks are all gone.
-    ``relevant`` defaults to ``relevance()``.
+    ``relevant`` defaults to ``relevance()``. CommandNotFound if ``argv[0]`` names no
+    executable file.
     """
     path = resolve(argv[0], env)
     environ = dict(os.environ if env is None else env)
@@ -135,10 +109,6 @@ def _receive_listener(sock: socket.socket, pid: int) -> int:
     os.waitpid(pid, 0)
     why = message[1:].decode(errors="replace") or "the child died before loading the filter"
     raise TraceError(why)
-
-
-#: syscall number -> (argument indices rules compare, those compared to the caller's pid)
-Relevance = Mapping[int, tuple[tuple[int, ...], frozenset[int]]]
 
 
 def _serve(listener: int, main: int, result: Trace, relevant: Relevance) -> None:
@@ -216,17 +186,17 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
     return started
 
 
-def call_of(note: Notification, relevant: Relevance) -> Call:
-    """The Call a notification is: arguments no rule compares are zeroed, and an argument
+def call_of(note: Notification, relevant: Relevance) -> TracedCall:
+    """The TracedCall a notification is: arguments no rule compares are zeroed, and an argument
     compared to the caller's pid becomes SELF when it is the caller's pid."""
     if note.arch != NATIVE_ARCH:
-        return Call(note.nr, arch=note.arch)
+        return TracedCall(note.nr, arch=note.arch)
     indices, selfs = relevant.get(note.nr, ((), frozenset()))
     tgid = _tgid(note.pid) if selfs else 0
     args = [0] * 6
     for i in indices:
         args[i] = SELF if i in selfs and note.args[i] == tgid else note.args[i]
-    return Call(note.nr, tuple(args))
+    return TracedCall(note.nr, tuple(args))
 
 
 def _tgid(tid: int) -> int:
@@ -268,7 +238,7 @@ def _exit_code(status: int) -> int:
 # -- the command line ----------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "trace",
         help="list the syscalls a program makes and the profiles that cover them",
@@ -284,15 +254,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace) -> int:
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        print("isolates trace: no command given: isolates trace -- CMD [ARG ...]", file=sys.stderr)
-        return 2
     try:
+        argv = program_argv(args.argv, "isolates trace -- CMD [ARG ...]")
         result = trace(argv)
-    except FileNotFoundError as exc:
-        print(f"isolates trace: {exc.strerror}", file=sys.stderr)
-        return 127
+    except UsageError as exc:
+        print(f"isolates trace: {exc}", file=sys.stderr)
+        return 2
+    except CommandNotFound as exc:
+        print(f"isolates trace: {exc}", file=sys.stderr)
+        return exc.status
     except (TraceError, SandboxError) as exc:
         print(f"isolates trace: cannot trace {argv[0]}: {exc}", file=sys.stderr)
         return 126

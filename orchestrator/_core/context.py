@@ -1,24 +1,26 @@
-"""What a worker sees: its name, its channels, a logger, and its own enforcement status."""
+"""What a worker sees: its name, its channels, a logger, and its own enforcement status.
+
+The isolate's main builds it (before confinement) from the channel ends that came with
+the boot message; the worker's function gets it as its first argument.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from isolates.channels import Channel, ChannelClosed
 from isolates.channels import close_fds as close_all
 
-from ._messages import Control, Log, PeerRestarted, Stop
+from .wire import MAX_FDS, Control, Log, PeerRestarted, Stop
 
 if TYPE_CHECKING:
     import logging
 
-    from ._namespaces import NamespaceStatus
+    from isolates.sandbox import Status
 
-#: Descriptors one message on a worker channel may carry.
-MAX_FDS: Final = 16
+    from .._namespaces.options import NamespaceStatus
 
 
 class WorkerContext:
@@ -38,7 +40,7 @@ class WorkerContext:
         types: dict[str, Any],
     ) -> None:
         self.name = name
-        self.status: Any = None
+        self.status: Status | None = None
         self.namespaces: NamespaceStatus | None = None
         self._control = control
         self._channels = channels
@@ -135,42 +137,3 @@ def _worker_logger(ctx: WorkerContext) -> logging.Logger:
     log.setLevel(logging.DEBUG)
     log.addHandler(ToSupervisor())
     return log
-
-
-def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
-    """Run the worker's function (with its context first, if it takes one)."""
-    full = (ctx, *args) if ctx is not None else args
-    if is_async(fn):
-        import anyio
-
-        return anyio.run(lambda: fn(*full, **kwargs))
-    return fn(*full, **kwargs)
-
-
-_CO_COROUTINE: Final = 0x80  # inspect.CO_COROUTINE (inspect itself costs ~15 ms to import)
-
-
-def identity(fn: Any) -> Any:
-    """Unpickles an isolated function as the function it wraps (see IsolatedFunction)."""
-    return fn
-
-
-def unwrap(fn: Any) -> Any:
-    """``inspect.unwrap``: follow ``__wrapped__`` to the function itself."""
-    while hasattr(fn, "__wrapped__"):
-        fn = fn.__wrapped__
-    return fn
-
-
-def is_async(fn: Any) -> bool:
-    """``inspect.iscoroutinefunction`` for functions and bound methods."""
-    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
-    return bool(code is not None and code.co_flags & _CO_COROUTINE)
-
-
-def preload_async() -> None:
-    """Import anyio and its asyncio backend now: imports fail once the policy is loaded."""
-    import anyio
-    import anyio._backends._asyncio
-
-    anyio.get_all_backends()

@@ -32,7 +32,7 @@ Safety argument:
   only processes the isolate's tree started. (While the isolate lives as a subreaper, no
   process leaves its tree; one that was in it is one it started, even if re-parented.)
 - ``kill(-pgid)`` is sent only while the isolate is not reaped (the lock in
-  ``IsolateProcess`` orders it before the reap). A group's id is its leader's pid, and
+  ``IsolateProcess`` (process.py) orders it before the reap). A group's id is its leader's pid, and
   the isolate holds that number, so the group is the one the isolate was started in;
   its members are the isolate, processes it started, and any process of our session
   that chose to join that group (and so to share its fate). The same holds for our
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from isolates.sandbox import Policy
     from isolates.sandbox.lowlevel import Entry
 
-    from ._namespaces import Namespaces
+    from .._namespaces.options import Namespaces
 
 PR_SET_CHILD_SUBREAPER: Final = 36
 #: How many walks, and seconds, a tree kill may take before it settles for the group kill.
@@ -115,10 +115,13 @@ def _runs(policy: Policy, syscall: str, *args: int) -> bool:
 def _threads_only(entry: Entry) -> bool:
     """The rule requires CLONE_THREAD in clone's flags: it starts threads, no process."""
     return any(
-        c.arg == 0 and c.op in ("==", "&==") and c.mask & uapi.CLONE_THREAD
-        and isinstance(c.value, int) and c.value & uapi.CLONE_THREAD
+        c.arg == 0
+        and c.op in ("==", "&==")
+        and c.mask & uapi.CLONE_THREAD
+        and isinstance(c.value, int)
+        and c.value & uapi.CLONE_THREAD
         for c in entry.conditions
-    )  # fmt: skip
+    )
 
 
 # -- inside the isolate ------------------------------------------------------------------

@@ -4,12 +4,30 @@
 
 The options build a Policy; under --pledge the path options are its unveil (the
 promises reach those paths only, not "/"). ``run`` then adds what the program needs to
-start and nothing else (_startup.py: each call is added only when the policy would deny
+start and nothing else (run_startup.py: each call is added only when the policy would deny
 it; Landlock rights for the command, its interpreters and the library directories),
 applies everything to this process (all threads; Landlock first, seccomp last) and
 execs the program: seccomp filters and Landlock domains survive execve, so nothing of
 Python stays in between.
 docs/cli.md is the user's documentation.
+
+Safety argument (``execute``: apply, then exec):
+
+- Everything that can fail for a reason of the user's (options, the command's path,
+  compiling the policy) is decided first, in ``build`` and by compiling; only then is
+  anything applied, so a mistake leaves the process unconfined and says why (exit 2,
+  126 or 127), never half-confined running the program.
+- The policy is loaded on every thread (TSYNC), Landlock before seccomp so that
+  Landlock's own syscalls stay allowed; NO_NEW_PRIVS, set with the filter, holds
+  across the exec: the program cannot gain privileges from a setuid file.
+- ``os.execve`` replaces this process image: the filters and the Landlock domains
+  survive it, and no Python code of ours runs after the policy is in force but the
+  exec itself, which the policy allows (run adds ``execve``, and Landlock lets only the
+  command and its interpreters be executed). If the exec fails, its error is reported
+  under the policy now in force and the process exits: it never goes on unconfined.
+- SIGPIPE and SIGXFSZ get their default action back before the exec (as
+  ``subprocess`` does): Python ignores them, and an ignored signal stays ignored
+  across execve.
 """
 
 from __future__ import annotations
@@ -17,7 +35,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -42,21 +59,11 @@ from isolates.sandbox import (
 from isolates.sandbox.lowlevel import apply_plan
 from isolates.sandbox.lowlevel import syscall_number as number
 
-from ._startup import Grant, Grants, Need, StartPaths, with_startup
+from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
+from .run_startup import Grant, Grants, Need, StartPaths, with_startup
 
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """Bad options: reported as one line, exit status 2."""
-
-
-class CommandNotFound(Exception):
-    """The command is not a file we can execute: exit status 127 (or 126)."""
-
-    def __init__(self, message: str, status: int = 127) -> None:
-        super().__init__(message)
-        self.status = status
+USAGE = "isolates run [OPTIONS] -- CMD [ARG ...]"
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class Plan:
     start: LandlockPlan | None  # run's own Landlock domain when the options have none
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run a program under a policy built from options",
@@ -82,8 +89,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_policy_options(parser)
     add = parser.add_argument
-    add("--env", metavar="NAME[=VALUE]", action="append", default=[],
-        help="set NAME, or keep it with --clear-env")  # fmt: skip
+    add(
+        "--env",
+        metavar="NAME[=VALUE]",
+        action="append",
+        default=[],
+        help="set NAME, or keep it with --clear-env",
+    )
     add("--clear-env", action="store_true", help="start CMD with an empty environment")
     add("--kill", action="store_true", help="kill the program on a violation (SIGSYS)")
     add("--hard", action="store_true", help="fail if the kernel cannot enforce every right")
@@ -97,17 +109,39 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--pledge", metavar="PROMISES", help='OpenBSD promises: "stdio rpath"')
-    profile.add_argument("--systemd", metavar="SPEC", action="append",
-                         help='a SystemCallFilter= value, e.g. "@system-service"')  # fmt: skip
+    profile.add_argument(
+        "--systemd",
+        metavar="SPEC",
+        action="append",
+        help='a SystemCallFilter= value, e.g. "@system-service"',
+    )
     add("--allow", metavar="SYSCALL", action="append", default=[], help="allow a syscall")
     add("--read", metavar="PATH", action="append", default=[], help="read beneath PATH")
     add("--write", metavar="PATH", action="append", default=[], help="write beneath PATH")
-    add("--exec", metavar="PATH", action="append", default=[], dest="execute",
-        help="execute (and read) beneath PATH")  # fmt: skip
-    add("--net-connect", metavar="PORT", type=int, action="append", default=[],
-        help="TCP clients, connecting to PORT only")  # fmt: skip
-    add("--net-bind", metavar="PORT", type=int, action="append", default=[],
-        help="TCP servers, binding PORT only")  # fmt: skip
+    add(
+        "--exec",
+        metavar="PATH",
+        action="append",
+        default=[],
+        dest="execute",
+        help="execute (and read) beneath PATH",
+    )
+    add(
+        "--net-connect",
+        metavar="PORT",
+        type=int,
+        action="append",
+        default=[],
+        help="TCP clients, connecting to PORT only",
+    )
+    add(
+        "--net-bind",
+        metavar="PORT",
+        type=int,
+        action="append",
+        default=[],
+        help="TCP servers, binding PORT only",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -118,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     except CommandNotFound as exc:
         return _fail(str(exc), exc.status)
     if args.dry_run:
-        print(describe(plan))
+        print(dry_run_report(plan))
         return 0
     try:
         execute(plan)
@@ -138,11 +172,9 @@ def _fail(message: str, status: int) -> int:
 
 def build(args: argparse.Namespace) -> Plan:
     """The plan for ``args``; UsageError names the offending option."""
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else list(args.argv)
-    if not argv:
-        raise UsageError("no command given: isolates run [OPTIONS] -- CMD [ARG ...]")
+    argv = program_argv(args.argv, USAGE)
     env = _environment(args)
-    path = _resolve(argv[0], env)
+    path = resolve(argv[0], env)
     start = with_startup(_options_policy(args), path, env)
     return Plan(path, argv, env, start.policy, start.added, start.grants, start.domain)
 
@@ -153,8 +185,9 @@ def _options_policy(args: argparse.Namespace) -> Policy:
     try:
         if args.pledge is not None:
             unveil = _unveil(args) or None
-            base = _option("--pledge", repr(args.pledge), profiles.pledge, args.pledge, None,
-                           unveil=unveil)  # fmt: skip
+            base = _option(
+                "--pledge", repr(args.pledge), profiles.pledge, args.pledge, None, unveil=unveil
+            )
             policy = base.extend(*rulesets, default=_violation(args))
         elif args.systemd:
             spec = " ".join(map(repr, args.systemd))
@@ -200,11 +233,13 @@ def _unveil(args: argparse.Namespace) -> dict[str, str]:
     return letters
 
 
-def _paths(args: argparse.Namespace) -> list[RuleSet]:
-    out: list[RuleSet] = []
-    for flag, paths, method in (("--read", args.read, Landlock.read),
-                                ("--write", args.write, Landlock.write),
-                                ("--exec", args.execute, Landlock.execute)):  # fmt: skip
+def _paths(args: argparse.Namespace) -> list[Landlock]:
+    out: list[Landlock] = []
+    for flag, paths, method in (
+        ("--read", args.read, Landlock.read),
+        ("--write", args.write, Landlock.write),
+        ("--exec", args.execute, Landlock.execute),
+    ):
         for path in paths:
             if not os.path.exists(path):
                 raise UsageError(f"{flag} {path}: no such file or directory")
@@ -212,8 +247,8 @@ def _paths(args: argparse.Namespace) -> list[RuleSet]:
     return out
 
 
-def _network(args: argparse.Namespace) -> list[RuleSet]:
-    out: list[RuleSet] = []
+def _network(args: argparse.Namespace) -> list[RuleSet | Landlock]:
+    out: list[RuleSet | Landlock] = []
     for port in args.net_connect:
         name = f"--net-connect {port}"
         out.append(_option("--net-connect", port, Landlock(name=name).connect_tcp, port))
@@ -244,15 +279,6 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _resolve(command: str, env: dict[str, str]) -> str:
-    found = shutil.which(command, path=env.get("PATH", os.defpath))
-    if found is not None:
-        return os.path.abspath(found)
-    if os.sep in command and os.path.exists(command):
-        raise CommandNotFound(f"{command}: not an executable file", status=126)
-    raise CommandNotFound(f"{command}: command not found")
-
-
 # -- applying it ---------------------------------------------------------------------------
 
 
@@ -280,7 +306,7 @@ def _warn_partial(status: LandlockStatus) -> None:
         print(f"isolates run: warning: Landlock {status}", file=sys.stderr)
 
 
-def describe(plan: Plan) -> str:
+def dry_run_report(plan: Plan) -> str:
     """What --dry-run prints: the command, the policy, every Landlock grant with who asked
     for it, what run added to start the program, and the seccomp rules."""
     lines = [f"command: {plan.path} (argv {plan.argv})", f"policy: {plan.policy!r}"]
@@ -309,8 +335,11 @@ def _landlock_lines(plan: Plan) -> list[str]:
     if plan.start is not None:
         handled_fs = AccessFs(plan.start.handled_fs)
         lines.append(f"landlock, a domain of run's own, handling only {_flags(handled_fs)}:")
-        lines += [_grant_line(Grant(g.path, g.rights & handled_fs, g.source))
-                  for g in plan.grants if g.rights & handled_fs]  # fmt: skip
+        lines += [
+            _grant_line(Grant(g.path, g.rights & handled_fs, g.source))
+            for g in plan.grants
+            if g.rights & handled_fs
+        ]
     return lines or ["landlock: none (no option or promise restricts paths or ports)"]
 
 
@@ -327,8 +356,9 @@ def _policy_grants(plan: Plan) -> list[Grant]:
             out += [Grant(path, rights, rs.name) for path, rights in ll.grants()]
     assert plan.policy.landlock is not None
     named = {(g.path, g.rights) for g in out}
-    out += [Grant(p, r, "the policy") for p, r in plan.policy.landlock.grants()
-            if (p, r) not in named]  # fmt: skip
+    out += [
+        Grant(p, r, "the policy") for p, r in plan.policy.landlock.grants() if (p, r) not in named
+    ]
     return list(dict.fromkeys(out))
 
 

@@ -27,7 +27,7 @@ import re
 import time
 from typing import Final
 
-from ._messages import Log
+from .wire import Log
 
 #: Longest message kept from one record, in characters (the rest is cut, and marked).
 MAX_MESSAGE: Final = 8192
@@ -76,9 +76,12 @@ class IsolateLog:
             self._logger.warning(
                 "isolate %s sent log records faster than %d a second (after a burst of "
                 "%d): %d dropped",
-                self._worker, RATE, BURST, dropped,
+                self._worker,
+                RATE,
+                BURST,
+                dropped,
                 extra={"worker": self._worker},
-            )  # fmt: skip
+            )
 
     def _logger_for(self, worker: str) -> logging.Logger:
         if self._logger is None or worker != self._worker:

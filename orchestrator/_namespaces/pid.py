@@ -4,6 +4,24 @@
 the child is pid 1 inside and boots on; this process stays outside as its mirror, which
 waits for it, forwards the signals it receives, and finally exits the way pid 1 did, so
 whoever started the isolate sees an ordinary process come and go.
+
+Safety argument:
+
+- ``fork`` happens in the isolate before it is confined, and single-threaded (``enter``
+  checks), so the child copies no lock another thread held. Every signal the mirror
+  forwards is blocked across the fork, so none is lost or handled twice in between.
+- pid 1 ties its life to the mirror's: PR_SET_PDEATHSIG (SIGKILL), then a check through
+  a pidfd opened before the fork that the mirror is still alive; if it died first,
+  pid 1 exits at once. The mirror dies with the isolate's parent the same way (the
+  isolate armed PDEATHSIG at start-up), so no pid 1 outlives the tree.
+- The mirror closes every descriptor but a /proc handle (``closerange``), with the
+  garbage collector off so that no object owning one of them is finalised later: the
+  channel ends live on in pid 1 only, and the parent sees the isolate's channels close
+  exactly when pid 1 ends. It then only waits, forwards the signals in ``FORWARDED``
+  to its one child (by pid: its own unreaped child, so the number cannot be reused) and
+  reads that child's /proc status to see which signals it handles.
+- It exits the way pid 1 did (``os._exit`` with its code, or the same signal with core
+  dumps off), so the isolate's parent sees an ordinary process end.
 """
 
 from __future__ import annotations
@@ -19,8 +37,9 @@ from typing import Final, NoReturn
 from isolates.sandbox.lowlevel import set_parent_death_signal
 
 #: Signals the mirror passes on to pid 1 (all terminate by default).
-FORWARDED: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                              signal.SIGUSR1, signal.SIGUSR2})  # fmt: skip
+FORWARDED: Final = frozenset(
+    {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
+)
 
 
 def fork_pid1() -> None:
@@ -96,8 +115,11 @@ def _default_action(pid: int, sig: int, proc: int) -> bool:
         lines = os.read(fd, 1 << 16).decode().splitlines()
     finally:
         os.close(fd)
-    masks = [int(line.split()[1], 16) for line in lines
-             if line.startswith(("SigBlk:", "SigIgn:", "SigCgt:"))]  # fmt: skip
+    masks = [
+        int(line.split()[1], 16)
+        for line in lines
+        if line.startswith(("SigBlk:", "SigIgn:", "SigCgt:"))
+    ]
     return not any(mask >> (sig - 1) & 1 for mask in masks)
 
 

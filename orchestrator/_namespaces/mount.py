@@ -5,32 +5,58 @@ it resolves every path to show (the Python runtime, the binds) and fails early i
 source is missing. ``build_root`` runs in the new mount namespace and follows
 bubblewrap's sequence: pivot into a scratch tmpfs, fill a new root from the old one,
 pivot again and let the host's root go.
+
+Safety argument:
+
+- ``build_root`` runs only inside a mount namespace of the isolate's own (``enter``
+  unshares it first, in a user namespace that owns it), and its first call makes every
+  mount there private (``MS_REC | MS_PRIVATE``): no mount, bind or unmount made here
+  propagates to the host's namespace or any other.
+- What the new root shows is decided on the host, before any namespace, by
+  ``plan_root``: real paths resolved then, sources checked to exist. Every bind is
+  nosuid, and read-only unless the user asked for it writable; /tmp and the new root
+  are nosuid, nodev tmpfs; /dev is a nosuid, noexec tmpfs holding only binds of the
+  host's harmless character devices (an unprivileged process cannot mknod), sealed
+  read-only. /proc is a new proc of the isolate's pid namespace or, without one, the
+  host's bound in (a proc of a pid namespace we do not own cannot be mounted).
+- The host's root is detached (``umount2(MNT_DETACH)``) before the isolate's code runs
+  and after the final pivot: nothing of it stays reachable but what was bound in.
+- Every failure is a SandboxError naming the step (``_explained``): the boot fails and
+  the function never runs in a half-built root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from isolates.sandbox import SandboxError
 from isolates.sandbox.lowlevel import mapped_files, package_dirs
 from isolates.sandbox.lowlevel import ns as k
 
-from ._elf import interpreter
+from .elf import interpreter
+from .options import Mount
 
-if TYPE_CHECKING:
-    from ._namespaces import Mount
+
+class Kind(enum.StrEnum):
+    """What one step of building the root mounts at its target."""
+
+    BIND = "bind"  # a host path, bound in
+    TMP = "tmp"  # a private tmpfs /tmp
+    DEV = "dev"  # a minimal /dev
+    PROC = "proc"  # /proc
 
 
 @dataclass(frozen=True)
 class _Step:
     target: str
-    kind: str  # "bind", "tmp", "dev", "proc"
+    kind: Kind
     source: str = ""
     writable: bool = False
 
@@ -52,13 +78,20 @@ def plan_root(mount: Mount, *, pid: bool) -> RootPlan:
     if mount.runtime:
         for path in runtime_paths():
             real = _resolve(path, links)
-            binds.append(_Step(real, "bind", real))
+            binds.append(_Step(real, Kind.BIND, real))
     for b in mount.all_binds():
         if not os.path.lexists(b.source):
             raise SandboxError(errno.ENOENT, f"namespaces: bind source {b.source} does not exist")
-        binds.append(_Step(b.target or b.source, "bind", os.path.realpath(b.source), b.writable))
-    builtin = [_Step(t, kind) for t, kind, on in (("/tmp", "tmp", mount.tmp),
-               ("/dev", "dev", mount.dev), ("/proc", "proc", mount.proc)) if on]  # fmt: skip
+        binds.append(_Step(b.target or b.source, Kind.BIND, os.path.realpath(b.source), b.writable))
+    builtin = [
+        _Step(t, kind)
+        for t, kind, on in (
+            ("/tmp", Kind.TMP, mount.tmp),
+            ("/dev", Kind.DEV, mount.dev),
+            ("/proc", Kind.PROC, mount.proc),
+        )
+        if on
+    ]
     # Parents before children; the tmpfs /tmp, /dev, /proc before binds at the same depth.
     steps = sorted(builtin + _without_redundant(binds), key=lambda s: _depth(s.target))
     return RootPlan(tuple(steps), tuple(links.items()), os.getcwd(), pid)
@@ -74,8 +107,15 @@ def _depth(path: str) -> int:
 def runtime_paths() -> list[str]:
     """What a running CPython may still read: its prefixes, ``sys.path``, the directories
     of imported packages (editable installs too) and of its loaded shared libraries."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/etc/ld.so.cache",
-             os.path.dirname(sys.executable), interpreter(sys.executable) or "/"}  # fmt: skip
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        "/etc/ld.so.cache",
+        os.path.dirname(sys.executable),
+        interpreter(sys.executable) or "/",
+    }
     paths.update(os.path.abspath(p) for p in sys.path if isinstance(p, str))
     paths.update(package_dirs())
     paths.update(os.path.dirname(f) for f in mapped_files())
@@ -112,8 +152,12 @@ def _without_redundant(binds: list[_Step]) -> list[_Step]:
 
 _NEW, _OLD = "/newroot", "/oldroot"
 _DEV_NODES: Final = ("null", "zero", "full", "random", "urandom")
-_DEV_LINKS: Final = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))  # fmt: skip
+_DEV_LINKS: Final = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
 _NOSUID_NODEV: Final = k.MS_NOSUID | k.MS_NODEV
 
 
@@ -157,12 +201,12 @@ def _switch_root(links: tuple[tuple[str, str], ...]) -> None:
 
 def _run(step: _Step, new_pid_ns: bool) -> None:
     dst = _NEW + step.target.rstrip("/")
-    if step.kind == "bind":
+    if step.kind is Kind.BIND:
         _bind(_OLD + step.source, dst, writable=step.writable)
-    elif step.kind == "tmp":
+    elif step.kind is Kind.TMP:
         os.makedirs(dst, exist_ok=True)
         k.mount("tmpfs", dst, "tmpfs", _NOSUID_NODEV, "mode=1777")
-    elif step.kind == "dev":
+    elif step.kind is Kind.DEV:
         _make_dev(dst)
     elif new_pid_ns:
         os.makedirs(dst, exist_ok=True)

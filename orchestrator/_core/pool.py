@@ -4,25 +4,31 @@ Starting Python costs tens of milliseconds; a pooled isolate has already started
 imported the boot machinery, and waits for its boot message. Each one still serves one
 call and dies: the pool only moves the start-up off the caller's path. It refills on the
 spawner thread, and is shut down at exit (the isolates see their control channel close,
-and PR_SET_PDEATHSIG covers a parent that dies without running atexit).
+and PR_SET_PDEATHSIG covers a parent that dies without running atexit). Its one
+instance is ``runtime.POOL`` (public as ``isolates.orchestrator.POOL``).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
 from collections import deque
+from collections.abc import Callable
 
-from ._process import IsolateProcess, stop_all
-from ._spawn import SPAWNER
+from .process import IsolateProcess
+from .spawn import Spawner
 
 #: How long a pooled interpreter may take to import its boot code.
 IDLE_TIMEOUT = 30.0
 
 
 class Pool:
-    def __init__(self, size: int = 2) -> None:
+    """Idle isolates, started by ``spawn`` on ``spawner``'s thread."""
+
+    def __init__(
+        self, spawner: Spawner, spawn: Callable[[], IsolateProcess], size: int = 2
+    ) -> None:
+        self._spawner = spawner
+        self._spawn = spawn
         self._size = size
         self._idle: deque[IsolateProcess] = deque()
         self._lock = threading.Lock()
@@ -57,7 +63,7 @@ class Pool:
             if proc.proc.poll() is None:
                 return proc
             proc.reap(0)
-        return IsolateProcess.spawn()
+        return self._spawn()
 
     def replenish(self) -> None:
         """Refill the pool in the background."""
@@ -65,19 +71,19 @@ class Pool:
 
     def warm(self) -> None:
         """Fill the pool now (blocking), e.g. before the first latency-sensitive call."""
-        SPAWNER.run(self._refill)
+        self._spawner.run(self._refill)
 
     def _schedule_refill(self) -> None:
         with self._lock:
             if self._refilling or len(self._idle) >= self._size:
                 return
             self._refilling = True
-        SPAWNER.submit(self._refill)
+        self._spawner.submit(self._refill)
 
     def _refill(self) -> None:
         try:
             while len(self._idle) < self._size:
-                proc = IsolateProcess.spawn()
+                proc = self._spawn()
                 if not proc.wait_idle(IDLE_TIMEOUT):
                     proc.kill()
                     proc.reap()
@@ -99,22 +105,10 @@ class Pool:
         self._size = 0
         self._trim()
 
-    def _forget_after_fork(self) -> None:
+    def after_fork_in_child(self) -> None:
         """In a forked child the idle isolates belong to our parent: drop our copies."""
         for proc in self._idle:
             proc.control.close()
         self._idle.clear()
         self._refilling = False
         self._lock = threading.Lock()
-
-
-POOL = Pool()
-
-
-def _at_exit() -> None:
-    POOL.shutdown()
-    stop_all()
-
-
-atexit.register(_at_exit)
-os.register_at_fork(after_in_child=POOL._forget_after_fork)

@@ -9,12 +9,13 @@ its merged entries; tests prove that agrees with the compiled BPF.
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from isolates.sandbox import (
     SELF_PID,
@@ -37,17 +38,20 @@ from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles import groups, pledge, systemd
 from isolates.sandbox.profiles._promises import BUILDERS
 
-if TYPE_CHECKING:
-    from ._trace import Call, Trace
-
-#: Stands for "the calling process's own pid" in a Call's arguments (never a u64 value).
-SELF: Final = -1
-_CLONE3: Final = number("clone3")
+from .traced import SELF, Trace, TracedCall, answered_enosys
 
 BUILTINS: Final = (SystemIO, Networking, Threads, Time, Pipes, Processes, Signals)
 #: Groups left out of the systemd cover: everything (@known), a whole service
 #: (@system-service) and what every allow-list has already (@default).
 _UMBRELLA: Final = frozenset({"@known", "@system-service", "@default"})
+
+
+class Family(enum.StrEnum):
+    """Where a cover's candidates come from (its key in the JSON report)."""
+
+    BUILTINS = "builtins"  # the builtin RuleSets' allow_* methods
+    PLEDGE = "pledge"  # OpenBSD pledge promises
+    SYSTEMD = "systemd"  # systemd's syscall groups
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,14 @@ class Cover:
     call nothing in the family allows.
     """
 
-    family: str
+    family: Family
     chosen: tuple[str, ...]
     always: tuple[str, ...]
     uncovered: tuple[str, ...]
 
     def spelled(self) -> list[str] | str:
         """How to write it: RuleSet expressions, a promise string or a filter string."""
-        if self.family == "builtins":
+        if self.family is Family.BUILTINS:
             return builtin_rulesets(self.chosen)
         return " ".join(self.chosen)
 
@@ -78,16 +82,11 @@ def covers(result: Trace) -> list[Cover]:
     return [_builtins_cover(calls), _pledge_cover(calls), _systemd_cover(calls)]
 
 
-def answered_enosys(call: Call) -> bool:
-    """clone3, which the tracer (as every isolates policy) answers ENOSYS."""
-    return call.arch == NATIVE_ARCH and call.nr == _CLONE3
-
-
-def _builtins_cover(calls: frozenset[Call]) -> Cover:
+def _builtins_cover(calls: frozenset[TracedCall]) -> Cover:
     methods = builtin_methods()
     runtime = PythonRuntime().rules()
 
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
+    def covered(chosen: frozenset[str]) -> frozenset[TracedCall]:
         rules = [*runtime, *(r for m in chosen for r in methods[m])]
         return frozenset(c for c in calls if _rules_allow(rules, c))
 
@@ -98,39 +97,46 @@ def _builtins_cover(calls: frozenset[Call]) -> Cover:
         final = frozenset(c for c in calls if allows(c))
     except PolicyError:  # methods that conflict: not after pruning, but say what they cover
         final = covered(chosen)
-    return _cover("builtins", calls, _ordered(chosen, list(methods)), covered(frozenset()), final)
+    return _cover(
+        Family.BUILTINS, calls, _ordered(chosen, list(methods)), covered(frozenset()), final
+    )
 
 
-def _pledge_cover(calls: frozenset[Call]) -> Cover:
+def _pledge_cover(calls: frozenset[TracedCall]) -> Cover:
     promises = [p for p in BUILDERS if p != "error"]  # error changes answers, allows nothing
 
     @functools.cache
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
+    def covered(chosen: frozenset[str]) -> frozenset[TracedCall]:
         allows = allowing(pledge(" ".join(sorted(chosen))))
         return frozenset(c for c in calls if allows(c))
 
     sizes = {p: len(_allowed_names(pledge(p))) for p in promises}
     chosen = _greedy(calls, sizes, covered)
-    return _cover("pledge", calls, _ordered(chosen, promises), covered(frozenset()),
-                  covered(chosen))  # fmt: skip
+    return _cover(
+        Family.PLEDGE, calls, _ordered(chosen, promises), covered(frozenset()), covered(chosen)
+    )
 
 
-def _systemd_cover(calls: frozenset[Call]) -> Cover:
+def _systemd_cover(calls: frozenset[TracedCall]) -> Cover:
     names = sorted(set(groups()) - _UMBRELLA)
 
     @functools.cache
-    def covered(chosen: frozenset[str]) -> frozenset[Call]:
+    def covered(chosen: frozenset[str]) -> frozenset[TracedCall]:
         allows = allowing(systemd(" ".join(["@default", *sorted(chosen)])))
         return frozenset(c for c in calls if allows(c))
 
     sizes = {g: len(groups()[g].native()) for g in names}
     chosen = _greedy(calls, sizes, covered)
-    return _cover("systemd", calls, _ordered(chosen, names), covered(frozenset()),
-                  covered(chosen))  # fmt: skip
+    return _cover(
+        Family.SYSTEMD, calls, _ordered(chosen, names), covered(frozenset()), covered(chosen)
+    )
 
 
-def _greedy(universe: frozenset[Call], sizes: Mapping[str, int],
-            covered: Callable[[frozenset[str]], frozenset[Call]]) -> frozenset[str]:  # fmt: skip
+def _greedy(
+    universe: frozenset[TracedCall],
+    sizes: Mapping[str, int],
+    covered: Callable[[frozenset[str]], frozenset[TracedCall]],
+) -> frozenset[str]:
     """Greedy set cover: take the candidate covering most of what is left (the smaller on
     a tie), until nothing more can be covered; then drop any that became redundant."""
     chosen: frozenset[str] = frozenset()
@@ -147,8 +153,13 @@ def _greedy(universe: frozenset[Call], sizes: Mapping[str, int],
     return chosen
 
 
-def _cover(family: str, calls: frozenset[Call], chosen: tuple[str, ...],
-           always: frozenset[Call], final: frozenset[Call]) -> Cover:  # fmt: skip
+def _cover(
+    family: Family,
+    calls: frozenset[TracedCall],
+    chosen: tuple[str, ...],
+    always: frozenset[TracedCall],
+    final: frozenset[TracedCall],
+) -> Cover:
     missing = {c.name for c in calls - final}
     base = {c.name for c in calls} - {c.name for c in calls - always}
     return Cover(family, chosen, tuple(sorted(base)), tuple(sorted(missing)))
@@ -201,7 +212,7 @@ def _holds(cmp: Cmp, args: tuple[int, ...]) -> bool:
     return _COMPARE[cmp.op](arg, value)
 
 
-def _rules_allow(rules: Iterable[Rule], call: Call) -> bool:
+def _rules_allow(rules: Iterable[Rule], call: TracedCall) -> bool:
     if call.arch != NATIVE_ARCH:
         return False
     name = call.name
@@ -215,14 +226,14 @@ def _all_hold(conditions: tuple[Cmp, ...], args: tuple[int, ...]) -> bool:
     return all(_holds(c, args) for c in conditions)
 
 
-def allowing(policy: Policy) -> Callable[[Call], bool]:
+def allowing(policy: Policy) -> Callable[[TracedCall], bool]:
     """Whether ``policy``'s filter lets a call run: the strictest matching entry decides,
     else the default; calls of other architectures never run."""
     by_nr: dict[int, list[Entry]] = {}
     for entry in policy.entries():
         by_nr.setdefault(entry.nr, []).append(entry)
 
-    def allows(call: Call) -> bool:
+    def allows(call: TracedCall) -> bool:
         if call.arch != NATIVE_ARCH:
             return False
         entries = by_nr.get(call.nr, ())
@@ -241,7 +252,7 @@ def _allowed_names(policy: Policy) -> set[str]:
 @functools.cache
 def relevance() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
     """For each syscall, the arguments some candidate rule compares (and which of them
-    it compares to the caller's pid): all a Call needs to keep."""
+    it compares to the caller's pid): all a TracedCall needs to keep."""
     rules: list[Rule | Entry] = [*PythonRuntime().rules()]
     rules += [r for rs in builtin_methods().values() for r in rs]
     policies = [pledge(p) for p in BUILDERS] + [pledge(" ".join(BUILDERS))]
@@ -260,9 +271,16 @@ def relevance() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
 
 # -- the report -----------------------------------------------------------------------------
 
-_ALWAYS: Final = {"builtins": "PythonRuntime", "pledge": "CPython's needs, in every pledge",
-                  "systemd": "@default"}  # fmt: skip
-_NOTHING: Final = {"builtins": "no builtin", "pledge": "no promise", "systemd": "no group"}
+_ALWAYS: Final = {
+    Family.BUILTINS: "PythonRuntime",
+    Family.PLEDGE: "CPython's needs, in every pledge",
+    Family.SYSTEMD: "@default",
+}
+_NOTHING: Final = {
+    Family.BUILTINS: "no builtin",
+    Family.PLEDGE: "no promise",
+    Family.SYSTEMD: "no group",
+}
 
 
 def report(result: Trace, found: list[Cover]) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""How an isolate or worker can fail, as seen by the process that started it."""
+"""How an isolate or worker can fail, as seen by the process that started it (raised by
+the isolate machinery here, public as ``isolates.orchestrator.WorkerFailed`` and so on)."""
 
 from __future__ import annotations
 

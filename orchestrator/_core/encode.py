@@ -1,5 +1,9 @@
 """Crossing the process boundary: callables and arguments go in as pickle (parent to
-isolate only); values and exceptions come back as msgspec data, never as pickle."""
+isolate only); values and exceptions come back as msgspec data, never as pickle.
+
+Parent side: ``dump`` (the boot message's payload), ``decode_value`` and ``rebuild``
+(what the isolate sent back). Isolate side: ``encode_value``, ``failure_of``,
+``restore_filenames``."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from ._errors import RemoteTraceback, WorkerFailed
-from ._messages import Failure
+from .errors import RemoteTraceback, WorkerFailed
+from .wire import Failure, Stage
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -60,9 +64,21 @@ def _by_value_pickler(buf: Any) -> Any:
     return Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-_STRUCT_OPTIONS = ("tag", "tag_field", "forbid_unknown_fields", "frozen", "eq", "order",
-                   "omit_defaults", "array_like", "repr_omit_defaults", "gc", "weakref",
-                   "dict", "cache_hash")  # fmt: skip
+_STRUCT_OPTIONS = (
+    "tag",
+    "tag_field",
+    "forbid_unknown_fields",
+    "frozen",
+    "eq",
+    "order",
+    "omit_defaults",
+    "array_like",
+    "repr_omit_defaults",
+    "gc",
+    "weakref",
+    "dict",
+    "cache_hash",
+)
 
 
 def _struct_recipe(cls: type[msgspec.Struct]) -> tuple[Any, ...]:
@@ -94,9 +110,14 @@ def _rebuild_struct(
     options: dict[str, Any],
 ) -> type[msgspec.Struct]:
     return msgspec.defstruct(
-        name, fields, bases=bases or None, module="__main__", namespace=methods,
-        rename=rename, **options,
-    )  # fmt: skip
+        name,
+        fields,
+        bases=bases or None,
+        module="__main__",
+        namespace=methods,
+        rename=rename,
+        **options,
+    )
 
 
 def restore_filenames(fn: Any, filename: str) -> None:
@@ -154,7 +175,9 @@ def return_type(fn: Callable[..., Any]) -> Any:
     return hint
 
 
-def describe(exc: BaseException, stage: str) -> Failure:
+def failure_of(exc: BaseException, stage: Stage) -> Failure:
+    """``exc`` as the Failure message the isolate sends: its type's name, plain-data
+    arguments, message and traceback (never the exception itself, never pickle)."""
     cls = type(exc)
     is_builtin = cls.__module__ == "builtins"
     try:
@@ -172,10 +195,11 @@ def describe(exc: BaseException, stage: str) -> Failure:
 
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop the orchestrator's own frames from the top of a worker's traceback."""
-    here = os.path.dirname(__file__)
+    """Drop the orchestrator's own frames (any of its modules) from the top of a worker's
+    traceback."""
+    ours = os.path.dirname(os.path.dirname(__file__)) + os.sep  # isolates/orchestrator/
     while tb is not None and tb.tb_next is not None:
-        if os.path.dirname(tb.tb_frame.f_code.co_filename) != here:
+        if not tb.tb_frame.f_code.co_filename.startswith(ours):
             break
         tb = tb.tb_next
     return tb
@@ -190,7 +214,7 @@ def rebuild(failure: Failure, name: str) -> BaseException:
     cause = RemoteTraceback(failure.traceback)
     exc = _same_builtin(failure) or WorkerFailed(
         name,
-        f"failed {'while booting' if failure.stage == 'boot' else 'with'} "
+        f"failed {'while booting' if failure.stage is Stage.BOOT else 'with'} "
         f"{failure.kind}: {failure.message}",
         remote_type=failure.kind,
         remote_traceback=failure.traceback,

@@ -10,13 +10,10 @@ import os
 import socket
 import termios
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import ClassVar, Final
 
 from isolates.sandbox import Arg, Policy, Rule, RuleSet
 from isolates.sandbox.lowlevel import uapi
-
-if TYPE_CHECKING:
-    from ._runner import Runner
 
 _THREAD_MASK: Final = uapi.CLONE_THREAD | uapi.CLONE_VM | uapi.NAMESPACE_FLAGS
 
@@ -50,7 +47,7 @@ def channel_rules() -> Orchestration:
         *ChannelRules.everything().rules(),
         "getsockopt",
         Rule("ioctl", Arg(1) == termios.FIONBIO),
-        # Back to SCHED_OTHER after the barrier (see _boot._batch), and nothing else.
+        # Back to SCHED_OTHER after the barrier (see isolate_main._batch), and nothing else.
         Rule("sched_setscheduler", Arg(0) == 0, Arg(1) == os.SCHED_OTHER),
         name="isolates channels",
     )
@@ -63,22 +60,25 @@ def async_rules() -> Orchestration:
     return _implied(ChannelRules.nothing().allow_async().allow_loop_startup(), "isolates async")
 
 
-def supervisor_rules(runners: Iterable[Runner]) -> list[RuleSet]:
+def supervisor_rules(groups: Iterable[int]) -> list[RuleSet]:
     """What a confined supervisor needs to keep supervising: its channels, reaping,
-    signalling its workers (by pidfd, and by process group for each worker it started),
-    reading violation notifications, threads and sleeps for restarts, fresh channels."""
-    groups = [
-        Rule("kill", Arg(0) & 0xFFFFFFFF == -pid & 0xFFFFFFFF) for r in runners for pid in r.pids()
-    ]
+    signalling its workers (by pidfd, and by process group: ``groups`` are the pids of
+    the isolates it started, each its own group's leader), reading violation
+    notifications, threads and sleeps for restarts, fresh channels."""
+    kills = [Rule("kill", Arg(0) & 0xFFFFFFFF == -pid & 0xFFFFFFFF) for pid in groups]
     own = Orchestration(
-        "wait4", "waitid", "pidfd_send_signal", "nanosleep", "clock_nanosleep",
+        "wait4",
+        "waitid",
+        "pidfd_send_signal",
+        "nanosleep",
+        "clock_nanosleep",
         Rule("ioctl", Arg(1) == uapi.SECCOMP_IOCTL_NOTIF_RECV),
         Rule("ioctl", Arg(1) == uapi.SECCOMP_IOCTL_NOTIF_SEND),
         Rule("socketpair", Arg(0) == socket.AF_UNIX),
         Rule("clone", Arg(0) & _THREAD_MASK == uapi.CLONE_THREAD | uapi.CLONE_VM),
-        *groups,
+        *kills,
         name="isolates supervisor",
-    )  # fmt: skip
+    )
     return [channel_rules(), own]
 
 

@@ -1,9 +1,30 @@
-"""The isolate's side: read the boot message, become the worker, run once, report.
+"""The isolate's main: read the boot message, become the worker, run once, report.
 
 Order: boot message -> environment and sys.path -> unpickle the callable (this imports
 what it needs) -> namespaces -> Landlock -> seccomp -> READY -> wait for GO -> run ->
 result. Everything imported after the policy is loaded would need the policy to allow
 reading Python files, so this module imports what it uses up front.
+
+Safety argument:
+
+- This runs in a fresh interpreter that ``spawn.py`` started with nothing of the
+  parent's but its control channel (and, with Boot, the worker's channel ends). It arms
+  PR_SET_PDEATHSIG first and then checks its parent is still the one on its command
+  line, so it never outlives the process that will read its result.
+- The boot message is unpickled here because it comes from that parent over a
+  socketpair only the two of them hold; nothing this process sends back is pickle.
+- Unpickling imports the function's module and rebuilds its arguments before
+  confinement (the parent chose them); the function itself, and anything it starts,
+  runs only after namespaces -> Landlock -> seccomp are in force on every thread
+  (TSYNC). Any failure before READY is reported as a boot failure and the process
+  exits (``os._exit``) without running the function.
+- ``os._exit`` ends every path: no atexit handler or finaliser of the function's
+  objects runs after the result, and a process the function forked that returns here
+  exits without speaking for the isolate (its copy of the control channel is closed
+  at fork when the isolate reaps, see orphans.py).
+- The only calls made after confinement are the ones the orchestrator adds to every
+  policy (policies.py): the control channel's, and returning to SCHED_OTHER after the
+  barrier (``_batch``), which the filter allows for this process only.
 """
 
 from __future__ import annotations
@@ -14,18 +35,34 @@ import pickle
 import signal
 import socket
 import sys
-from typing import Any, NoReturn
-
-import msgspec
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from isolates.channels import Channel, ChannelClosed
-from isolates.sandbox import CompiledPolicy, LandlockPlan, Status
+from isolates.sandbox import CompiledPolicy, Status
 from isolates.sandbox.lowlevel import preload_runtime, set_parent_death_signal
 
-from ._context import WorkerContext, call, is_async, preload_async, unwrap
-from ._encode import describe, encode_value, restore_filenames
-from ._messages import GO_BYTE, MAX_BOOT_FDS, Boot, Control, Failure, Go, Idle, Ready, Result
-from ._orphans import become_subreaper, stop_waiting_for_children
+from .context import WorkerContext
+from .encode import encode_value, failure_of, restore_filenames
+from .functions import call, is_async, preload_async, unwrap
+from .orphans import become_subreaper, stop_waiting_for_children
+from .wire import (
+    GO_BYTE,
+    MAX_BOOT_FDS,
+    Boot,
+    Control,
+    Failure,
+    Go,
+    Idle,
+    NamespaceStatusData,
+    Ready,
+    Result,
+    Stage,
+    StatusData,
+    converted,
+)
+
+if TYPE_CHECKING:
+    from .._namespaces.options import NamespaceStatus
 
 
 def main(control_fd: int, parent: int) -> NoReturn:
@@ -51,7 +88,7 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
         barrier = socket.socket(fileno=fds.pop()) if boot.barrier else None
         fn, args, kwargs, types = _prepare(boot)
         ctx = None  # a single @isolate call has no context (nor a logger to set up)
-        if boot.context:
+        if boot.supervised:
             channels = dict(zip(boot.channels, fds, strict=True))
             ctx = WorkerContext.open(boot.name, channels, types, control)
         namespaces = _enter_namespaces(boot)
@@ -59,16 +96,15 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
             _batch(True)  # see _released
         status, listener = _confine(boot)
     except BaseException as exc:
-        _finish(control, describe(exc, "boot"), boot, code=1)
+        _finish(control, failure_of(exc, Stage.BOOT), boot, code=1)
     if ctx is not None:
         ctx.status, ctx.namespaces = status, namespaces
-    ready = Ready(msgspec.to_builtins(status), msgspec.to_builtins(namespaces))
-    control.send(ready, fds=[listener] if listener is not None else ())
+    control.send(_ready(status, namespaces), fds=[listener] if listener is not None else ())
     if listener is not None:
         os.close(listener)
     if not _released(boot, barrier, control):
         os._exit(0)  # the supervisor is gone, or does not want us to run
-    if boot.context:  # a supervised worker: SIGTERM unwinds it (finally blocks run)
+    if boot.supervised:  # SIGTERM unwinds a supervised worker (finally blocks run)
         signal.signal(signal.SIGTERM, _terminate)
     me = os.getpid()
     if boot.reap:  # the control channel is ours alone: a child holding it would hide
@@ -77,10 +113,15 @@ def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
         value = call(fn, args, kwargs, ctx)
         reply: Result | Any = Result(encode_value(value))
     except BaseException as exc:
-        reply = describe(exc, "run")
+        reply = failure_of(exc, Stage.RUN)
     if os.getpid() != me:  # a process the function forked came back here: it never
         os._exit(1 if isinstance(reply, Failure) else 0)  # speaks for the isolate
     _finish(control, reply, boot, code=0)
+
+
+def _ready(status: Status, namespaces: NamespaceStatus | None) -> Ready:
+    entered = None if namespaces is None else converted(namespaces, NamespaceStatusData)
+    return Ready(converted(status, StatusData), entered)
 
 
 def _released(boot: Boot, barrier: socket.socket | None, control: Channel[Any]) -> bool:
@@ -90,7 +131,7 @@ def _released(boot: Boot, barrier: socket.socket | None, control: Channel[Any]) 
         released = barrier.recv(1) == GO_BYTE
         _batch(False)
         return released
-    return not boot.hold or isinstance(control.recv(), Go)
+    return not boot.supervised or isinstance(control.recv(), Go)
 
 
 def _batch(waiting: bool) -> None:
@@ -127,12 +168,13 @@ def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str
     return fn, args, kwargs, types
 
 
-def _enter_namespaces(boot: Boot) -> Any:
+def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:
     if boot.namespaces is None:
         return None
-    from ._namespaces import Namespaces, enter  # only isolates that ask pay for it
+    from .._namespaces.enter import enter  # only isolates that ask pay for it
+    from .._namespaces.options import Namespaces
 
-    return enter(msgspec.convert(boot.namespaces, Namespaces))
+    return enter(converted(boot.namespaces, Namespaces))
 
 
 def _no_source_lookups() -> None:
@@ -144,10 +186,10 @@ def _no_source_lookups() -> None:
 
 
 def _confine(boot: Boot) -> tuple[Status, int | None]:
-    plan = msgspec.convert(boot.landlock, LandlockPlan) if boot.landlock is not None else None
-    compiled = CompiledPolicy(bpf=boot.bpf, landlock=plan, preload=tuple(boot.preload))
+    """Landlock, then seccomp, on every thread, loaded with a listener for the parent."""
     _no_source_lookups()
-    return compiled.apply_with_listener(all_threads=True, listener=boot.notify)
+    compiled = converted(boot.policy, CompiledPolicy)
+    return compiled.apply_with_listener(all_threads=True, listener=True)
 
 
 def _finish(control: Channel[Any], reply: Any, boot: Boot, code: int) -> NoReturn:

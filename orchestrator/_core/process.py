@@ -1,11 +1,13 @@
 """One isolate interpreter as its parent sees it: boot, ready, go, result, exit.
 
+``runtime.spawn_isolate()`` starts one; ``runtime.LIVE`` is every one not yet reaped.
+
 Safety argument (signals and the reap):
 
 - Every signal to the isolate goes through its pidfd, opened right after the spawn
   while it is our unreaped child: it names that process and no other, and once the
   process is reaped it signals nothing, so a reused pid is never hit.
-- Killing an isolate that may fork ends its process tree (``_orphans.kill_tree``, whose
+- Killing an isolate that may fork ends its process tree (``orphans.kill_tree``, whose
   own safety argument covers the pidfds of descendants and ``kill(-pgid)``). That needs
   the isolate unreaped: ``kill``/``signal`` and the reap's ``wait`` hold one lock, and
   both check ``returncode`` under it, so no group signal follows the reap.
@@ -25,28 +27,72 @@ from typing import Any, Final
 
 from isolates.channels import Channel, ChannelClosed, ChannelError, open_pair
 from isolates.channels import close_fds as close_all
+from isolates.sandbox import Status
 from isolates.sandbox.lowlevel import Notification, deny_notification
 from isolates.sandbox.lowlevel import syscall_name as name_of
 
-from ._errors import IsolateViolation, WorkerFailed
-from ._logs import IsolateLog
-from ._messages import MAX_BOOT_FDS, Boot, Control, Failure, Go, Idle, Log, Ready, Result, Stop
-from ._monitor import MONITOR
-from ._orphans import kill_tree
-from ._spawn import SPAWNER, popen
+from .._namespaces.options import NamespaceStatus
+from .encode import rebuild
+from .errors import IsolateViolation, WorkerFailed
+from .logs import IsolateLog
+from .monitor import Monitor
+from .orphans import kill_tree
+from .spawn import Spawner, popen
+from .wire import (
+    MAX_BOOT_FDS,
+    Boot,
+    Control,
+    Failure,
+    Go,
+    Idle,
+    Log,
+    Ready,
+    Result,
+    Stage,
+    Stop,
+    converted,
+)
 
-_LIVE: set[IsolateProcess] = set()
-_LIVE_LOCK = threading.Lock()
 #: A notification id no parked call has (a listener's ids count up from a random start).
 _NO_SUCH_NOTIFICATION: Final = 2**64 - 1
+
+
+class LiveIsolates:
+    """Every isolate of this process not yet reaped (its one instance: ``runtime.LIVE``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.isolates: set[IsolateProcess] = set()
+
+    def stop_all(self) -> None:
+        """Kill and reap every isolate still alive (atexit, Ctrl-C)."""
+        with self.lock:
+            live = list(self.isolates)
+        for iso in live:
+            iso.kill()
+        for iso in live:
+            iso.reap(1.0)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child must never kill or reap its parent's isolates."""
+        self.isolates = set()
+        self.lock = threading.Lock()
 
 
 class IsolateProcess:
     """A fresh interpreter waiting for its boot message, then a worker, then gone."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], control: Channel[Any]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        control: Channel[Any],
+        monitor: Monitor,
+        live: LiveIsolates,
+    ) -> None:
         self.proc = proc
         self.control = control
+        self._monitor = monitor  # watches the seccomp listener READY brings
+        self._live = live
         # Signals go through a pidfd: it names this process and no other, even after it
         # exits, and a confined supervisor may use it without being able to kill(2).
         self.pidfd = os.pidfd_open(proc.pid)
@@ -54,28 +100,27 @@ class IsolateProcess:
         self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
-        self.ready: Ready | None = None
         self.logs = IsolateLog()  # its log records, bounded (see _logs)
         self._idle = False  # IDLE seen: the one message it may send before Boot
         # Booted with a policy that may fork: it waits after its result, and ending it
-        # means ending its process tree (_orphans.py).
+        # means ending its process tree (orphans.py).
         self.reaping = False
         # Orders signals (above all, to its process group) before the reap, which frees
         # its pid; one reaper at a time, so the pidfd it polls stays open meanwhile.
         self._signal_lock = threading.Lock()
         self._reap_lock = threading.Lock()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        with live.lock:
+            live.isolates.add(self)
 
     @classmethod
-    def spawn(cls) -> IsolateProcess:
-        """Start an interpreter that waits for a Boot (runs the fork on the spawner thread)."""
+    def spawn(cls, spawner: Spawner, monitor: Monitor, live: LiveIsolates) -> IsolateProcess:
+        """Start an interpreter that waits for a Boot (the fork runs on the spawner thread)."""
         ours, theirs = open_pair(Control, max_fds=MAX_BOOT_FDS, name="control")
         try:
-            proc = SPAWNER.run(lambda: popen(theirs.fileno(), ()))
+            proc = spawner.run(lambda: popen(theirs.fileno(), ()))
         finally:
             theirs.close()
-        return cls(proc, ours)
+        return cls(proc, ours, monitor, live)
 
     @property
     def pid(self) -> int:
@@ -85,7 +130,7 @@ class IsolateProcess:
         """Wait until the interpreter has imported its boot code (a pool keeps only
         these: a call then pays for no start-up at all). False if it did not."""
         try:
-            msg, _ = self._receive(timeout, "start-up")
+            msg, _ = self._receive(timeout, None)
         except (TimeoutError, ChannelError):
             return False
         self._idle = isinstance(msg, Idle)
@@ -99,12 +144,11 @@ class IsolateProcess:
         except ChannelError:
             raise self.failure("died before it could boot") from None
 
-    def wait_ready(self, deadline: float | None) -> Ready:
-        """READY (its status readable, its listener watched), or the boot's failure."""
-        msg, fds = self._next(deadline, "boot")
+    def wait_ready(self, deadline: float | None) -> tuple[Status, NamespaceStatus | None]:
+        """READY: what the isolate enforces and the namespaces it entered (its listener
+        watched from now on); or the boot's failure, raised."""
+        msg, fds = self._next(deadline, Stage.BOOT)
         if isinstance(msg, Failure):
-            from ._encode import rebuild
-
             raise rebuild(msg, self.name)
         if not isinstance(msg, Ready):
             raise self._protocol(msg, "READY")
@@ -115,17 +159,16 @@ class IsolateProcess:
                     "sent READY with a descriptor that is no seccomp listener"
                 )
             self.listener = fds[0]  # the monitor's from now on: reap() releases it
-            MONITOR.watch(self.listener, self._violated)
-        self._check_ready(msg)
-        self.ready = msg
-        return msg
+            self._monitor.watch(self.listener, self._violated)
+        return self._statuses(msg)
 
-    def _check_ready(self, ready: Ready) -> None:
-        """Convert the statuses now: plain data that is not a Status is the isolate's
-        fault (WorkerFailed), not a msgspec error in whoever reads them later."""
+    def _statuses(self, ready: Ready) -> tuple[Status, NamespaceStatus | None]:
+        """READY's statuses as the dataclasses they are. Data that decoded but is no
+        Status is the isolate's fault (WorkerFailed), not an error of whoever reads it."""
         try:
-            ready.status()
-            ready.namespaces()
+            status = converted(ready.status, Status)
+            entered = ready.namespaces
+            return status, None if entered is None else converted(entered, NamespaceStatus)
         except Exception as exc:  # whatever the isolate's data makes msgspec raise
             raise self._protocol_error(f"sent a READY with a malformed status: {exc}") from None
 
@@ -135,7 +178,11 @@ class IsolateProcess:
             self.control.send(msg, fds=fds)
 
     def go(self) -> None:
-        self.send(Go())
+        """Release the isolate (a restarted worker); its death meanwhile is WorkerFailed."""
+        try:
+            self.send(Go())
+        except ChannelError:
+            raise self.failure("exited before it was released") from None
 
     def stop(self) -> None:
         """Ask politely (a Stop message); the worker may be past reading it, or reaped."""
@@ -145,12 +192,12 @@ class IsolateProcess:
             pass
 
     def wait_outcome(self, deadline: float | None) -> Result | Failure:
-        msg, _ = self._next(deadline, "run")
+        msg, _ = self._next(deadline, Stage.RUN)
         if not isinstance(msg, Result | Failure):
             raise self._protocol(msg, "a result")
         return msg
 
-    def _next(self, deadline: float | None, stage: str) -> tuple[Any, list[int]]:
+    def _next(self, deadline: float | None, stage: Stage) -> tuple[Any, list[int]]:
         """The next message that is not a log record; the isolate's death as WorkerFailed.
 
         The deadline is checked on every turn, before reading: records arriving without
@@ -160,14 +207,14 @@ class IsolateProcess:
                 msg, fds = self._receive_or_fail(deadline, stage)
                 if isinstance(msg, Log):
                     self.logs.emit(self.name, msg)
-                elif isinstance(msg, Idle) and not self._idle and stage == "boot":
+                elif isinstance(msg, Idle) and not self._idle and stage is Stage.BOOT:
                     self._idle = True  # a pooled interpreter not yet seen idle
                 else:
                     return msg, fds
         finally:
             self.logs.flush()
 
-    def _receive_or_fail(self, deadline: float | None, stage: str) -> tuple[Any, list[int]]:
+    def _receive_or_fail(self, deadline: float | None, stage: Stage) -> tuple[Any, list[int]]:
         """The next message within ``deadline``; every way of not getting one ends the
         isolate and raises WorkerFailed."""
         try:
@@ -185,13 +232,14 @@ class IsolateProcess:
         except ChannelError as exc:
             raise self._protocol_error(f"broke its control channel: {exc}") from None
 
-    def _receive(self, timeout: float | None, stage: str) -> tuple[Any, list[int]]:
+    def _receive(self, timeout: float | None, stage: Stage | None) -> tuple[Any, list[int]]:
         """One control message, with the descriptors the protocol lets it carry: READY
         during boot carries one (the seccomp listener), nothing else carries any. Every
-        other descriptor an isolate attaches is closed here, as soon as it arrives."""
+        other descriptor an isolate attaches is closed here, as soon as it arrives.
+        (``stage`` None: the interpreter's start-up, before any Boot.)"""
         msg, fds = self.control.recv_with_fds(timeout=timeout)
         if fds:
-            keep = 1 if stage == "boot" and isinstance(msg, Ready) else 0
+            keep = 1 if stage is Stage.BOOT and isinstance(msg, Ready) else 0
             close_all(fds[keep:])
             fds = fds[:keep]
         return msg, fds
@@ -250,15 +298,15 @@ class IsolateProcess:
 
     def _release(self) -> None:
         # reap may race a waiter thread, stop() and atexit: close once, never mid-send.
-        with _LIVE_LOCK, self._send_lock, self._signal_lock:
+        with self._live.lock, self._send_lock, self._signal_lock:
             self.control.close()
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
             if self.listener is not None:
-                MONITOR.release(self.listener)
+                self._monitor.release(self.listener)
                 self.listener = None
-            _LIVE.discard(self)
+            self._live.isolates.discard(self)
 
     def failure(self, what: str) -> WorkerFailed:
         """Reap, then describe how the isolate ended: a violation, a signal, an exit code."""
@@ -288,23 +336,3 @@ def _is_listener(fd: int) -> bool:
     except OSError as exc:
         return exc.errno not in (errno.ENOTTY, errno.EINVAL, errno.EBADF)
     return True  # it answered a parked call: a listener all the same
-
-
-def stop_all() -> None:
-    """Kill and reap every isolate still alive (atexit, Ctrl-C)."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for iso in live:
-        iso.kill()
-    for iso in live:
-        iso.reap(1.0)
-
-
-def _forget_after_fork() -> None:
-    # A forked child must never kill or reap its parent's isolates.
-    global _LIVE_LOCK
-    _LIVE.clear()
-    _LIVE_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,4 +1,5 @@
-"""Starting a fresh interpreter for an isolate: the fork/exec lives here.
+"""Starting a fresh interpreter for an isolate: the fork/exec lives here (``popen``), on
+one thread (``Spawner``; its one instance is ``runtime.SPAWNER``).
 
 Safety argument:
 
@@ -11,6 +12,8 @@ Safety argument:
 - Every spawn happens on one long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
   that forked the child exits, so a short-lived caller thread must never be that parent.
   The child sets PDEATHSIG itself and then checks its parent is still the one it expects.
+- ``subprocess.Popen`` runs no Python code between its fork and the exec (its C helper
+  closes the descriptors and execs), so no lock or thread of ours matters in between.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ T = TypeVar("T")
 SEP: Final = "\x1f"  # joins sys.path on the command line; never part of a path
 BOOTSTRAP: Final = (
     "import sys; sys.path[:] = sys.argv[1].split('\\x1f'); "
-    "from isolates.orchestrator._boot import main; main(int(sys.argv[2]), int(sys.argv[3]))"
+    "from isolates.orchestrator._core.isolate_main import main; "
+    "main(int(sys.argv[2]), int(sys.argv[3]))"
 )
 
 
@@ -49,7 +53,7 @@ def _importable_without_site() -> bool:
     """True when the boot module sits in a plain ``sys.path`` directory. Then the child
     can skip site processing (``-S``, about 20 ms); an editable install is found through a
     finder that a .pth file installs, and needs it."""
-    boot = os.path.join("isolates", "orchestrator", "_boot.py")
+    boot = os.path.join("isolates", "orchestrator", "_core", "isolate_main.py")
     return any(os.path.isfile(os.path.join(p, boot)) for p in explicit_sys_path())
 
 
@@ -105,9 +109,6 @@ class Spawner:
             except BaseException as exc:
                 future.set_exception(exc)
 
-    def _after_fork_in_child(self) -> None:
-        self.__init__()  # type: ignore[misc]  # the thread did not survive the fork
-
-
-SPAWNER: Final = Spawner()
-os.register_at_fork(after_in_child=SPAWNER._after_fork_in_child)
+    def after_fork_in_child(self) -> None:
+        """The thread did not survive the fork (nor, maybe, the lock): start afresh."""
+        self.__init__()  # type: ignore[misc]

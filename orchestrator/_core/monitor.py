@@ -6,6 +6,24 @@ call, the kernel parks it and tells this thread which syscall, with which argume
 thread records the violation and kills the isolate, so the call never runs. (If the
 parent dies first, the kernel answers ENOSYS to parked calls: they still never run, and
 PR_SET_PDEATHSIG ends the isolate.)
+
+Its one instance is ``runtime.MONITOR``.
+
+Safety argument:
+
+- It only reads notifications (SECCOMP_IOCTL_NOTIF_RECV) from listeners its isolates
+  handed over, and never answers one: a parked call is never let run, and the kill
+  that follows (through the isolate's pidfd, in process.py) ends it.
+- A listener is read only after a check, under the lock, that its number is still
+  registered and readable (RECV would block otherwise). Should it be released and the
+  number reused in between, RECV fails on what is no listener (an OSError, ignored),
+  or reads the new listener's notification, which goes to that listener's handler
+  (looked up after the read). Each listener is closed in one place (``_forget``),
+  once: when its isolate is reaped or every process using its filter is gone.
+- The thread is restarted from the confined supervisor thread (``pause``/``resume``),
+  so it carries the supervisor's Landlock domain like every other thread.
+- In a forked child the listeners belong to the parent's isolates: the child closes its
+  copies and starts with no thread and no handlers (``after_fork_in_child``).
 """
 
 from __future__ import annotations
@@ -15,7 +33,6 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from typing import Final
 
 from isolates.sandbox.lowlevel import Notification, receive_notification
 
@@ -120,7 +137,3 @@ def _readable(fd: int) -> bool:
     probe = select.poll()
     probe.register(fd, select.POLLIN)
     return any(events & select.POLLIN for _, events in probe.poll(0))
-
-
-MONITOR: Final = Monitor()
-os.register_at_fork(after_in_child=MONITOR.after_fork_in_child)

@@ -1,0 +1,67 @@
+"""Building the boot message: what one isolate needs to become a call or a worker.
+
+Both journeys come here: an ``@isolate`` call (``_call.py``) and a Supervisor's worker
+(``_runner.py``). The isolate reads the message in ``isolate_main.py``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+from collections.abc import Callable
+from typing import Any
+
+from isolates.sandbox import CompiledPolicy, Policy
+
+from .._namespaces.options import Namespaces
+from .encode import dump
+from .functions import unwrap
+from .spawn import explicit_sys_path
+from .wire import Boot, CompiledPolicyData, NamespacesData, converted
+
+
+def compile_for(policy: Policy, pid: int, ns: Namespaces | None) -> CompiledPolicy:
+    """Compile an isolate's policy: for the pid it will have, with kills reported."""
+    pid = ns.pid_inside(pid) if ns else pid
+    return policy.compile(pid=pid, notify_kills=True, all_threads=True)
+
+
+def build_boot(
+    name: str,
+    target: Callable[..., Any],
+    arguments: tuple[tuple[Any, ...], dict[str, Any]],
+    compiled: CompiledPolicy,
+    ns: Namespaces | None,
+    env: dict[str, str],
+    channels: dict[str, Any] | None = None,
+    supervised: bool = False,
+    reap: tuple[bool, bool] = (False, False),
+) -> Boot:
+    """The boot message for one isolate (``channels``: name -> message type; ``reap``:
+    what ``orphans.reaping`` says of its policy). ``barrier`` is False: the Supervisor
+    sets it on the messages of a first start."""
+    return Boot(
+        name=name,
+        payload=dump((target, arguments, channels or {})),
+        sys_path=explicit_sys_path(),
+        sources=sources(target),
+        env=dict(env),
+        cwd=os.getcwd(),
+        policy=converted(compiled, CompiledPolicyData),
+        namespaces=None if ns is None else converted(ns, NamespacesData),
+        channels=list(channels or {}),
+        supervised=supervised,
+        barrier=False,
+        reap=reap[0],
+        reap_wait=reap[1],
+    )
+
+
+def sources(fn: object) -> dict[str, list[str]]:
+    """The source lines of the file ``fn`` lives in, so the isolate's tracebacks show them
+    (once confined it may not read files, and by-value code has no file at all)."""
+    code = getattr(unwrap(fn), "__code__", None)
+    if code is None:
+        return {}
+    lines = linecache.getlines(code.co_filename)
+    return {code.co_filename: lines} if lines else {}

@@ -1,0 +1,52 @@
+"""The process-wide runtime: the pieces one process shares among all its isolates, and
+what a fork and the exit do to them.
+
+- ``SPAWNER``: the one thread every isolate is started from (spawn.py says why one);
+- ``MONITOR``: the one thread reading the seccomp listeners of isolates (monitor.py);
+- ``LIVE``: every isolate not yet reaped, which the exit kills and reaps;
+- ``POOL``: the warm pool of idle interpreters (pool.py; ``isolates.orchestrator.POOL``).
+
+``spawn_isolate()`` starts an isolate wired to them. A forked child starts with none of
+them (its parent's threads did not survive the fork, and its parent's isolates are not
+its to kill): the one at-fork hook below resets them all, the pool first (it holds
+isolates), the threads last.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Final
+
+from .monitor import Monitor
+from .pool import Pool
+from .process import IsolateProcess, LiveIsolates
+from .spawn import Spawner
+
+SPAWNER: Final = Spawner()
+MONITOR: Final = Monitor()
+LIVE: Final = LiveIsolates()
+
+
+def spawn_isolate() -> IsolateProcess:
+    """A fresh interpreter, started on the spawner thread, waiting for its boot message."""
+    return IsolateProcess.spawn(SPAWNER, MONITOR, LIVE)
+
+
+POOL: Final = Pool(SPAWNER, spawn_isolate)
+
+
+def _after_fork_in_child() -> None:
+    POOL.after_fork_in_child()  # its idle isolates are the parent's: close our copies
+    LIVE.after_fork_in_child()
+    MONITOR.after_fork_in_child()  # the parent's listeners: close our copies
+    SPAWNER.after_fork_in_child()
+
+
+def _at_exit() -> None:
+    POOL.shutdown()
+    LIVE.stop_all()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
