@@ -28,7 +28,7 @@ from isolates.sandbox import (
     Rule,
     RuleSet,
 )
-from isolates.sandbox.lowlevel import decide
+from isolates.sandbox.lowlevel import decide_policy
 from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles._pledge import too_broad
 
@@ -126,7 +126,7 @@ def _denied(policy: Policy, need: Need) -> bool:
     """True when ``policy`` answers the loader's call with its default and no rule names
     the syscall outright (an explicit answer is the user's choice: run keeps it)."""
     outright = {r.syscall for rs in policy.rulesets[1:] for r in rs.rules() if not r.conditions}
-    answer = decide(policy.compile().bpf, number(need.syscall), need.args)
+    answer = decide_policy(policy, number(need.syscall), need.args)
     return answer != Action.ALLOW and answer == policy.default and need.syscall not in outright
 
 

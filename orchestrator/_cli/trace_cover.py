@@ -33,7 +33,7 @@ from isolates.sandbox import (
     Threads,
     Time,
 )
-from isolates.sandbox.lowlevel import NATIVE_ARCH, Cmp, Entry
+from isolates.sandbox.lowlevel import Entry, decide_policy, decide_rules
 from isolates.sandbox.lowlevel import syscall_number as number
 from isolates.sandbox.profiles import groups, pledge, systemd
 from isolates.sandbox.profiles._promises import BUILDERS
@@ -195,52 +195,25 @@ def builtin_rulesets(labels: Iterable[str]) -> list[str]:
     return [f"{cls}.nothing(){''.join(calls)}" for cls, calls in by_class.items()]
 
 
-# -- deciding a call the way a filter would, in Python --------------------------------------
-
-_COMPARE: Final[dict[str, Callable[[int, int], bool]]] = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-}  # fmt: skip
-
-
-def _holds(cmp: Cmp, args: tuple[int, ...]) -> bool:
-    value = SELF if cmp.value is SELF_PID else cmp.value
-    assert isinstance(value, int)
-    arg = args[cmp.arg]
-    if cmp.op == "&==":
-        return arg != SELF and arg & cmp.mask == value
-    return _COMPARE[cmp.op](arg, value)
+# -- deciding a call: the sandbox's reference decider, which the compiled filter matches ----
 
 
 def _rules_allow(rules: Iterable[Rule], call: TracedCall) -> bool:
-    if call.arch != NATIVE_ARCH:
-        return False
-    name = call.name
-    return any(
-        r.syscall == name and r.action == Action.ALLOW and _all_hold(r.conditions, call.args)
-        for r in rules
-    )
-
-
-def _all_hold(conditions: tuple[Cmp, ...], args: tuple[int, ...]) -> bool:
-    return all(_holds(c, args) for c in conditions)
+    """Whether some allowing rule among ``rules`` lets the call run."""
+    mine = [Entry(r.syscall, call.nr, r.action, r.conditions) for r in rules
+            if r.syscall == call.name and r.action == Action.ALLOW]  # fmt: skip
+    denied = Action.ERRNO(1)
+    answer = decide_rules(mine, (), denied, call.nr, call.args, arch=call.arch, self_pid=SELF)
+    return answer == Action.ALLOW
 
 
 def allowing(policy: Policy) -> Callable[[TracedCall], bool]:
-    """Whether ``policy``'s filter lets a call run: the strictest matching entry decides,
-    else the default; calls of other architectures never run."""
-    by_nr: dict[int, list[Entry]] = {}
-    for entry in policy.entries():
-        by_nr.setdefault(entry.nr, []).append(entry)
+    """Whether ``policy``'s filter lets a call run: its guards, then the strictest
+    matching entry, else the default; calls of other architectures never run."""
 
     def allows(call: TracedCall) -> bool:
-        if call.arch != NATIVE_ARCH:
-            return False
-        entries = by_nr.get(call.nr, ())
-        matching = [e.action for e in entries if _all_hold(e.conditions, call.args)]
-        if not matching:
-            return policy.default == Action.ALLOW
-        return all(action == Action.ALLOW for action in matching)
+        answer = decide_policy(policy, call.nr, call.args, arch=call.arch, self_pid=SELF)
+        return answer == Action.ALLOW
 
     return allows
 
