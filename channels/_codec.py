@@ -58,9 +58,22 @@ class Codec(Generic[T]):
     remote error the codec is dead: every later call raises the same error.
     """
 
-    __slots__ = ("_frame", "_need", "_orphans", "_pending", "classes", "decode", "decoder",
-                 "encoder", "error", "max_frame", "name", "record_size", "type",
-                 "validator")  # fmt: skip
+    __slots__ = (
+        "_frame",
+        "_need",
+        "_orphans",
+        "_pending",
+        "classes",
+        "decode",
+        "decoder",
+        "encoder",
+        "error",
+        "max_frame",
+        "name",
+        "record_size",
+        "type",
+        "validator",
+    )
 
     def __init__(
         self,

@@ -47,8 +47,10 @@ class ChannelRules(RuleSet):
     """
 
     EVERYTHING: ClassVar[tuple[str, ...]] = (
-        "allow_blocking", "allow_async", "allow_loop_startup",
-    )  # fmt: skip
+        "allow_blocking",
+        "allow_async",
+        "allow_loop_startup",
+    )
 
     def allow_blocking(self) -> Self:
         return self._support("sendto", "recvfrom", "sendmsg", "recvmsg", "poll")

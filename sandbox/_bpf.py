@@ -98,8 +98,13 @@ def _machine(bpf: bytes, nr: int, args: Sequence[int], arch: int, ip: int) -> _M
     return _Machine(_decode(bpf), data)
 
 
-def evaluate_stack(programs: Iterable[bytes], nr: int, args: Sequence[int] = (),
-                   arch: int = NATIVE_ARCH, ip: int = 0) -> int:  # fmt: skip
+def evaluate_stack(
+    programs: Iterable[bytes],
+    nr: int,
+    args: Sequence[int] = (),
+    arch: int = NATIVE_ARCH,
+    ip: int = 0,
+) -> int:
     """The kernel's answer when several filters are loaded (oldest first): every filter
     runs and the most restrictive action wins; among equals, the newest filter's value."""
     best: int | None = None
@@ -158,8 +163,10 @@ def decide(bpf: bytes, nr: int, args: Sequence[int] = ()) -> Action:
 
 def _decode(bpf: bytes) -> list[tuple[int, int, int, int]]:
     if not bpf or len(bpf) % _INSN.size:
-        raise BPFError(f"not a BPF program: {len(bpf)} bytes is not a whole number of "
-                       f"{_INSN.size}-byte instructions")  # fmt: skip
+        raise BPFError(
+            f"not a BPF program: {len(bpf)} bytes is not a whole number of "
+            f"{_INSN.size}-byte instructions"
+        )
     program = [_INSN.unpack_from(bpf, off) for off in range(0, len(bpf), _INSN.size)]
     for pc, insn in enumerate(program):
         _check(pc, insn, len(program))

@@ -52,8 +52,6 @@ _JGE: Final = 0x35
 _JSET: Final = 0x45
 _RET: Final = 0x06
 _NR, _ARCH = 0, 4
-_RANK: Final = {"kill_process": 0, "kill_thread": 1, "trap": 2, "errno": 3, "notify": 4,
-                "log": 5, "allow": 6}  # fmt: skip
 
 
 def _low(arg: int) -> int:
@@ -112,8 +110,12 @@ class _Assembler:
             if op == _JA:
                 flat += (op, 0, 0, where[jt] - pc - 1)
             else:
-                flat += (op, 0 if jt is None else where[jt] - pc - 1,
-                         0 if jf is None else where[jf] - pc - 1, k)  # fmt: skip
+                flat += (
+                    op,
+                    0 if jt is None else where[jt] - pc - 1,
+                    0 if jf is None else where[jf] - pc - 1,
+                    k,
+                )
         return struct.pack("=" + "HBBI" * len(code), *flat)
 
     def _layout(self) -> dict[object, int]:
@@ -179,8 +181,11 @@ def _emit_cmp(a: _Assembler, cmp: tuple[int, str, int, int], ok: object, no: obj
     arg, op, value, mask = cmp
     hi, lo = value >> 32, value & _U32
     if op == "&==":  # a half whose mask is 0 always matches (the value fits the mask)
-        halves = [(off, m, v) for off, m, v in ((_high(arg), mask >> 32, hi),
-                                                (_low(arg), mask & _U32, lo)) if m]  # fmt: skip
+        halves = [
+            (off, m, v)
+            for off, m, v in ((_high(arg), mask >> 32, hi), (_low(arg), mask & _U32, lo))
+            if m
+        ]
         for index, (offset, half_mask, half) in enumerate(halves):
             a.op(_LD_ABS, offset)
             if half_mask != _U32:
@@ -222,8 +227,9 @@ def compile_filter(
     """
     table = TABLES.get(arch)
     if arch not in AUDIT_ARCH or table is None:
-        raise PolicyError(f"isolates compiles seccomp filters for {', '.join(AUDIT_ARCH)}, "
-                          f"not {arch}")  # fmt: skip
+        raise PolicyError(
+            f"isolates compiles seccomp filters for {', '.join(AUDIT_ARCH)}, not {arch}"
+        )
     blocks = _blocks(entries, guards, table)
     a = _Assembler()
     a.op(_LD_ABS, _ARCH)
@@ -257,7 +263,7 @@ def _blocks(
         if e.syscall in table:
             blocks.setdefault(table[e.syscall], _Block()).entries.append(e)
     for block in blocks.values():  # strictest first; ties keep their order (stable sort)
-        block.entries.sort(key=lambda e: _RANK[e.action.kind])
+        block.entries.sort(key=lambda e: e.action.rank)
     return blocks
 
 

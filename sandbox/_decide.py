@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
-#: The kernel's ranking of actions (kernel/seccomp.c): lower is stricter.
-_RANK: Final = {"kill_process": 0, "kill_thread": 1, "trap": 2, "errno": 3, "notify": 4,
-                "log": 5, "allow": 6}  # fmt: skip
 _COMPARE: Final = {
     "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
@@ -55,9 +52,14 @@ def decide(
     any argument). ``all_threads``: decide as the filter that confines a whole process.
     """
     return decide_rules(
-        policy.entries(), policy.guards(all_threads=all_threads), policy.default, nr, args,
-        arch=arch, self_pid=self_pid,
-    )  # fmt: skip
+        policy.entries(),
+        policy.guards(all_threads=all_threads),
+        policy.default,
+        nr,
+        args,
+        arch=arch,
+        self_pid=self_pid,
+    )
 
 
 def decide_rules(
@@ -78,10 +80,11 @@ def decide_rules(
         if number(guard.syscall) == nr and all(_check_holds(c, values) for c in guard.checks):
             return guard.action
     matching = [
-        e.action for e in entries
+        e.action
+        for e in entries
         if e.nr == nr and all(holds(c, values, self_pid) for c in e.conditions)
-    ]  # fmt: skip
-    return min(matching, key=lambda a: _RANK[a.kind]) if matching else default
+    ]
+    return min(matching, key=lambda a: a.rank) if matching else default
 
 
 def holds(cmp: Cmp, args: Sequence[int], self_pid: int | None = None) -> bool:

@@ -45,6 +45,12 @@ class Action:
         return _SIMPLE_RETS[self.kind]
 
     @property
+    def rank(self) -> int:
+        """How strict the kernel ranks this action (0 is the strictest): of several
+        answers for one call, the strictest wins."""
+        return _RANK[self.kind]
+
+    @property
     def denies(self) -> bool:
         """True when the syscall does not run (LOG and ALLOW let it run)."""
         return self.kind not in ("allow", "log")
@@ -63,6 +69,9 @@ _SIMPLE_RETS: Final = {
     "log": uapi.SECCOMP_RET_LOG,
     "notify": uapi.SECCOMP_RET_USER_NOTIF,
 }
+#: The kernel's ranking of actions (kernel/seccomp.c), strictest first.
+_RANK: Final = {"kill_process": 0, "kill_thread": 1, "trap": 2, "errno": 3, "notify": 4,
+                "log": 5, "allow": 6}  # fmt: skip
 Action.ALLOW = Action("allow")
 Action.KILL_PROCESS = Action("kill_process")
 Action.KILL_THREAD = Action("kill_thread")

@@ -200,8 +200,11 @@ def builtin_rulesets(labels: Iterable[str]) -> list[str]:
 
 def _rules_allow(rules: Iterable[Rule], call: TracedCall) -> bool:
     """Whether some allowing rule among ``rules`` lets the call run."""
-    mine = [Entry(r.syscall, call.nr, r.action, r.conditions) for r in rules
-            if r.syscall == call.name and r.action == Action.ALLOW]  # fmt: skip
+    mine = [
+        Entry(r.syscall, call.nr, r.action, r.conditions)
+        for r in rules
+        if r.syscall == call.name and r.action == Action.ALLOW
+    ]
     denied = Action.ERRNO(1)
     answer = decide_rules(mine, (), denied, call.nr, call.args, arch=call.arch, self_pid=SELF)
     return answer == Action.ALLOW
