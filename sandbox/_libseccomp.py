@@ -2,7 +2,8 @@
 decider (_decide.py). isolates compiles with its own compiler (_compiler.py); this needs
 pyseccomp (the test extra) and the system's libseccomp, and is never imported otherwise.
 
-It compiles the merged entries alone, without the guards (they are our compiler's)."""
+It compiles the merged entries alone, without the guards (they are our compiler's).
+"""
 
 from __future__ import annotations
 
