@@ -1,6 +1,8 @@
 """Channels against their baselines, measured in one run: ``python benches/bench_channels.py``.
 
-Round-trip latency and one-way throughput of a small Struct message, blocking and async,
+Round-trip latency and one-way throughput of a small Struct message, blocking and async
+(and batched: ``send_many`` of ``BATCH`` messages, the peer taking them with
+``recv_many``/``receive_many``),
 against raw bytes over a socketpair, an asyncio Protocol over a socketpair, and
 multiprocessing.Pipe with pickle; and descriptors passed per second. Two reference rows
 show where the cost goes: raw bytes over SOCK_SEQPACKET (the channels' socket type), and
@@ -45,6 +47,7 @@ class Ping(msgspec.Struct, forbid_unknown_fields=True):
 PING = Ping(1, "hello", 2.5)
 RAW = b"x" * len(msgspec.msgpack.encode(PING))  # the same bytes on the wire
 SIZES = {"rt": 2000, "tp": 20000, "fd": 5000}
+BATCH = 256  # messages per send_many / most per recv_many in the batching row
 
 
 # -- peers: each runs in a forked child, on its end, until EOF ------------------------------
@@ -114,6 +117,18 @@ def channel_sink(sock: socket.socket) -> None:
         count += 1
         if count == SIZES["tp"]:
             count = 0
+            ch.send(PING)
+
+
+def channel_batch_sink(sock: socket.socket) -> None:
+    ch, count = Channel(sock, Ping), 0
+    while True:
+        try:
+            count += len(ch.recv_many(BATCH))
+        except EOFError:
+            return
+        if count >= SIZES["tp"]:
+            count -= SIZES["tp"]
             ch.send(PING)
 
 
@@ -200,6 +215,21 @@ def async_peer(sock: socket.socket, backend: str, sink: bool) -> None:
     anyio.run(serve, backend=backend)
 
 
+def async_batch_sink(sock: socket.socket, backend: str) -> None:
+    async def serve() -> None:
+        ch, count = AsyncChannel(sock, Ping), 0
+        while True:
+            try:
+                count += len(await ch.receive_many(BATCH))
+            except EOFError:
+                return
+            if count >= SIZES["tp"]:
+                count -= SIZES["tp"]
+                await ch.send(PING)
+
+    anyio.run(serve, backend=backend)
+
+
 # -- drivers: one batch each, returning seconds per operation -------------------------------
 
 
@@ -263,6 +293,17 @@ def tp_channel(ch: Channel[Ping]) -> float:
     start = time.perf_counter()
     for _ in range(n):
         ch.send(PING)
+    ch.recv()
+    return (time.perf_counter() - start) / n
+
+
+def tp_batched(ch: Channel[Ping]) -> float:
+    n = SIZES["tp"]
+    chunk = [PING] * BATCH
+    start = time.perf_counter()
+    for _ in range(n // BATCH):
+        ch.send_many(chunk)
+    ch.send_many([PING] * (n % BATCH))
     ch.recv()
     return (time.perf_counter() - start) / n
 
@@ -372,6 +413,25 @@ def on_async(sock: socket.socket, backend: str, mode: str) -> float:
     return anyio.run(batch, backend=backend)
 
 
+def on_async_batched(sock: socket.socket, backend: str) -> float:
+    """Throughput with ``send_many`` on a fresh loop (see ``on_async``)."""
+
+    async def batch() -> float:
+        ch = AsyncChannel.from_fd(os.dup(sock.fileno()), Ping)
+        try:
+            n, chunk = SIZES["tp"], [PING] * BATCH
+            start = time.perf_counter()
+            for _ in range(n // BATCH):
+                await ch.send_many(chunk)
+            await ch.send_many([PING] * (n % BATCH))
+            await ch.receive()
+            return (time.perf_counter() - start) / n
+        finally:
+            await ch.aclose()
+
+    return anyio.run(batch, backend=backend)
+
+
 # -- the suite ----------------------------------------------------------------------------
 
 
@@ -408,12 +468,18 @@ CASES = {
         Case("raw SOCK_SEQPACKET bytes", raw_sink, tp_raw, kind=SEQ),
         Case("msgspec inline on SEQPACKET", floor_sink, tp_floor, kind=SEQ),
         Case("Channel (blocking)", channel_sink, tp_channel, lambda s: Channel(s, Ping), SEQ),
+        Case("Channel send_many/recv_many", channel_batch_sink, tp_batched,
+             lambda s: Channel(s, Ping), SEQ),
         Case("multiprocessing.Pipe", pipe_sink, tp_pipe, _pipe),
         Case("asyncio Protocol", lambda s: protocol_peer(s, _Sink), lambda s: on_protocol(s, "tp")),
         Case("AsyncChannel asyncio", lambda s: async_peer(s, "asyncio", True),
              lambda s: on_async(s, "asyncio", "tp"), kind=SEQ),
         Case("AsyncChannel trio", lambda s: async_peer(s, "trio", True),
              lambda s: on_async(s, "trio", "tp"), kind=SEQ),
+        Case("AsyncChannel asyncio send_many", lambda s: async_batch_sink(s, "asyncio"),
+             lambda s: on_async_batched(s, "asyncio"), kind=SEQ),
+        Case("AsyncChannel trio send_many", lambda s: async_batch_sink(s, "trio"),
+             lambda s: on_async_batched(s, "trio"), kind=SEQ),
     ],
     "fd": [
         Case("raw sendmsg SCM_RIGHTS", fd_sink, fd_raw),
@@ -469,8 +535,11 @@ TARGETS = {  # metric, case: (baseline, bound, "<=" or ">=")
     ("rt", "AsyncChannel asyncio"): ("asyncio Protocol", 1.3, "<="),
     ("rt", "AsyncChannel trio"): ("asyncio Protocol", 1.3, "<="),
     ("tp", "Channel (blocking)"): ("raw socketpair bytes", 0.7, ">="),
+    ("tp", "Channel send_many/recv_many"): ("raw socketpair bytes", 0.8, ">="),
     ("tp", "AsyncChannel asyncio"): ("multiprocessing.Pipe", 1.5, ">="),
     ("tp", "AsyncChannel trio"): ("multiprocessing.Pipe", 1.5, ">="),
+    ("tp", "AsyncChannel asyncio send_many"): ("multiprocessing.Pipe", 3.0, ">="),
+    ("tp", "AsyncChannel trio send_many"): ("multiprocessing.Pipe", 3.0, ">="),
 }
 BASELINE = {
     "rt": "raw socketpair bytes",

@@ -12,7 +12,7 @@ reaches a task within that many messages, and a message costs no loop round-trip
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Final, TypeVar, overload
 
 import anyio
@@ -21,7 +21,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ._blocking import Channel
 from ._codec import DEFAULT_MAX_FRAME, RECORD_SIZE
-from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, socketpair
+from ._endpoint import SEND_FLAGS, TRUNC, Endpoint, adopt_fd, check_count, socketpair
 from ._errors import ChannelClosed, LocalChannelError
 from ._readable import Readable
 from ._rules import ASYNC_RULES, ChannelRules
@@ -40,7 +40,8 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
     ``await send(msg, fds=())``, ``await receive()``, ``async for msg in channel``,
     ``await aclose()``; ``receive_with_fds()`` also returns the descriptors that came with
     a message. Make one with :func:`open_async_pair`, :meth:`from_channel` or
-    :meth:`from_fd`. One task sends and one receives at a time.
+    :meth:`from_fd`. One task sends and one receives at a time. ``send_many(msgs)`` and
+    ``receive_many(max_count)`` batch small messages as ``Channel`` does.
 
     ``AsyncChannel.RULES`` is the RuleSet of the syscalls it makes on an asyncio or trio
     loop started before the policy was applied (sends, receives, epoll_wait, epoll_ctl);
@@ -137,6 +138,14 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         if not waited:
             await self._count_without_waiting()
 
+    async def send_many(self, msgs: Iterable[T]) -> None:
+        """Send ``msgs`` in order, small ones packed several to a record (see
+        ``Channel.send_many``); waits while the socket is full. Cancelled, the messages
+        before some point have been sent, whole, and the channel stays usable."""
+        self._open_for_send()
+        for record in self._codec.encode_many(msgs):
+            await self._send_frame(record, ())
+
     def _interrupted(self, sent: int, total: int) -> None:
         if 0 < sent < total:
             self._mark_broken(sent, total)
@@ -174,6 +183,24 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         if fds:
             close_all(fds)
         return msg
+
+    async def receive_many(self, max_count: int) -> list[T]:
+        """Between 1 and ``max_count`` messages, in order: waits for the first, then adds
+        only those already received or readable without waiting (time it out with
+        ``anyio.fail_after``). Errors as ``receive``; descriptors are closed."""
+        check_count(max_count, self.name)
+        waited = False
+        while not self._inbox:
+            sock = self._open()
+            try:
+                self._read_record(sock)
+            except BlockingIOError:
+                await self._wait(self._readable.wait, sock)
+                waited = True
+        self._take_ready(max_count)
+        if not waited:
+            await self._count_without_waiting()
+        return self._pop_many(max_count)
 
     async def receive_with_fds(self) -> tuple[T, list[int]]:
         """The next message and the descriptors that came with it (yours to close)."""

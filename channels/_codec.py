@@ -10,6 +10,13 @@ returns it whole from one read), so most messages need no framing of their own:
   the payload length as 4 little-endian bytes, then the payload, cut into records of at
   most ``record_size`` bytes (the first piece rides in the head record).
 
+A *batch* (``encode_many``) packs several small messages into one record: a frame head
+announcing 0 bytes (never a frame: an empty message is refused), the message count as 4
+little-endian bytes, then each message as its 4-byte length and its payload. The count and
+every length are checked against the bytes the record really holds before anything is
+decoded or allocated for them, and each payload goes through ``Codec.decode`` like any
+other; a batch carries no descriptors.
+
 A frame's length is checked against ``max_frame`` as soon as its head arrives, before
 anything is allocated for it, and the bytes held for a frame never exceed its claimed
 length: the codec holds at most ``max_frame`` bytes. Descriptors (SCM_RIGHTS) travel with
@@ -26,7 +33,7 @@ transports' fast paths call the same function, so no receive path skips a check.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Generic, NoReturn, TypeAlias, TypeVar
 
 import msgspec
@@ -43,6 +50,10 @@ HEAD: Final = struct.Struct("<BI")
 #: The default largest message (payload bytes) a channel sends or accepts: 16 MiB.
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
 MAX_FRAME_LIMIT: Final = 2**32 - 1
+#: A batch record's prefix: a frame head announcing 0 bytes, then the message count.
+BATCH_HEAD: Final = HEAD.pack(FRAME_MARK, 0)
+LENGTH: Final = struct.Struct("<I")
+BATCH_PREFIX: Final = HEAD.size + LENGTH.size
 #: The default largest record; far below the default socket buffer (212992 bytes),
 #: which bounds a SOCK_SEQPACKET record.
 RECORD_SIZE: Final = 64 * 1024
@@ -134,6 +145,28 @@ class Codec(Generic[T]):
             return payload
         return HEAD.pack(FRAME_MARK, size) + payload
 
+    def encode_many(self, msgs: Iterable[T]) -> list[bytes]:
+        """The records (and frames) to send for ``msgs``, in order: consecutive small
+        messages share batch records of at most ``record_size`` bytes; one too large to
+        share goes alone, as ``encode`` makes it. Every message is checked (type,
+        ``max_frame``) before anything is returned, so a bad one means nothing is sent."""
+        out: list[bytes] = []
+        group: list[bytes] = []
+        room = self.record_size - BATCH_PREFIX  # bytes left in the batch being filled
+        for msg in msgs:
+            frame = self.encode(msg)
+            need = LENGTH.size + len(frame)
+            if need > room:
+                _flush(group, out)
+                room = self.record_size - BATCH_PREFIX
+                if need > room:  # too large to share a record with anything
+                    out.append(frame)
+                    continue
+            group.append(frame)
+            room -= need
+        _flush(group, out)
+        return out
+
     def _payload(self, msg: T) -> bytes:
         try:
             if self.classes:
@@ -158,7 +191,8 @@ class Codec(Generic[T]):
     # -- receiving ---------------------------------------------------------------------
 
     def feed(self, record: Bytes) -> list[T]:
-        """The message completed by ``record`` (a list of zero or one)."""
+        """The messages completed by ``record``: none (a frame still arriving), one, or
+        a batch's several."""
         if self._pending:
             raise LocalChannelError(
                 f"channel {self.name!r}: the frame being received carries descriptors; "
@@ -188,6 +222,8 @@ class Codec(Generic[T]):
 
     def _start(self, record: Bytes, fds: list[int]) -> list[tuple[T, list[int]]]:
         size = HEAD.unpack_from(record)[1] if len(record) >= HEAD.size else -1
+        if size == 0 and len(record) > HEAD.size:
+            return self._split(memoryview(record), fds)
         if not 0 <= size <= self.max_frame:
             self._orphans += fds
             self._die(
@@ -198,6 +234,31 @@ class Codec(Generic[T]):
             )
         self._frame, self._need, self._pending = bytearray(), size, list(fds)
         return self._continue(memoryview(record)[HEAD.size :])
+
+    def _split(self, record: memoryview, fds: list[int]) -> list[tuple[T, list[int]]]:
+        """The messages of a batch record, each decoded by ``Codec.decode``; the count
+        and every length are checked against the record's real size first."""
+        if fds:
+            self._orphans += fds
+            self._die("descriptors arrived with a batch of messages; a batch carries none")
+        count = LENGTH.unpack_from(record, HEAD.size)[0] if len(record) >= BATCH_PREFIX else 0
+        most = (len(record) - BATCH_PREFIX) // (LENGTH.size + 1)
+        if not 2 <= count <= most:
+            self._die(
+                f"the peer announced a batch of {count} messages in a {len(record)}-byte record"
+            )
+        out: list[tuple[T, list[int]]] = []
+        at = BATCH_PREFIX
+        for _ in range(count):
+            size = LENGTH.unpack_from(record, at)[0] if at + LENGTH.size <= len(record) else -1
+            at += LENGTH.size
+            if not 0 <= size <= len(record) - at:
+                self._die(f"a message in the peer's {len(record)}-byte batch runs past its end")
+            out.append((self._decode(record[at : at + size]), []))
+            at += size
+        if at != len(record):
+            self._die(f"the peer's batch has {len(record) - at} bytes after its last message")
+        return out
 
     def _continue(self, piece: Bytes) -> list[tuple[T, list[int]]]:
         frame = self._frame
@@ -264,6 +325,18 @@ class Codec(Generic[T]):
         self.error = RemoteChannelError(f"channel {self.name!r}: {why}")
         self._frame = None
         raise self.error
+
+
+def _flush(group: list[bytes], out: list[bytes]) -> None:
+    """Move the payloads in ``group`` to ``out``: alone as itself, several as a batch."""
+    if len(group) == 1:
+        out.append(group[0])
+    elif group:
+        parts = [BATCH_HEAD, LENGTH.pack(len(group))]
+        for payload in group:
+            parts += (LENGTH.pack(len(payload)), payload)
+        out.append(b"".join(parts))
+    group.clear()
 
 
 def _checked(

@@ -35,6 +35,7 @@ RECV_FLAGS: Final = int(socket.MSG_CMSG_CLOEXEC | socket.MSG_TRUNC)
 TRUNC: Final = int(socket.MSG_TRUNC)
 CTRUNC: Final = int(socket.MSG_CTRUNC)
 SEND_FLAGS: Final = int(socket.MSG_NOSIGNAL)  # EPIPE, never SIGPIPE, whatever the disposition
+DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 
 
 def peer_gone(exc: OSError) -> bool:
@@ -119,13 +120,15 @@ class Endpoint(Generic[T]):
 
     # -- what a received record does ---------------------------------------------------
 
-    def _read_record(self, sock: socket.socket) -> None:
-        """Read and absorb one record; BlockingIOError when none is there (non-blocking)."""
+    def _read_record(self, sock: socket.socket, extra: int = 0) -> None:
+        """Read and absorb one record; BlockingIOError when none is there (non-blocking,
+        or ``extra=DONTWAIT``)."""
         try:
             if self._ancsize:
-                n, anc, flags, _ = sock.recvmsg_into((self._rview,), self._ancsize, RECV_FLAGS)
+                anc_size, flags = self._ancsize, RECV_FLAGS | extra
+                n, anc, flags, _ = sock.recvmsg_into((self._rview,), anc_size, flags)
                 return self._absorb_msg(n, anc, flags)
-            n = sock.recv_into(self._rbuf, 0, TRUNC)
+            n = sock.recv_into(self._rbuf, 0, TRUNC | extra)
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -162,6 +165,33 @@ class Endpoint(Generic[T]):
             self._die(exc)
             raise
         return None
+
+    # -- batches -----------------------------------------------------------------------
+
+    def _take_ready(self, max_count: int) -> None:
+        """Read records that are already there, without waiting, until ``max_count``
+        messages are waiting. An error stops it quietly once a message is waiting: the
+        channel is dead and the next call raises it, after these have been taken."""
+        sock = self._sock
+        while len(self._inbox) < max_count and sock is not None and self._error is None:
+            try:
+                self._read_record(sock, DONTWAIT)
+            except BlockingIOError:
+                return
+            except RemoteChannelError:
+                if not self._inbox:
+                    raise
+                return
+
+    def _pop_many(self, max_count: int) -> list[T]:
+        """Up to ``max_count`` waiting messages; descriptors that came with them are closed."""
+        inbox, out = self._inbox, []
+        for _ in range(min(max_count, len(inbox))):
+            msg, fds = inbox.popleft()
+            if fds:
+                close_all(fds)
+            out.append(msg)
+        return out
 
     def _oversized_record(self, nbytes: int) -> None:
         raise RemoteChannelError(
@@ -220,6 +250,12 @@ class Endpoint(Generic[T]):
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else f"fd={self._sock.fileno()}"
         return f"<{type(self).__name__} {self.name!r} {self._codec.type!r} {state}>"
+
+
+def check_count(max_count: object, name: str) -> None:
+    """Refuse a ``max_count`` that is not a positive int (bool included)."""
+    if type(max_count) is not int or max_count < 1:
+        raise LocalChannelError(f"channel {name!r}: max_count={max_count!r}; use an int >= 1")
 
 
 def adopt_fd(fd: int, name: str) -> socket.socket:
