@@ -7,9 +7,13 @@ another process, all measured in this run:
 - warm call: with the pool warm, one call (a fresh isolate each time) against a warm
   ProcessPoolExecutor.submit (which reuses its worker; ours never do);
 - exec-to-READY: spawn an isolate and wait until it is confined, against a bare
-  ``python -I -S -c pass``.
+  ``python -I -S -c pass``;
+- executor throughput: ``BENCH_EXECUTOR_CALLS`` (default 2,000) trivial calls through
+  ``IsolateExecutor(max_workers=2)`` against ``ProcessPoolExecutor(2,
+  max_tasks_per_child=1)``, the stdlib's own fresh process per task.
 
     python benches/bench_isolate.py
+    BENCH_EXECUTOR_CALLS=200 python benches/bench_isolate.py   # a quicker run
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from _util import table, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUNDS = 9
+EXECUTOR_CALLS = int(os.environ.get("BENCH_EXECUTOR_CALLS", "2000"))
 
 COLD = {
     "isolate (no pool)": """
@@ -130,6 +135,27 @@ def exec_to_ready() -> tuple[float, float, float]:
     return ours, base, transport
 
 
+def executor_throughput(calls: int) -> tuple[float, float]:
+    """Calls per second of ours and of the stdlib's fresh-process-per-task pool."""
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
+    from _targets import trivial
+
+    from isolates.orchestrator import IsolateExecutor
+
+    def rate(executor: Executor) -> float:
+        start = time.perf_counter()
+        with executor:
+            results = list(executor.map(trivial, range(calls)))
+        elapsed = time.perf_counter() - start
+        assert results == [x + 1 for x in range(calls)]
+        return calls / elapsed
+
+    ours = rate(IsolateExecutor(max_workers=2))
+    theirs = rate(ProcessPoolExecutor(2, max_tasks_per_child=1))
+    return ours, theirs
+
+
 def main() -> None:
     results = {name: cold(code) for name, code in COLD.items()}
     ours = results["isolate (no pool)"]
@@ -158,6 +184,14 @@ def main() -> None:
         ["python -I -S -c pass (bare)", f"{bare * 1e3:.1f} ms", "1.00x", "", "", ""],
         ["bare + imports: python -I -c 'import msgspec, socket, pickle, ctypes'",
          f"{transport * 1e3:.1f} ms", f"{transport / bare:.2f}x", "1.00x", "", ""],
+    ])  # fmt: skip
+
+    ours_rate, ppe_rate = executor_throughput(EXECUTOR_CALLS)
+    table(f"Executor throughput ({EXECUTOR_CALLS} trivial calls, 2 workers, fresh process "
+          "per call)", ["how", "calls/s", "ratio", "target", ""], [
+        ["IsolateExecutor(max_workers=2)", f"{ours_rate:.1f}", f"{ours_rate / ppe_rate:.2f}x",
+         ">= 5x", verdict(ours_rate / ppe_rate, 5.0, lower_is_better=False)],
+        ["ProcessPoolExecutor(2, max_tasks_per_child=1)", f"{ppe_rate:.1f}", "1.00x", "", ""],
     ])  # fmt: skip
 
 

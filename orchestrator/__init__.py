@@ -1,11 +1,11 @@
 """isolates.orchestrator: isolates, the @isolate decorator, and supervised worker graphs.
 
 The flat modules are the front doors: ``_decorator`` (``@isolate``) and ``_call`` (one
-call), ``_supervisor`` and ``_runner`` (a worker graph), ``_graph`` (declaring it),
-``_lifecycle`` (a worker's states), ``testing`` and ``demo``. Beneath them, ``_core``
-holds what both journeys share (the wire protocol, spawning, the isolate's main...) and
-``_namespaces`` the namespaces; ``_cli`` is the ``isolates`` command, which nothing
-imports. docs/internals.md walks through them.
+call), ``_executor`` (``IsolateExecutor``), ``_supervisor`` and ``_runner`` (a worker
+graph), ``_graph`` (declaring it), ``_lifecycle`` (a worker's states), ``testing`` and
+``demo``. Beneath them, ``_core`` holds what both journeys share (the wire protocol,
+spawning, the isolate's main...) and ``_namespaces`` the namespaces; ``_cli`` is the
+``isolates`` command, which nothing imports. docs/internals.md walks through them.
 """
 
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._core.runtime import POOL as POOL
     from ._decorator import IsolatedFunction as IsolatedFunction
     from ._decorator import isolate as isolate
+    from ._executor import IsolateExecutor as IsolateExecutor
     from ._graph import GraphError as GraphError
     from ._graph import Restart as Restart
     from ._graph import RestartMode as RestartMode
@@ -39,6 +40,7 @@ _EXPORTS = {
     "POOL": "._core.runtime",
     "IsolatedFunction": "._decorator",
     "isolate": "._decorator",
+    "IsolateExecutor": "._executor",
     "GraphError": "._graph",
     "Restart": "._graph",
     "RestartMode": "._graph",
@@ -53,7 +55,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "POOL", "Bind", "GraphError", "IsolateViolation", "IsolatedFunction", "Mount",
-    "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart", "RestartMode", "State",
-    "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
+    "POOL", "Bind", "GraphError", "IsolateExecutor", "IsolateViolation", "IsolatedFunction",
+    "Mount", "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart", "RestartMode",
+    "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
 ]  # fmt: skip
