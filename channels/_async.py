@@ -189,14 +189,7 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         only those already received or readable without waiting (time it out with
         ``anyio.fail_after``). Errors as ``receive``; descriptors are closed."""
         check_count(max_count, self.name)
-        waited = False
-        while not self._inbox:
-            sock = self._open()
-            try:
-                self._read_record(sock)
-            except BlockingIOError:
-                await self._wait(self._readable.wait, sock)
-                waited = True
+        waited = await self._fill()
         self._take_ready(max_count)
         if not waited:
             await self._count_without_waiting()
@@ -206,7 +199,9 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
         """The next message and the descriptors that came with it (yours to close)."""
         return await self._next(False)
 
-    async def _next(self, waited: bool) -> tuple[T, list[int]]:
+    async def _fill(self) -> bool:
+        """Read until a message is in the inbox; whether that meant waiting."""
+        waited = False
         while not self._inbox:
             sock = self._open()
             try:
@@ -214,6 +209,10 @@ class AsyncChannel(Endpoint[T], ObjectSendStream[T], ObjectReceiveStream[T]):
             except BlockingIOError:
                 await self._wait(self._readable.wait, sock)
                 waited = True
+        return waited
+
+    async def _next(self, waited: bool) -> tuple[T, list[int]]:
+        waited = await self._fill() or waited
         if not waited:
             await self._count_without_waiting()
         return self._inbox.popleft()

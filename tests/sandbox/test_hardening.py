@@ -38,19 +38,12 @@ from isolates.sandbox import (
     Time,
     profiles,
 )
+from isolates.sandbox.lowlevel import uapi
 from tests.forked import in_child
 from tests.sandbox.syscall import raw
 
 BUILTINS = (SystemIO, Networking, Threads, Time, Pipes, Processes, Signals)
-CLONE_FLAGS = {
-    "CLONE_NEWNS": 0x00020000,
-    "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000,
-    "CLONE_NEWIPC": 0x08000000,
-    "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000,
-}
+CLONE_FLAGS = uapi.CLONE_NAMESPACES
 SIGCHLD = 17
 HIGH = 1 << 32  # bits the kernel ignores in a 32-bit argument
 
