@@ -63,6 +63,7 @@ class Policy:
         "_compiled",
         "_default",
         "_entries",
+        "_guards",
         "_landlock",
         "_named",
         "_own_rules",
@@ -75,6 +76,7 @@ class Policy:
     _entries: tuple[Entry, ...]
     _named: frozenset[str]
     _own_rules: tuple[Rule, ...]
+    _guards: dict[bool, tuple[Guard, ...]]
     _uses_pid: bool
     _landlock: Landlock | None
     _compiled: dict[tuple[int | None, bool, bool], CompiledPolicy]
@@ -103,6 +105,7 @@ class Policy:
         set_(self, "_own_rules", _own_rules(sets, default, rules_of))
         set_(self, "_landlock", landlock)
         set_(self, "_compiled", {})
+        set_(self, "_guards", {})
         uses_pid = any(c.value is SELF_PID for e in entries for c in e.conditions)
         set_(self, "_uses_pid", uses_pid)
 
@@ -153,8 +156,12 @@ class Policy:
         return self._entries
 
     def guards(self, *, all_threads: bool = False) -> tuple[Guard, ...]:
-        """What this policy denies whatever its rules say (see ``_guard``)."""
-        return guards(self._own_rules, self.default, one_thread=not all_threads)
+        """What this policy denies whatever its rules say (see ``_guard``); computed once
+        per scope (the reference decider asks for every call it decides)."""
+        cache = self._guards
+        if all_threads not in cache:
+            cache[all_threads] = guards(self._own_rules, self.default, one_thread=not all_threads)
+        return cache[all_threads]
 
     def compile(
         self, pid: int | None = None, *, notify_kills: bool = False, all_threads: bool = False
