@@ -32,10 +32,10 @@ from isolates.sandbox import (
     Time,
 )
 from isolates.sandbox._bpf import steps
-from isolates.sandbox._compiled import CompiledPolicy, preload_runtime
+from isolates.sandbox._compiled import CompiledPolicy
 from isolates.sandbox._compiler import compile_filter
 from isolates.sandbox._libseccomp import to_bpf
-from isolates.sandbox.lowlevel import syscall_number
+from isolates.sandbox.lowlevel import preload_runtime, syscall_number
 
 KINDS = (SystemIO, Networking, Threads, Time, Pipes, Processes, Signals)
 LOOP = 1_000_000

@@ -4,10 +4,9 @@ Build a :class:`Policy` from RuleSets, then ``policy.apply()`` (this thread),
 ``policy.apply(all_threads=True)`` or ``policy.run(fn)`` (a new confined thread).
 """
 
-from typing import TYPE_CHECKING
-
 from ._lazy import lazy_exports
 
+TYPE_CHECKING = False  # not typing's: an isolate imports this package before it is confined
 if TYPE_CHECKING:
     from . import profiles as profiles
     from ._builtins_io import SystemIO as SystemIO
@@ -26,10 +25,10 @@ if TYPE_CHECKING:
     from ._landlock_abi import AccessFs as AccessFs
     from ._landlock_abi import AccessNet as AccessNet
     from ._landlock_abi import Scope as Scope
-    from ._landlock_sys import Compat as Compat
-    from ._landlock_sys import Enforcement as Enforcement
-    from ._landlock_sys import LandlockPlan as LandlockPlan
-    from ._landlock_sys import LandlockStatus as LandlockStatus
+    from ._landlock_plan import Compat as Compat
+    from ._landlock_plan import Enforcement as Enforcement
+    from ._landlock_plan import LandlockPlan as LandlockPlan
+    from ._landlock_plan import LandlockStatus as LandlockStatus
     from ._merge import RuleConflict as RuleConflict
     from ._policy import ALWAYS_DENIED as ALWAYS_DENIED
     from ._policy import Policy as Policy
@@ -57,10 +56,10 @@ _EXPORTS = {
     "AccessFs": "._landlock_abi",
     "AccessNet": "._landlock_abi",
     "Scope": "._landlock_abi",
-    "Compat": "._landlock_sys",
-    "Enforcement": "._landlock_sys",
-    "LandlockPlan": "._landlock_sys",
-    "LandlockStatus": "._landlock_sys",
+    "Compat": "._landlock_plan",
+    "Enforcement": "._landlock_plan",
+    "LandlockPlan": "._landlock_plan",
+    "LandlockStatus": "._landlock_plan",
     "RuleConflict": "._merge",
     "profiles": ".profiles",
     "ALWAYS_DENIED": "._policy",

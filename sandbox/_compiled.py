@@ -1,33 +1,28 @@
 """A compiled policy: plain data an isolate can load with ctypes alone, and its status.
 
-Safety argument, kept next to the code it covers:
-
-- ctypes is imported for one thing: ``preload_runtime`` loads libgcc_s with
-  ``ctypes.CDLL`` (a dlopen, the one glibc would do itself later, once files are out of
-  reach) and keeps the handle for the life of the process; nothing is called through it.
-- Every raw call is made elsewhere, through the modules with their own safety argument:
-  the capability drop (_kernel_ns), Landlock (_landlock_sys) and seccomp (_kernel).
-- Applying only ever takes away: capabilities are dropped, never raised; a Landlock
-  domain and a seccomp filter are one-way. The order (Landlock, then seccomp) keeps the
-  Landlock calls allowed while they are made.
+Applying it is ``_confine.confine`` (the one sequence, which an isolate runs from the
+same data without this module): the capability drop, Landlock, then seccomp, each
+through the raw modules with their own safety argument. Applying only ever takes away.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import importlib
-import os
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
-from . import _kernel
-from ._errors import SandboxError
-from ._kernel_ns import drop_capabilities_of
-from ._landlock_sys import Enforcement, LandlockPlan, LandlockStatus, apply_plan, kernel_abi
-from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
+from ._confine import PTRACE_BYPASS as PTRACE_BYPASS
+from ._confine import check_pid, confine
+from ._landlock_plan import (
+    Enforcement,
+    LandlockPlan,
+    LandlockStatus,
+    apply_plan,
+    resolve,
+    status_of,
+)
+from ._landlock_sys import abi
 
 
 @dataclass(frozen=True)
@@ -105,50 +100,17 @@ class CompiledPolicy:
         self, *, all_threads: bool = False, listener: bool = True, covered: Collection[int] = ()
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
-        self._check_pid()
-        preload_runtime(self.preload)
-        # CAP_SYS_ADMIN or CAP_PERFMON let a domain still read other processes'
-        # /proc/PID/environ and maps: nothing isolates confines keeps them.
-        drop_capabilities_of(PTRACE_BYPASS)
-        plan = self.landlock or _NO_RIGHTS
-        landlock = apply_plan(plan, all_threads=all_threads, covered=covered)
-        fd = _kernel.load_seccomp(self.bpf, all_threads=all_threads, listener=listener)
-        return Status(seccomp=True, all_threads=all_threads, landlock=landlock), fd
-
-    def _check_pid(self) -> None:
-        if self.self_pid is not None and self.self_pid != os.getpid():
-            raise SandboxError(
-                errno.ESRCH,
-                f"this filter was compiled for process {self.self_pid}, whose SELF_PID rules "
-                f"(e.g. Signals.allow_kill_self) would let process {os.getpid()} signal it; "
-                "compile the policy in the process that applies it (policy.apply() does)",
-            )
+        check_pid(self.self_pid)  # before resolving: a wrong process learns it first
+        enforced, fd = confine(
+            self.bpf,
+            resolve(self.landlock or _NO_RIGHTS, abi()),
+            self_pid=self.self_pid,
+            preload=self.preload,
+            all_threads=all_threads,
+            listener=listener,
+            covered=covered,
+        )
+        return Status(seccomp=True, all_threads=all_threads, landlock=status_of(enforced)), fd
 
 
 _NO_RIGHTS: Final = LandlockPlan()
-#: Capabilities with which a process in a Landlock domain may still read /proc/PID/environ
-#: and maps of processes outside it (measured on Linux 6.18).
-PTRACE_BYPASS: Final = (CAP_SYS_ADMIN, CAP_PERFMON)
-
-
-def preload_runtime(modules: tuple[str, ...] = ()) -> None:
-    """Load now what the process would otherwise load lazily after confinement.
-
-    glibc dlopens libgcc_s the first time a thread is cancelled or calls pthread_exit
-    (CPython does so for daemon threads at exit); once files are out of reach that
-    aborts the process. Modules in ``modules`` are imported for the same reason.
-    It also asks the kernel's Landlock ABI once (cached), which warms the raw-call
-    path: a pooled isolate pays for that while it waits, not on a call's path.
-    """
-    global _LIBGCC
-    if _LIBGCC is None:
-        try:
-            _LIBGCC = ctypes.CDLL("libgcc_s.so.1")
-        except OSError:  # not glibc, or statically linked: nothing to preload
-            _LIBGCC = False
-        kernel_abi()
-    for module in modules:
-        importlib.import_module(module)
-
-
-_LIBGCC: ctypes.CDLL | bool | None = None

@@ -15,6 +15,9 @@ Safety argument, kept next to the code it covers:
 - Buffers handed to the kernel (the BPF program) are ctypes objects kept alive in a local
   variable until the call returns; the kernel copies the program, so nothing is retained.
 - Nothing here can widen privileges: NO_NEW_PRIVS is one-way, filters only stack.
+- ``preload_runtime`` loads libgcc_s with ``ctypes.CDLL`` (a dlopen, the one glibc would
+  do itself later, once files are out of reach) and keeps the handle for the life of the
+  process; nothing is called through it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import ctypes
 import errno
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any, Final
 
 from . import _uapi as uapi
 from ._errors import SandboxError
@@ -39,6 +40,12 @@ from ._uapi import (
     SECCOMP_SET_MODE_FILTER,
     SECCOMP_USER_NOTIF_FLAG_CONTINUE,
 )
+
+# Imported by an isolate before it is confined, where every module costs start-up time:
+# typing only for the type checker (mypy honours a module-level TYPE_CHECKING = False).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _libc: Final = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -141,15 +148,28 @@ _NOTIF = struct.Struct("=QII iIQ 6Q")  # id, pid, flags, then seccomp_data
 _NOTIF_RESP = struct.Struct("=QqiI")  # id, val, error, flags
 
 
-@dataclass(frozen=True)
 class Notification:
-    """A syscall a filter handed to its listener: who made it, which, with what."""
+    """A syscall a filter handed to its listener: who made it, which, with what.
 
-    id: int
-    pid: int
-    nr: int
-    arch: int
-    args: tuple[int, ...]
+    A plain class rather than a dataclass: this module is on an isolate's start-up path,
+    and dataclasses import inspect."""
+
+    __slots__ = ("arch", "args", "id", "nr", "pid")
+
+    def __init__(self, id: int, pid: int, nr: int, arch: int, args: tuple[int, ...]) -> None:
+        self.id, self.pid, self.nr, self.arch, self.args = id, pid, nr, arch, args
+
+    def _fields(self) -> tuple[int, int, int, int, tuple[int, ...]]:
+        return (self.id, self.pid, self.nr, self.arch, self.args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Notification) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "Notification(id={}, pid={}, nr={}, arch={:#x}, args={})".format(*self._fields())
 
 
 def receive_notification(listener: int) -> Notification:
@@ -180,3 +200,23 @@ def _ioctl(fd: int, request: int, buf: ctypes.Array[ctypes.c_char]) -> None:
     if _libc.ioctl(fd, ctypes.c_ulong(request), buf) == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"ioctl({request:#x}): {os.strerror(err)}")
+
+
+def preload_runtime(modules: tuple[str, ...] = ()) -> None:
+    """Load now what the process would otherwise load lazily after confinement.
+
+    glibc dlopens libgcc_s the first time a thread is cancelled or calls pthread_exit
+    (CPython does so for daemon threads at exit); once files are out of reach that
+    aborts the process. Modules in ``modules`` are imported for the same reason.
+    """
+    global _LIBGCC
+    if _LIBGCC is None:
+        try:
+            _LIBGCC = ctypes.CDLL("libgcc_s.so.1")
+        except OSError:  # not glibc, or statically linked: nothing to preload
+            _LIBGCC = False
+    for module in modules:
+        __import__(module)  # importlib itself is one more module to import
+
+
+_LIBGCC: ctypes.CDLL | bool | None = None

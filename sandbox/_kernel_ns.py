@@ -25,9 +25,7 @@ import ctypes
 import errno
 import fcntl
 import os
-import socket
 import struct
-from typing import Final
 
 from ._kernel import _libc, _prctl, syscall
 from ._uapi import AT_FDCWD as _AT_FDCWD
@@ -38,6 +36,12 @@ from ._uapi import CLONE_NEWPID as CLONE_NEWPID
 from ._uapi import CLONE_NEWUSER as CLONE_NEWUSER
 from ._uapi import CLONE_NEWUTS as CLONE_NEWUTS
 from ._uapi import LINUX_CAPABILITY_VERSION_3, PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, PR_CAPBSET_DROP
+
+# Imported by an isolate before it is confined, where every module costs start-up time:
+# typing only for the type checker (mypy honours a module-level TYPE_CHECKING = False).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 MS_NOSUID: Final = 2
 MS_NODEV: Final = 4
@@ -180,6 +184,8 @@ def _has(data: ctypes.Array[_CapData], cap: int) -> bool:
 def loopback_up() -> None:
     """Set IFF_UP on ``lo`` (SIOCGIFFLAGS, then SIOCSIFFLAGS on a throwaway socket)."""
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    import socket  # only isolates with a network namespace need it
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         req = fcntl.ioctl(sock, siocgifflags, struct.pack("16sh22x", b"lo", 0))
         flags = struct.unpack("16sh22x", req)[1]
@@ -187,4 +193,6 @@ def loopback_up() -> None:
 
 
 def sethostname(name: str) -> None:
+    import socket
+
     socket.sethostname(name)

@@ -46,13 +46,13 @@ from ._landlock_abi import (
 # devices() reads DEVICES from this module (a test points it elsewhere).
 from ._landlock_paths import DEVICES as DEVICES
 from ._landlock_paths import dns_paths, python_paths, ssl_cert_paths
+from ._landlock_plan import Compat as Compat
+from ._landlock_plan import Enforcement as Enforcement
+from ._landlock_plan import LandlockPlan as LandlockPlan
+from ._landlock_plan import LandlockStatus as LandlockStatus
+from ._landlock_plan import apply_plan as apply_plan
 from ._landlock_rules import implied_rules
-from ._landlock_sys import Compat as Compat
-from ._landlock_sys import Enforcement as Enforcement
-from ._landlock_sys import LandlockPlan as LandlockPlan
-from ._landlock_sys import LandlockStatus as LandlockStatus
 from ._landlock_sys import PathGrant
-from ._landlock_sys import apply_plan as apply_plan
 from ._rules import Action, Cmp, Rule
 
 __all__ = [

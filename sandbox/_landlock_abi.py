@@ -13,6 +13,14 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from . import _landlock_sys
+from ._landlock_sys import CREATE_RULESET_ERRATA as CREATE_RULESET_ERRATA
+from ._landlock_sys import CREATE_RULESET_VERSION as CREATE_RULESET_VERSION
+from ._landlock_sys import DOMAIN as DOMAIN
+from ._landlock_sys import RULE_NET_PORT as RULE_NET_PORT
+from ._landlock_sys import RULE_PATH_BENEATH as RULE_PATH_BENEATH
+from ._landlock_sys import TSYNC as TSYNC
+
 
 class AccessFs(enum.IntFlag):
     """Filesystem rights (``LANDLOCK_ACCESS_FS_*``).
@@ -62,24 +70,18 @@ FILE_RIGHTS: Final = (
     | AccessFs.TRUNCATE
     | AccessFs.IOCTL_DEV
 )
+assert FILE_RIGHTS == _landlock_sys.FILE_RIGHTS  # the kernel side's copy, as a plain int
 NO_FS: Final = AccessFs(0)
 NO_NET: Final = AccessNet(0)
 NO_SCOPES: Final = Scope(0)
 ALL_FS: Final = AccessFs(sum(AccessFs))
 ALL_NET: Final = AccessNet(sum(AccessNet))
 
-#: How a status names a missing domain (no Landlock at all).
-DOMAIN: Final = "domain"
 
-# landlock_create_ruleset() flags, rule types, landlock_restrict_self() flags.
-CREATE_RULESET_VERSION: Final = 1 << 0
-CREATE_RULESET_ERRATA: Final = 1 << 1
-RULE_PATH_BENEATH: Final = 1
-RULE_NET_PORT: Final = 2
+# landlock_restrict_self() flags.
 LOG_SAME_EXEC_OFF: Final = 1 << 0
 LOG_NEW_EXEC_ON: Final = 1 << 1
 LOG_SUBDOMAINS_OFF: Final = 1 << 2
-TSYNC: Final = 1 << 3
 
 #: How a status names each restrict_self flag it had to drop.
 RESTRICT_NAMES: Final = {

@@ -1,7 +1,9 @@
-"""The kernel side of Landlock: the syscalls bound with ctypes, and enforcing a plan.
+"""The kernel side of Landlock: the syscalls bound with ctypes, and enforcing a plan that
+was already fitted to this kernel (``_landlock_plan.resolve``).
 
-An isolate loads a ``LandlockPlan`` with this module and ``_landlock_abi`` alone (ctypes,
-no builder, no libseccomp).
+An isolate enforces its plan with this module alone: it imports nothing but ctypes and
+the other raw modules (no enum, no dataclasses, no typing), because it runs before the
+isolate is confined, where every module costs start-up time.
 
 Safety argument, kept next to the code it covers:
 
@@ -22,32 +24,36 @@ Safety argument, kept next to the code it covers:
 
 from __future__ import annotations
 
+import _thread
 import ctypes
-import enum
 import errno
 import os
 import stat
-import threading
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, replace
-from typing import Final
 
 from . import _kernel
 from ._errors import SandboxError
-from ._landlock_abi import (
-    CREATE_RULESET_ERRATA,
-    CREATE_RULESET_VERSION,
-    DOMAIN,
-    FILE_RIGHTS,
-    RULE_NET_PORT,
-    RULE_PATH_BENEATH,
-    TSYNC,
-    AccessFs,
-    Fitted,
-    fit,
-    kernel_of,
-    needs,
-)
+
+TYPE_CHECKING = False  # typing only for the type checker (see the docstring)
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+    from typing import Final, TypeAlias
+
+# The UAPI's numbers this module passes (include/uapi/linux/landlock.h). _landlock_abi,
+# which names every right as an enum, checks at import that it agrees with these.
+CREATE_RULESET_VERSION: Final = 1 << 0
+CREATE_RULESET_ERRATA: Final = 1 << 1
+RULE_PATH_BENEATH: Final = 1
+RULE_NET_PORT: Final = 2
+TSYNC: Final = 1 << 3  # LANDLOCK_RESTRICT_SELF_TSYNC (ABI 8)
+#: The rights that apply to a file (not only a directory): EXECUTE, WRITE_FILE, READ_FILE,
+#: TRUNCATE, IOCTL_DEV.
+FILE_RIGHTS: Final = 1 | 2 | 4 | 1 << 14 | 1 << 15
+#: What ``dropped`` names when no Landlock domain could be made at all.
+DOMAIN: Final = "domain"
+#: Enforcement values (``Enforcement``'s, as plain strings).
+FULL: Final = "full"
+PARTIAL: Final = "partial"
+NONE: Final = "none"
 
 #: Test hook: the highest ABI this process believes the kernel has (read at apply time).
 ABI_CAP_ENV: Final = "ISOLATES_LANDLOCK_ABI"
@@ -142,21 +148,67 @@ def restrict_self(ruleset: int, flags: int) -> None:
 #: (absolute path, AccessFs bits, missing_ok, st_dev, st_ino): what a plan grants on one
 #: path, and the identity of the object the path named when the grant was made (0, 0 if
 #: it did not exist then).
-PathGrant = tuple[str, int, bool, int, int]
-Paths = Iterable[PathGrant]
-Ports = Iterable[tuple[int, int]]
+PathGrant: TypeAlias = "tuple[str, int, bool, int, int]"
+Paths: TypeAlias = "Iterable[PathGrant]"
+Ports: TypeAlias = "Iterable[tuple[int, int]]"
+#: A plan fitted to one kernel (``_landlock_plan.resolve``), as plain data an isolate can
+#: be sent: (fs, net, scopes, restrict, dropped, paths, ports, abi, hard). ``fs``, ``net``
+#: and ``scopes`` are what the ruleset handles (all 0: no domain can be made), ``restrict``
+#: the restrict_self flags, ``dropped`` what the kernel lacks, ``hard`` the plan's
+#: Compat.HARD (then anything dropped is an error).
+Resolved: TypeAlias = (
+    "tuple[int, int, int, int, tuple[str, ...], tuple[PathGrant, ...], "
+    "tuple[tuple[int, int], ...], int, bool]"
+)
 
 
-def enforce(fitted: Fitted, paths: Paths, ports: Ports, abi: int) -> None:
-    """Build the ruleset ``fitted`` describes, add every rule, and enforce it."""
+def for_threads(resolved: Resolved, all_threads: bool, covered: Collection[int] = ()) -> Resolved:
+    """``resolved`` as it can be enforced by this thread for ``all_threads``: Landlock is
+    per-thread until ABI 8 (TSYNC), so on an older kernel ``all_threads`` holds only when
+    this is the process's sole thread, and is otherwise reported as dropped. ``covered``
+    names threads (native ids) that already applied this plan themselves (a supervisor's
+    own helper threads): they do not count."""
+    fs, net, scopes, restrict, dropped, paths, ports, version, hard = resolved
+    if not all_threads:
+        return resolved
+    if version >= 8:
+        restrict |= TSYNC
+    elif not _alone(covered):
+        dropped = (*dropped, "all_threads")
+    return (fs, net, scopes, restrict, dropped, paths, ports, version, hard)
+
+
+def _alone(covered: Collection[int]) -> bool:
+    try:  # a sole thread is the whole process, and nobody else can start one meanwhile
+        others = set(os.listdir("/proc/self/task")) - {str(t) for t in covered}
+        return others == {str(_thread.get_native_id())}
+    except OSError:
+        return False
+
+
+def enforce_resolved(resolved: Resolved) -> tuple[str, int, tuple[str, ...]]:
+    """Enforce a fitted plan (see ``for_threads``): (enforcement, abi, dropped). The
+    caller has refused a Compat.HARD plan that dropped anything (``_landlock_plan``
+    words that error)."""
+    fs, net, scopes, restrict, dropped, paths, ports, version, _hard = resolved
+    if not (fs or net or scopes):
+        return NONE, version, dropped
+    enforce((fs, net, scopes, restrict), paths, ports, version)
+    return (PARTIAL if dropped else FULL), version, dropped
+
+
+def enforce(handled: tuple[int, int, int, int], paths: Paths, ports: Ports, abi: int) -> None:
+    """Build the ruleset ``handled`` (fs, net, scopes, restrict flags) describes, add every
+    rule, and enforce it."""
+    fs, net, scopes, restrict = handled
     try:
-        ruleset = create_ruleset(fitted.fs, fitted.net, fitted.scopes, abi)
+        ruleset = create_ruleset(fs, net, scopes, abi)
     except OSError as exc:
         raise _explain("landlock_create_ruleset", exc) from None
     try:
-        _add_paths(ruleset, paths, fitted.fs)
-        _add_ports(ruleset, ports, fitted.net)
-        restrict_self(ruleset, fitted.restrict)
+        _add_paths(ruleset, paths, fs)
+        _add_ports(ruleset, ports, net)
+        restrict_self(ruleset, restrict)
     except SandboxError:
         raise
     except OSError as exc:
@@ -325,165 +377,3 @@ _REASONS: Final = {
 def _explain(call: str, exc: OSError) -> SandboxError:
     err = exc.errno or errno.EPERM
     return SandboxError(err, f"Landlock: {call} failed: {_REASONS.get(err, exc.strerror)}")
-
-
-# -- plans and what enforcing them achieved -----------------------------------------------
-
-
-class Compat(enum.StrEnum):
-    """What to do when the kernel lacks a requested Landlock feature.
-
-    A ``StrEnum``: a member equals its value (``Compat.HARD == "hard"``) and crosses a
-    wire (msgspec) as that string.
-    """
-
-    BEST_EFFORT = "best_effort"  # enforce what the kernel has; the status lists the rest
-    HARD = "hard"  # raise SandboxError naming the feature and the kernel that brings it
-
-
-class Enforcement(enum.StrEnum):
-    """How much of what was asked for is in force (``Status`` and ``LandlockStatus``).
-
-    A ``StrEnum``: ``status.enforcement == "full"`` holds, and msgspec encodes it as the
-    string.
-    """
-
-    FULL = "full"  # everything asked for
-    PARTIAL = "partial"  # some of it: the status names what was dropped
-    NONE = "none"  # nothing could be enforced
-
-
-@dataclass(frozen=True)
-class LandlockPlan:
-    """Plain data (msgspec-encodable) for ``apply_plan``: what to ask the kernel for.
-
-    ``compat`` is a ``Compat`` (its string value is accepted and converted); ``paths``
-    are ``PathGrant`` tuples ``(absolute path, AccessFs bits, missing_ok, st_dev,
-    st_ino)``; ``ports`` are ``(port, AccessNet bits)``. Handled rights are the whole
-    request, before it is fitted to a kernel. An empty plan still makes a domain (see
-    ``apply_plan``).
-    """
-
-    compat: Compat = Compat.BEST_EFFORT
-    handled_fs: int = 0
-    handled_net: int = 0
-    scoped: int = 0
-    restrict_flags: int = 0
-    paths: tuple[PathGrant, ...] = ()
-    ports: tuple[tuple[int, int], ...] = ()
-
-    def __post_init__(self) -> None:
-        if type(self.compat) is not Compat:  # given as its string value ("hard")
-            object.__setattr__(self, "compat", Compat(self.compat))
-
-
-@dataclass(frozen=True)
-class LandlockStatus:
-    """What Landlock enforces after ``apply_plan``.
-
-    ``enforcement``: ``FULL`` (everything asked for), ``PARTIAL`` (``dropped`` names what
-    the kernel lacks), ``NONE`` (no Landlock domain could be created: then ``dropped``
-    names ``"domain"`` too, since nothing confines ptrace-class access such as
-    /proc/PID/mem to this sandbox). ``abi`` is the ABI version used (0: no Landlock).
-    """
-
-    enforcement: Enforcement
-    abi: int
-    dropped: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if type(self.enforcement) is not Enforcement:  # given as its string value ("full")
-            object.__setattr__(self, "enforcement", Enforcement(self.enforcement))
-
-    @property
-    def domain(self) -> bool:
-        """Whether a Landlock domain is in force: it confines ptrace-class access
-        (/proc/PID/mem, environ and fd, pidfd_getfd, kcmp) to processes inside it."""
-        return DOMAIN not in self.dropped
-
-    def __str__(self) -> str:
-        if self.abi == 0:
-            return (
-                "none (this kernel has no Landlock: it needs Linux 5.13+; without a domain "
-                "nothing keeps /proc/PID/mem and other ptrace-class access from processes "
-                "of the same user outside this sandbox)"
-            )
-        where = f"Landlock ABI {self.abi}, Linux {kernel_of(self.abi)}+"
-        if self.enforcement is Enforcement.FULL:
-            return f"full ({where})"
-        return f"{self.enforcement} ({where}; dropped {', '.join(map(needs, self.dropped))})"
-
-
-def apply_plan(
-    plan: LandlockPlan, *, all_threads: bool = False, covered: Collection[int] = ()
-) -> LandlockStatus:
-    """Enforce ``plan`` on this thread (or every thread); say what was enforced.
-
-    Under best effort what the kernel lacks is dropped and listed in the status; under
-    ``Compat.HARD`` a SandboxError names it, before anything irreversible happens. Landlock is
-    per-thread until ABI 8 (TSYNC): on an older kernel ``all_threads`` holds only when this
-    is the process's sole thread, and is otherwise reported as dropped. ``covered`` names
-    threads (native ids) that already applied this plan themselves (a supervisor's own
-    helper threads): they do not count against ``all_threads``.
-    """
-    version = abi()
-    granted = 0
-    for grant in plan.paths:
-        granted |= grant[1]
-    request = (plan.handled_fs, granted, plan.handled_net, plan.scoped, plan.restrict_flags)
-    fitted = fit(*request, version)
-    fitted = _all_threads(fitted, version, covered) if all_threads else fitted
-    paths = plan.paths
-    if fitted.empty:
-        fitted, paths = _minimal(fitted, version)
-    if plan.compat == Compat.HARD and fitted.dropped:
-        raise _hard_error(version, fitted.dropped)
-    if fitted.empty:
-        return LandlockStatus(Enforcement.NONE, version, fitted.dropped)
-    enforce(fitted, paths, plan.ports, version)
-    enforced = Enforcement.PARTIAL if fitted.dropped else Enforcement.FULL
-    return LandlockStatus(enforced, version, fitted.dropped)
-
-
-def _minimal(fitted: Fitted, version: int) -> tuple[Fitted, tuple[PathGrant, ...]]:
-    """A domain even when nothing is asked of Landlock: a process in a domain may not
-    ptrace, or open /proc/PID/mem, environ or fd/ of, processes outside it (the same power
-    as ptrace, through files).
-
-    It handles REFER and grants it beneath "/", which restricts nothing: a domain that
-    handles filesystem rights but not REFER refuses every rename or link into another
-    directory (EXDEV), as ABI 1 did. On ABI 1 there is no REFER, so the domain handles
-    MAKE_BLOCK (creating block devices, which needs CAP_MKNOD anyway) and renames into
-    another directory fail with EXDEV (``mv`` and ``shutil.move`` then copy)."""
-    if version < 1:
-        return replace(fitted, dropped=(*fitted.dropped, DOMAIN)), ()
-    if version < 2:
-        return replace(fitted, fs=AccessFs.MAKE_BLOCK), ()
-    refer = int(AccessFs.REFER)
-    return replace(fitted, fs=refer), ((ROOT, refer, False, 0, 0),)
-
-
-def _all_threads(fitted: Fitted, version: int, covered: Collection[int] = ()) -> Fitted:
-    if version >= 8:
-        return replace(fitted, restrict=fitted.restrict | TSYNC)
-    try:  # a sole thread is the whole process, and nobody else can start one meanwhile
-        others = set(os.listdir("/proc/self/task")) - {str(t) for t in covered}
-        alone = others == {str(threading.get_native_id())}
-    except OSError:
-        alone = False
-    return fitted if alone else replace(fitted, dropped=(*fitted.dropped, "all_threads"))
-
-
-def _hard_error(version: int, dropped: tuple[str, ...]) -> SandboxError:
-    if version == 0:
-        have = (
-            "this kernel has no Landlock (it needs Linux 5.13+ built with "
-            "CONFIG_SECURITY_LANDLOCK=y and 'landlock' in the lsm= boot parameter)"
-        )
-    else:
-        have = f"this kernel has Landlock ABI {version} (Linux {kernel_of(version)})"
-    return SandboxError(
-        errno.EOPNOTSUPP,
-        f"Landlock (Compat.HARD): {have}; the policy needs {', '.join(map(needs, dropped))}. "
-        "Use Compat.BEST_EFFORT to enforce what the kernel has.",
-    )

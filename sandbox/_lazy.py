@@ -7,10 +7,12 @@ checkers see the names through the ``TYPE_CHECKING`` imports in each ``__init__`
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # imported by an isolate before it is confined: no typing there
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 
 def lazy_exports(
@@ -30,7 +32,7 @@ def lazy_exports(
         if where is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module, _, attr = where.partition(":")
-        imported = importlib.import_module(module, anchor)
+        imported = _import(module, anchor)
         if ":" in where:
             value = getattr(imported, attr) if attr else imported
         else:
@@ -44,6 +46,14 @@ def lazy_exports(
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def _import(module: str, anchor: str) -> Any:
+    """``importlib.import_module(module, anchor)`` for ``.mod`` and ``.sub.mod`` names,
+    without importing importlib (and warnings): an isolate's start-up pays for each."""
+    name = anchor + module if module.startswith(".") else module
+    __import__(name)
+    return sys.modules[name]
 
 
 def publish(value: object, package: str) -> None:

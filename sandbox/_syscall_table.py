@@ -8,7 +8,11 @@ fall back to libseccomp's table at run time (see _syscalls.py).
 
 from __future__ import annotations
 
-from typing import Final
+# Imported by an isolate before it is confined, where every module costs start-up time:
+# typing only for the type checker (mypy honours a module-level TYPE_CHECKING = False).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 X86_64: Final = {
     "read": 0,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import platform
 
-from ._errors import PolicyError, did_you_mean
+from ._errors import PolicyError
+from ._suggest import did_you_mean
 from ._syscall_table import TABLES
 
 

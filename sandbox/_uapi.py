@@ -8,11 +8,14 @@ table in _syscall_table.py (``syscall_number`` looks them up for the native CPU)
 from __future__ import annotations
 
 import os
-import platform
-import socket
-from typing import Final
 
 from ._syscall_table import TABLES
+
+# Imported by an isolate before it is confined, where every module costs start-up time:
+# typing only for the type checker (mypy honours a module-level TYPE_CHECKING = False).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # -- seccomp (include/uapi/linux/seccomp.h) ------------------------------------------------
 SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
@@ -38,7 +41,7 @@ SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_not
 
 # -- audit (include/uapi/linux/audit.h): the architectures isolates runs on ----------------
 AUDIT_ARCH: Final = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-MACHINE: Final = platform.machine()
+MACHINE: Final = os.uname().machine  # what platform.machine() says, without platform
 NATIVE_ARCH: Final = AUDIT_ARCH.get(MACHINE, 0)
 X32_SYSCALL_BIT: Final = 0x40000000  # x86_64's x32 ABI (arch/x86/include/uapi/asm/unistd.h)
 
@@ -110,7 +113,9 @@ SIOCSPGRP: Final = 0x8902
 
 # -- sockets --------------------------------------------------------------------------------
 #: socket(2)'s type with SOCK_NONBLOCK and SOCK_CLOEXEC masked off (a 32-bit argument).
-SOCK_TYPE_MASK: Final = 0xFFFFFFFF & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+SOCK_NONBLOCK: Final = os.O_NONBLOCK  # include/linux/net.h: the open(2) flags' values
+SOCK_CLOEXEC: Final = os.O_CLOEXEC
+SOCK_TYPE_MASK: Final = 0xFFFFFFFF & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
 
 
 def syscall_number(name: str) -> int | None:

@@ -5,7 +5,9 @@ In the spirit of ``trio.lowlevel``: these are stable names for the raw pieces, w
 the guard rails of the high-level API. Nothing in the other packages imports a private
 ``isolates.sandbox._*`` module; everything they take comes through here (a test checks).
 
-- loading: ``load_seccomp``, ``preload_runtime``, ``set_no_new_privs``,
+- loading: ``confine`` (a compiled policy from plain data, the Landlock plan fitted by
+  ``resolve_landlock``: what an isolate runs), ``load_seccomp``, ``preload_runtime``,
+  ``set_no_new_privs``,
   ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
   ``deny_notification``, ``continue_notification``;
@@ -23,10 +25,9 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ._lazy import lazy_exports as _lazy_exports
 
+TYPE_CHECKING = False  # not typing's: an isolate imports this package before it is confined
 if TYPE_CHECKING:
     from . import _kernel_ns as ns
     from . import _uapi as uapi
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
     from ._bpf import action_of as action_of
     from ._bpf import decide as decide
     from ._bpf import evaluate as evaluate
-    from ._compiled import preload_runtime as preload_runtime
+    from ._confine import confine as confine
+    from ._confine import preload_runtime as preload_runtime
     from ._decide import decide as decide_policy
     from ._decide import decide_rules as decide_rules
-    from ._errors import did_you_mean as did_you_mean
     from ._kernel import Notification as Notification
     from ._kernel import continue_notification as continue_notification
     from ._kernel import deny_notification as deny_notification
@@ -51,19 +52,22 @@ if TYPE_CHECKING:
     from ._kernel_trace import set_child_subreaper as set_child_subreaper
     from ._landlock_paths import mapped_files as mapped_files
     from ._landlock_paths import package_dirs as package_dirs
-    from ._landlock_sys import LandlockPlan as LandlockPlan
-    from ._landlock_sys import LandlockStatus as LandlockStatus
-    from ._landlock_sys import apply_plan as apply_plan
+    from ._landlock_plan import LandlockPlan as LandlockPlan
+    from ._landlock_plan import LandlockStatus as LandlockStatus
+    from ._landlock_plan import apply_plan as apply_plan
+    from ._landlock_plan import resolve_here as resolve_landlock
     from ._lazy import lazy_exports as lazy_exports
     from ._merge import Entry as Entry
     from ._rules import Cmp as Cmp
+    from ._suggest import did_you_mean as did_you_mean
     from ._syscalls import name_of as syscall_name
     from ._syscalls import number as syscall_number
 
 # Lazy (PEP 562), so an isolate that takes one name loads one module.
 _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
-    "preload_runtime": "._compiled", "did_you_mean": "._errors",
+    "preload_runtime": "._confine", "confine": "._confine",
+    "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
     "decide_policy": "._decide:decide", "decide_rules": "._decide",
     "Notification": "._kernel", "continue_notification": "._kernel",
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
@@ -72,8 +76,8 @@ _EXPORTS = {
     "exec_traced": "._kernel_trace", "notify_program": "._kernel_trace",
     "set_child_subreaper": "._kernel_trace",
     "mapped_files": "._landlock_paths", "package_dirs": "._landlock_paths",
-    "LandlockPlan": "._landlock_sys", "LandlockStatus": "._landlock_sys",
-    "apply_plan": "._landlock_sys", "lazy_exports": "._lazy", "Entry": "._merge",
+    "LandlockPlan": "._landlock_plan", "LandlockStatus": "._landlock_plan",
+    "apply_plan": "._landlock_plan", "lazy_exports": "._lazy", "Entry": "._merge",
     "Cmp": "._rules", "syscall_name": "._syscalls:name_of",
     "syscall_number": "._syscalls:number", "ns": "._kernel_ns:", "uapi": "._uapi:",
 }  # fmt: skip
@@ -81,10 +85,10 @@ __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "NATIVE_ARCH", "Cmp", "Entry", "LandlockPlan", "LandlockStatus", "Notification",
-    "action_of", "apply_plan", "continue_notification", "decide", "decide_policy", "decide_rules",
-    "deny_notification", "did_you_mean",
+    "action_of", "apply_plan", "confine", "continue_notification", "decide", "decide_policy",
+    "decide_rules", "deny_notification", "did_you_mean",
     "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
-    "ns", "package_dirs", "preload_runtime", "receive_notification", "set_child_subreaper",
-    "set_no_new_privs", "set_parent_death_signal", "syscall", "syscall_name", "syscall_number",
-    "uapi",
+    "ns", "package_dirs", "preload_runtime", "receive_notification", "resolve_landlock",
+    "set_child_subreaper", "set_no_new_privs", "set_parent_death_signal", "syscall",
+    "syscall_name", "syscall_number", "uapi",
 ]  # fmt: skip

@@ -79,12 +79,13 @@ import socket
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from .._errors import PolicyError, did_you_mean
+from .._errors import PolicyError
 from .._landlock import Landlock
 from .._landlock_abi import FILE_RIGHTS, AccessFs
 from .._policy import Policy
 from .._rules import Action, Arg, Rule
 from .._ruleset import BuiltinRuleSet, RuleSet
+from .._suggest import did_you_mean
 from .._syscalls import exists
 from . import _promises
 from ._promises import BUILDERS

@@ -47,10 +47,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._errors import PolicyError, did_you_mean
+from .._errors import PolicyError
 from .._policy import ALWAYS_DENIED, CLONE_NAMESPACES, Policy
 from .._rules import Action, Arg, Rule
 from .._ruleset import BuiltinRuleSet
+from .._suggest import did_you_mean
 from .._syscalls import exists, table
 from .._uapi import NAMESPACE_FLAGS
 

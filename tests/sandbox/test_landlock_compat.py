@@ -26,7 +26,7 @@ from isolates.sandbox._landlock import (
     apply_plan,
 )
 from isolates.sandbox._landlock_abi import ALL_FS, LEVELS, NEWEST, TSYNC, fit, introduced
-from isolates.sandbox._landlock_sys import ABI_CAP_ENV, _all_threads, errata, kernel_abi
+from isolates.sandbox._landlock_sys import ABI_CAP_ENV, errata, for_threads, kernel_abi
 from tests.sandbox.test_landlock_child import attempt, in_child, run
 
 
@@ -262,8 +262,8 @@ def test_the_plan_is_plain_data_that_survives_msgspec(d: Path) -> None:
 
 def test_all_threads_uses_tsync_from_abi_8() -> None:
     fitted = fit(ALL_FS, 0, 0, 0, 0, 8)
-    assert _all_threads(fitted, 8).restrict == TSYNC
-    assert _all_threads(fitted, 8).dropped == ()
+    resolved = (fitted.fs, fitted.net, fitted.scopes, 0, (), (), (), 8, False)
+    assert for_threads(resolved, True)[3:5] == (TSYNC, ())
 
 
 def test_the_errata_query_reports_fixes_present_since_the_interface() -> None:

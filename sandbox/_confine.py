@@ -1,0 +1,82 @@
+"""Applying a compiled policy from plain data: the one sequence every confined process
+runs. ``CompiledPolicy.apply`` comes here, and so does an isolate, which is sent the same
+data (the BPF program, and its Landlock plan already fitted to this kernel by its parent:
+``_landlock_plan.resolve``) and never builds a CompiledPolicy.
+
+Lean on purpose: an isolate imports this before it is confined, where every module costs
+start-up time, so it imports only the raw modules (no dataclasses, enum or typing).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ._errors import SandboxError
+from ._kernel import load_seccomp
+from ._kernel import preload_runtime as _preload
+from ._kernel_ns import drop_capabilities_of
+from ._landlock_sys import enforce_resolved, for_threads, kernel_abi
+from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from typing import Final
+
+    from ._landlock_sys import Resolved
+
+#: Capabilities with which a process in a Landlock domain may still read /proc/PID/environ
+#: and maps of processes outside it (measured on Linux 6.18).
+PTRACE_BYPASS: Final = (CAP_SYS_ADMIN, CAP_PERFMON)
+
+
+def confine(
+    bpf: bytes,
+    landlock: Resolved,
+    *,
+    self_pid: int | None = None,
+    preload: tuple[str, ...] = (),
+    all_threads: bool = False,
+    listener: bool = False,
+    covered: Collection[int] = (),
+) -> tuple[tuple[str, int, tuple[str, ...]], int | None]:
+    """Drop the ptrace-bypassing capabilities, then Landlock, then seccomp (last, so
+    Landlock's own syscalls stay allowed). Returns what Landlock enforces (enforcement,
+    abi, dropped) and, with ``listener``, the USER_NOTIF descriptor.
+
+    ``self_pid``: the process SELF_PID rules were resolved to; ``covered``: threads that
+    applied the Landlock plan themselves already (see ``enforce_resolved``)."""
+    check_pid(self_pid)
+    preload_runtime(preload)
+    # CAP_SYS_ADMIN or CAP_PERFMON let a domain still read other processes'
+    # /proc/PID/environ and maps: nothing isolates confines keeps them.
+    drop_capabilities_of(PTRACE_BYPASS)
+    landlock = for_threads(landlock, all_threads, covered)
+    if landlock[8] and landlock[4]:  # Compat.HARD, and something is missing
+        from ._landlock_plan import refuse_hard  # its words: only a failing isolate pays
+
+        refuse_hard(landlock)
+    enforced = enforce_resolved(landlock)
+    fd = load_seccomp(bpf, all_threads=all_threads, listener=listener)
+    return enforced, fd
+
+
+def check_pid(self_pid: int | None) -> None:
+    """A program with SELF_PID rules applies only in the process it was compiled for."""
+    if self_pid is not None and self_pid != os.getpid():
+        raise SandboxError(
+            errno.ESRCH,
+            f"this filter was compiled for process {self_pid}, whose SELF_PID rules "
+            f"(e.g. Signals.allow_kill_self) would let process {os.getpid()} signal it; "
+            "compile the policy in the process that applies it (policy.apply() does)",
+        )
+
+
+def preload_runtime(modules: tuple[str, ...] = ()) -> None:
+    """Load now what a confined process could no longer load (libgcc_s, ``modules``: see
+    ``_kernel.preload_runtime``), and ask the kernel's Landlock ABI once (cached), which
+    warms the raw-call path: a pooled isolate pays for that while it waits, not on a
+    call's path."""
+    _preload(modules)
+    kernel_abi()
