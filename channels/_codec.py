@@ -60,6 +60,37 @@ RECORD_SIZE: Final = 64 * 1024
 _NO_FDS: Final[list[int]] = []  # shared and never mutated: most messages carry none
 
 
+_Decoders: TypeAlias = (
+    "tuple[msgspec.msgpack.Decoder[Any], msgspec.msgpack.Decoder[Any] | None, tuple[type, ...]]"
+)
+#: Checked message types and their decoders (stateless, so shared): checking a type and
+#: building its strict twin costs milliseconds, and every isolate's control channel, for
+#: one, has the same type. Bounded: past the limit, types are checked anew each time.
+_CHECKED: dict[Any, _Decoders] = {}
+_MAX_CHECKED: Final = 256
+
+
+def _decoders_for(type: Any, name: str) -> _Decoders:
+    """The message type checked (LocalChannelError naming ``name`` otherwise), with its
+    decoder, its strict twin's decoder and the classes a message must be."""
+    try:
+        known = _CHECKED.get(type)
+    except TypeError:  # an unhashable type: nothing to remember it by
+        known = None
+    if known is not None:
+        return known
+    check_message_type(type, name=name)
+    twin = strict_twin(type)
+    validator = msgspec.msgpack.Decoder(twin) if twin is not None else None
+    found = (msgspec.msgpack.Decoder(type), validator, struct_classes(type) or ())
+    if len(_CHECKED) < _MAX_CHECKED:
+        try:
+            _CHECKED[type] = found
+        except TypeError:
+            pass
+    return found
+
+
 class Codec(Generic[T]):
     """Encode messages of one type into records, and decode the records fed to it.
 
@@ -100,16 +131,15 @@ class Codec(Generic[T]):
             )
         if not isinstance(record_size, int) or record_size <= HEAD.size:
             raise LocalChannelError(f"channel {name!r}: record_size={record_size!r} is too small")
-        check_message_type(type, name=name)
+        decoder, validator, classes = _decoders_for(type, name)
         self.name = name
         self.type = type
         self.max_frame = max_frame
         self.record_size = record_size
         self.encoder = msgspec.msgpack.Encoder()
-        self.decoder = msgspec.msgpack.Decoder(type)
-        twin = strict_twin(type)
+        self.decoder = decoder
         #: Refuses unknown fields first, for types whose own decoder would drop them.
-        self.validator = msgspec.msgpack.Decoder(twin) if twin is not None else None
+        self.validator = validator
         #: The one decode of a whole payload, every check included (unknown fields too):
         #: ``feed`` runs it, and so do the transports' fast paths. It raises msgspec's own
         #: errors (or RecursionError); on any of them a transport hands the record to
@@ -120,7 +150,7 @@ class Codec(Generic[T]):
             else _checked(self.validator.decode, self.decoder.decode)
         )
         #: Classes a message must be an instance of; empty when only decoding can tell.
-        self.classes: tuple[type, ...] = struct_classes(type) or ()
+        self.classes: tuple[type, ...] = classes
         self._frame: bytearray | None = None  # the frame being joined, never over _need
         self._need = 0
         self._pending: list[int] = []  # descriptors of the frame being joined
