@@ -5,10 +5,9 @@ msgspec Structs (or plain types) sent as msgpack records over a SOCK_SEQPACKET s
 a peer's bytes decode to data or to a :class:`RemoteChannelError`, never to code.
 """
 
-from typing import TYPE_CHECKING
-
 from isolates.sandbox.lowlevel import lazy_exports
 
+TYPE_CHECKING = False  # not typing's: an isolate imports this package before it is confined
 if TYPE_CHECKING:
     from ._async import AsyncChannel as AsyncChannel
     from ._async import open_async_pair as open_async_pair

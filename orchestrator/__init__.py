@@ -8,15 +8,15 @@ spawning, the isolate's main...) and ``_namespaces`` the namespaces; ``_cli`` is
 ``isolates`` command, which nothing imports. docs/internals.md walks through them.
 """
 
-from typing import TYPE_CHECKING
-
 from isolates.sandbox.lowlevel import lazy_exports
 
+TYPE_CHECKING = False  # not typing's: an isolate imports this package before it is confined
 if TYPE_CHECKING:
     from ._core.context import WorkerContext as WorkerContext
     from ._core.errors import IsolateViolation as IsolateViolation
     from ._core.errors import RemoteTraceback as RemoteTraceback
     from ._core.errors import WorkerFailed as WorkerFailed
+    from ._core.runtime import FORK_SERVER as FORK_SERVER
     from ._core.runtime import POOL as POOL
     from ._decorator import IsolatedFunction as IsolatedFunction
     from ._decorator import isolate as isolate
@@ -38,6 +38,7 @@ _EXPORTS = {
     "RemoteTraceback": "._core.errors",
     "WorkerFailed": "._core.errors",
     "POOL": "._core.runtime",
+    "FORK_SERVER": "._core.runtime",
     "IsolatedFunction": "._decorator",
     "isolate": "._decorator",
     "IsolateExecutor": "._executor",
@@ -55,7 +56,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "POOL", "Bind", "GraphError", "IsolateExecutor", "IsolateViolation", "IsolatedFunction",
-    "Mount", "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart", "RestartMode",
-    "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
+    "FORK_SERVER", "POOL", "Bind", "GraphError", "IsolateExecutor", "IsolateViolation",
+    "IsolatedFunction", "Mount", "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart",
+    "RestartMode", "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
 ]  # fmt: skip

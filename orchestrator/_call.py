@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from isolates.sandbox import Policy
 
@@ -16,7 +16,7 @@ from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.runtime import POOL
+from ._core.runtime import POOL, spawn_forked
 from ._core.wire import Boot, Failure
 from ._namespaces.options import Namespaces
 
@@ -30,6 +30,18 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)
     namespaces: Namespaces | None = None
     name: str = "isolate"
+    start: str = "fork-server"
+
+
+#: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
+#: exec'd interpreter (spawn.py), from the warm pool. docs/orchestrator.md compares them.
+START_MODES: Final = ("fork-server", "exec")
+
+
+def check_start(start: str) -> str:
+    if start not in START_MODES:
+        raise ValueError(f"start={start!r}: use 'fork-server' (the default) or 'exec'")
+    return start
 
 
 class IsolatePlan:
@@ -41,6 +53,9 @@ class IsolatePlan:
         self.options = options
         self.policy = worker_policy(options.policy, channels=False, is_async=is_async(fn))
         self.reaping = reaping(self.policy, options.namespaces)
+        # An isolate that may start processes is ended by process group, which needs it
+        # to be our own child: it is exec'd whatever was asked (fork_server.py).
+        self.forked = options.start == "fork-server" and not self.reaping[0]
 
 
 class IsolatedCall:
@@ -57,7 +72,7 @@ class IsolatedCall:
     def run(self) -> Any:
         opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-        proc = self._proc = POOL.take()
+        proc = self._proc = spawn_forked() if self.plan.forked else POOL.take()
         try:
             if self._cancelled:
                 raise InterruptedError("cancelled")
@@ -69,7 +84,8 @@ class IsolatedCall:
             raise
         finally:
             proc.reap()
-            POOL.replenish()  # now: starting an interpreter would take the call's core
+            if not self.plan.forked:
+                POOL.replenish()  # now: starting an interpreter would take the call's core
         if isinstance(outcome, Failure):
             raise rebuild(outcome, opts.name)
         return decode_value(outcome.value, self.fn, opts.name)

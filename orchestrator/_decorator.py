@@ -9,7 +9,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from isolates.sandbox import Landlock, Policy, PolicyError
 
-from ._call import IsolatedCall, IsolatePlan, Options
+from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import identity
 from ._namespaces.options import Namespaces
 
@@ -73,7 +73,17 @@ def _lookup(module: object, qualname: str) -> object:
 
 
 @overload
-def isolate(policy: Callable[P, R], /) -> IsolatedFunction[P, R]: ...
+def isolate(
+    policy: Callable[P, R],
+    /,
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    landlock: Landlock | None = None,
+    namespaces: Namespaces | None = None,
+    name: str | None = None,
+    start: str = "fork-server",
+) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
     policy: Policy | None = None,
@@ -84,6 +94,7 @@ def isolate(
     landlock: Landlock | None = None,
     namespaces: Namespaces | None = None,
     name: str | None = None,
+    start: str = "fork-server",
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -94,6 +105,7 @@ def isolate(
     landlock: Landlock | None = None,
     namespaces: Namespaces | None = None,
     name: str | None = None,
+    start: str = "fork-server",
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -101,17 +113,29 @@ def isolate(
     isolate and raises WorkerFailed; ``env`` is its whole environment; ``landlock`` adds
     Landlock rights (and the syscalls they need) to the policy; ``namespaces`` puts it in
     new namespaces. Arguments go in by pickle; the return value comes back as msgspec
-    data, typed by the function's return annotation.
+    data, typed by the function's return annotation. ``start``: ``"fork-server"``
+    (forked from a clean pre-started interpreter, about a millisecond) or ``"exec"`` (a
+    fresh interpreter per call, which shares nothing with its siblings); see
+    docs/orchestrator.md.
     """
-    if callable(policy) and not isinstance(policy, Policy):
-        return isolate()(policy)
+    if callable(policy) and not isinstance(policy, Policy):  # isolate(fn, timeout=...)
+        return isolate(
+            timeout=timeout,
+            env=env,
+            landlock=landlock,
+            namespaces=namespaces,
+            name=name,
+            start=start,
+        )(policy)
     if policy is not None and not isinstance(policy, Policy):
         raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
     base = policy or Policy()
     full = base.extend(landlock) if landlock is not None else base
+    check_start(start)
 
     def decorate(fn: Callable[P, R]) -> IsolatedFunction[P, R]:
-        options = Options(full, timeout, dict(env or {}), namespaces, name or fn.__qualname__)
+        label = name or fn.__qualname__
+        options = Options(full, timeout, dict(env or {}), namespaces, label, start)
         return IsolatedFunction(fn, options)
 
     return decorate

@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from isolates.sandbox import Landlock, Policy, PolicyError
 
-from ._call import IsolatedCall, IsolatePlan, Options
+from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import unwrap
 from ._namespaces.options import Namespaces
 
@@ -49,7 +49,7 @@ class IsolateExecutor(Executor):
     """Run each submitted call in a fresh isolate confined by ``policy``.
 
     Takes what ``@isolate(...)`` takes (``policy``, ``timeout``, ``env``, ``landlock``,
-    ``namespaces``), applied to every call, plus ``max_workers``: how many isolates run
+    ``namespaces``, ``start``), applied to every call, plus ``max_workers``: how many isolates run
     at once (default ``os.cpu_count()``). Results and errors are those of ``@isolate``:
     builtin exceptions re-raised, others as WorkerFailed with the remote traceback,
     seccomp violations as IsolateViolation. ``future.cancel()`` cancels a pending call
@@ -65,6 +65,7 @@ class IsolateExecutor(Executor):
         namespaces: Namespaces | None = None,
         env: Mapping[str, str] | None = None,
         landlock: Landlock | None = None,
+        start: str = "fork-server",
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"IsolateExecutor takes a Policy, not {policy!r}")
@@ -74,6 +75,7 @@ class IsolateExecutor(Executor):
         base = policy or Policy()
         self._policy = base.extend(landlock) if landlock is not None else base
         self._timeout, self._env, self._namespaces = timeout, dict(env or {}), namespaces
+        self._start = check_start(start)
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="IsolateExecutor")
         self._plans: dict[Callable[..., Any], IsolatePlan] = {}
         self._pending: set[IsolateFuture[Any]] = set()
@@ -120,7 +122,9 @@ class IsolateExecutor(Executor):
             if len(self._plans) >= _PLANS:
                 self._plans.clear()
             name = getattr(unwrap(fn), "__qualname__", "isolate")
-            options = Options(self._policy, self._timeout, self._env, self._namespaces, name)
+            options = Options(
+                self._policy, self._timeout, self._env, self._namespaces, name, self._start
+            )
             plan = self._plans[fn] = IsolatePlan(options, unwrap(fn))
         return plan
 

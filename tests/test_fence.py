@@ -20,7 +20,6 @@ CALLS = frozenset({
 })  # fmt: skip
 #: The fence: the only modules that may, each with its reason to.
 ALLOWED = {
-    "sandbox/_compiled.py": "preloads libgcc_s through ctypes",
     "sandbox/_kernel.py": "the raw syscall and prctl callers, seccomp loading",
     "sandbox/_kernel_ns.py": "unshare, mount, pivot_root, capabilities",
     "sandbox/_kernel_trace.py": "the tracer's child: load a filter, hand over, exec",
@@ -28,6 +27,7 @@ ALLOWED = {
     "orchestrator/_core/isolate_main.py": "the isolate's main: ends with _exit",
     "orchestrator/_core/orphans.py": "subreaper prctl, killing a process tree",
     "orchestrator/_core/spawn.py": "starts isolate interpreters",
+    "orchestrator/_core/fork_server.py": "forks an isolate per call from a clean interpreter",
     "orchestrator/_namespaces/enter.py": "unshare: enters the namespaces",
     "orchestrator/_namespaces/pid.py": "forks the pid-1 mirror, closes its descriptors",
     "orchestrator/_cli/run.py": "isolates run: apply, then exec",

@@ -11,10 +11,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from isolates.sandbox import CompiledPolicy, Policy
+from isolates.sandbox.lowlevel import resolve_landlock
 
 from .._namespaces.options import Namespaces
-from .encode import dump
+from .encode import dump, needs_msgspec
 from .functions import unwrap
 from .spawn import explicit_sys_path
 from .wire import Boot, CompiledPolicyData, NamespacesData, converted
@@ -54,7 +57,23 @@ def build_boot(
         barrier=False,
         reap=reap[0],
         reap_wait=reap[1],
+        msgspec=needs_msgspec(unwrap(target)),
     )
+
+
+def for_the_isolate(boot: Boot) -> dict[str, Any]:
+    """The Boot as the isolate reads it: plain data (it imports no msgspec to decode it),
+    with its Landlock plan already fitted to this kernel (``lowlevel.confine`` takes it
+    so: the isolate needs neither the plan's classes nor the ABI tables)."""
+    plain: dict[str, Any] = msgspec.to_builtins(boot, builtin_types=(bytes,))
+    policy = converted(boot.policy, CompiledPolicy)
+    plain["policy"] = {
+        "bpf": policy.bpf,
+        "landlock": resolve_landlock(policy.landlock),
+        "preload": policy.preload,
+        "self_pid": policy.self_pid,
+    }
+    return plain
 
 
 def sources(fn: object) -> dict[str, list[str]]:

@@ -114,9 +114,9 @@ class WorkerContext:
                 )
             close_all(fds)  # none but a renewed channel's end is due on a control message
 
-    def send_control(self, msg: Control) -> None:
+    def send_control(self, msg: Control, fds: tuple[int, ...] = ()) -> None:
         with self._send_lock:
-            self._control.send(msg)
+            self._control.send(msg, fds=fds)
 
 
 def _worker_logger(ctx: WorkerContext) -> logging.Logger:

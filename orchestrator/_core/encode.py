@@ -1,27 +1,23 @@
 """Crossing the process boundary: callables and arguments go in as pickle (parent to
 isolate only); values and exceptions come back as msgspec data, never as pickle.
 
-Parent side: ``dump`` (the boot message's payload), ``decode_value`` and ``rebuild``
-(what the isolate sent back). Isolate side: ``encode_value``, ``failure_of``,
-``restore_filenames``."""
+The parent's side: ``dump`` (the boot message's payload), ``decode_value`` and
+``rebuild`` (what the isolate sent back), ``needs_msgspec``. The isolate's side is lean
+and lives apart: ``lean_wire.encode_value`` and ``failures.failure_of``."""
 
 from __future__ import annotations
 
 import builtins
-import os
 import pickle
-import traceback
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from .errors import RemoteTraceback, WorkerFailed
 from .wire import Failure, Stage
-
-_encoder = msgspec.msgpack.Encoder()
 
 
 def dump(obj: object) -> bytes:
@@ -120,25 +116,6 @@ def _rebuild_struct(
     )
 
 
-def restore_filenames(fn: Any, filename: str) -> None:
-    """Give by-value code (cloudpickle names it ``<dynamic-code>``) its real file name."""
-    code = getattr(fn, "__code__", None)
-    if code is not None and code.co_filename == "<dynamic-code>":
-        fn.__code__ = _renamed(code, filename)
-
-
-def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
-    consts = tuple(
-        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
-    return code.replace(co_filename=filename, co_consts=consts)
-
-
-def encode_value(value: object) -> bytes:
-    """A return value as msgpack: builtins, Structs, dataclasses, enums, datetimes..."""
-    return _encoder.encode(value)
-
-
 def decode_value(data: bytes, fn: Callable[..., Any], name: str) -> Any:
     """Decode a return value, typed by ``fn``'s return annotation when it has one."""
     rtype = return_type(fn)
@@ -173,36 +150,6 @@ def return_type(fn: Callable[..., Any]) -> Any:
     except TypeError:  # a type msgspec cannot decode into
         return Any
     return hint
-
-
-def failure_of(exc: BaseException, stage: Stage) -> Failure:
-    """``exc`` as the Failure message the isolate sends: its type's name, plain-data
-    arguments, message and traceback (never the exception itself, never pickle)."""
-    cls = type(exc)
-    is_builtin = cls.__module__ == "builtins"
-    try:
-        args = msgspec.msgpack.decode(_encoder.encode(list(exc.args)))
-    except (TypeError, msgspec.MsgspecError):
-        args = [str(exc)]
-    return Failure(
-        kind=cls.__qualname__ if is_builtin else f"{cls.__module__}.{cls.__qualname__}",
-        builtin=is_builtin,
-        args=args,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(cls, exc, _user_frames(exc.__traceback__))),
-        stage=stage,
-    )
-
-
-def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop the orchestrator's own frames (any of its modules) from the top of a worker's
-    traceback."""
-    ours = os.path.dirname(os.path.dirname(__file__)) + os.sep  # isolates/orchestrator/
-    while tb is not None and tb.tb_next is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(ours):
-            break
-        tb = tb.tb_next
-    return tb
 
 
 def rebuild(failure: Failure, name: str) -> BaseException:
@@ -258,3 +205,23 @@ def _shallow(value: object, limit: int) -> bool:
             return True
         level = inner
     return False
+
+
+_PLAIN: Final = (int, float, str, bytes, bytearray, bool, list, tuple, dict, set, frozenset)
+
+
+def needs_msgspec(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s return annotation names a type only msgspec encodes (a Struct, a
+    dataclass, an enum...): its isolate then loads msgspec before it is confined."""
+    return not _plain_hint(return_type(fn))
+
+
+def _plain_hint(hint: Any) -> bool:
+    if hint is Any or hint is None or hint is type(None) or hint in _PLAIN:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is None or not (
+        origin in _PLAIN or origin is typing.Union or origin is types.UnionType
+    ):
+        return False
+    return all(_plain_hint(arg) for arg in typing.get_args(hint) if arg is not Ellipsis)

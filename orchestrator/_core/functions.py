@@ -7,8 +7,10 @@ would cost it about 15 ms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
+TYPE_CHECKING = False  # no typing at run time: see above
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Final
 
 
 def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:

@@ -5,12 +5,19 @@ what it needs) -> namespaces -> Landlock -> seccomp -> READY -> wait for GO -> r
 result. Everything imported after the policy is loaded would need the policy to allow
 reading Python files, so this module imports what it uses up front.
 
+Lean on purpose: a single ``@isolate`` call imports only builtins, ctypes and the raw
+sandbox modules (``lean_wire`` and ``_confine`` say how), never msgspec, typing or
+dataclasses, unless the call itself needs them: msgspec is loaded before confinement
+when the result may need it (``_needs_msgspec``), and a Supervisor's worker loads the
+channels it uses. ``tests/orchestrator/test_lean_child.py`` holds this.
+
 Safety argument:
 
-- This runs in a fresh interpreter that ``spawn.py`` started with nothing of the
-  parent's but its control channel (and, with Boot, the worker's channel ends). It arms
-  PR_SET_PDEATHSIG first and then checks its parent is still the one on its command
-  line, so it never outlives the process that will read its result.
+- This runs in a fresh interpreter that ``spawn.py`` (or the fork server,
+  ``fork_server.py``) started with nothing of the parent's but its control channel (and,
+  with Boot, the worker's channel ends). It arms PR_SET_PDEATHSIG first and then checks
+  its parent is still the one on its command line, so it never outlives the process
+  that will read its result.
 - The boot message is unpickled here because it comes from that parent over a
   socketpair only the two of them hold; nothing this process sends back is pickle.
 - Unpickling imports the function's module and rebuilds its arguments before
@@ -29,109 +36,183 @@ Safety argument:
 
 from __future__ import annotations
 
-import linecache
+import _pickle
+import _signal  # type: ignore[import-not-found]  # signal.py imports enum: costly
+import _socket
 import os
-import pickle
-import signal
-import socket
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
 
-from isolates.channels import Channel, ChannelClosed
-from isolates.sandbox import CompiledPolicy, Status
-from isolates.sandbox.lowlevel import preload_runtime, set_parent_death_signal
+from isolates.sandbox.lowlevel import confine, preload_runtime, set_parent_death_signal
 
-from .context import WorkerContext
-from .encode import encode_value, failure_of, restore_filenames
+from . import failures
 from .functions import call, is_async, preload_async, unwrap
-from .orphans import become_subreaper, stop_waiting_for_children
-from .wire import (
-    GO_BYTE,
-    MAX_BOOT_FDS,
-    Boot,
-    Control,
-    Failure,
-    Go,
-    Idle,
-    NamespaceStatusData,
-    Ready,
-    Result,
-    Stage,
-    StatusData,
-    converted,
-)
+from .lean_wire import encode_value, recv_pickled, send
 
+TYPE_CHECKING = False  # no typing at run time (see above)
 if TYPE_CHECKING:
-    from .._namespaces.options import NamespaceStatus
+    from types import ModuleType
+    from typing import Any, Final, NoReturn
+
+    from isolates.channels import Channel
+
+    from .context import WorkerContext
+
+#: The largest boot message (the parent's channel max_frame).
+MAX_BOOT: Final = 16 * 1024 * 1024
+GO_BYTE: Final = b"G"  # wire.GO_BYTE (a test holds them equal): one byte of the barrier's send
+#: Modules whose types a result may hold that only msgspec encodes: when the function's
+#: own imports loaded one, msgspec is loaded too, before confinement.
+#: (Enums and named tuples ``lean_wire.pack`` encodes itself.)
+_RICH_TYPES: Final = ("msgspec", "dataclasses", "datetime", "uuid", "decimal")
+
+
+#: This isolate's end of its control channel (set once it serves).
+control_fd = -1
 
 
 def main(control_fd: int, parent: int) -> NoReturn:
-    set_parent_death_signal(signal.SIGKILL)
+    set_parent_death_signal(_signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
         os._exit(1)
-    control = Channel.from_fd(control_fd, Control, max_fds=MAX_BOOT_FDS, name="control")
+    sock = _socket.socket(fileno=control_fd)
     preload_runtime()  # now, while a pooled isolate waits, not on a call's path
+    serve(sock)
+
+
+def serve(sock: _socket.socket) -> NoReturn:
+    """Say IDLE, wait for the boot message, run it (the fork server's children start here)."""
+    global control_fd
+    control_fd = sock.fileno()
     try:
-        control.send(Idle())
-        boot, fds = control.recv_with_fds()
-    except ChannelClosed:  # a pooled isolate that was never used
+        send(sock, {"type": "idle"})
+        boot, fds = recv_pickled(sock, MAX_BOOT)
+    except (EOFError, OSError):  # a pooled isolate that was never used
         os._exit(0)
-    if not isinstance(boot, Boot):
+    if not isinstance(boot, dict):
         os._exit(2)
-    _run(boot, fds, control)
+    _run(boot, fds, _Control(sock))
 
 
-def _run(boot: Boot, fds: list[int], control: Channel[Any]) -> NoReturn:
+class _Control:
+    """The control channel as this isolate uses it: ``lean_wire`` for a single call, a
+    real Channel once a Supervisor's worker has its context (it logs on it too, from any
+    thread, so every send goes through the context's lock)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.ctx: WorkerContext | None = None
+        self.channel: Channel[Any] | None = None  # the ctx's control channel
+        self.reaper: ModuleType | None = None  # orphans.py, for an isolate that reaps
+
+    def send(self, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        if self.ctx is None:
+            send(self.sock, msg, fds)
+        else:
+            import msgspec
+
+            from .wire import Control
+
+            self.ctx.send_control(msgspec.convert(msg, Control), fds)
+
+    def released(self) -> bool:
+        """A restarted worker waits for a GO message (the others, for the barrier)."""
+        from .wire import Go
+
+        assert self.channel is not None
+        return isinstance(self.channel.recv(), Go)
+
+    def linger(self) -> None:
+        """Read until the parent closes (and close any descriptor that still comes)."""
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(1 << 16, _socket.CMSG_SPACE(64 * 4))
+            except OSError:
+                return
+            for _level, _kind, fds in anc:  # a PeerRestarted meant for a worker that is done
+                for at in range(0, len(fds) - len(fds) % 4, 4):
+                    os.close(int.from_bytes(fds[at : at + 4], sys.byteorder))
+            if not data:
+                return
+
+
+def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
     try:
-        if boot.reap:  # first: importing the function's modules may start processes
-            become_subreaper()
-        barrier = socket.socket(fileno=fds.pop()) if boot.barrier else None
+        if boot["reap"]:  # first: importing the function's modules may start processes
+            from . import orphans
+
+            control.reaper = orphans
+            orphans.become_subreaper()
+        barrier = _socket.socket(fileno=fds.pop()) if boot["barrier"] else None
         fn, args, kwargs, types = _prepare(boot)
-        ctx = None  # a single @isolate call has no context (nor a logger to set up)
-        if boot.supervised:
-            channels = dict(zip(boot.channels, fds, strict=True))
-            ctx = WorkerContext.open(boot.name, channels, types, control)
+        if boot["supervised"]:
+            _open_context(boot, fds, types, control)
         namespaces = _enter_namespaces(boot)
         if barrier is not None:
             _batch(True)  # see _released
         status, listener = _confine(boot)
+        if control.ctx is not None:
+            control.ctx.status, control.ctx.namespaces = _statuses(status, namespaces)
     except BaseException as exc:
-        _finish(control, failure_of(exc, Stage.BOOT), boot, code=1)
-    if ctx is not None:
-        ctx.status, ctx.namespaces = status, namespaces
-    control.send(_ready(status, namespaces), fds=[listener] if listener is not None else ())
+        _finish(control, failures.failure_of(exc, "boot"), boot, code=1)
+    ready = {"type": "ready", "status": status, "namespaces": namespaces}
+    control.send(ready, fds=(listener,) if listener is not None else ())
     if listener is not None:
         os.close(listener)
     if not _released(boot, barrier, control):
         os._exit(0)  # the supervisor is gone, or does not want us to run
-    if boot.supervised:  # SIGTERM unwinds a supervised worker (finally blocks run)
-        signal.signal(signal.SIGTERM, _terminate)
+    if boot["supervised"]:  # SIGTERM unwinds a supervised worker (finally blocks run)
+        _signal.signal(_signal.SIGTERM, _terminate)
     me = os.getpid()
-    if boot.reap:  # the control channel is ours alone: a child holding it would hide
-        os.register_at_fork(after_in_child=control.close)  # our death from the parent
+    if boot["reap"]:  # the control channel is ours alone: a child holding it would hide
+        os.register_at_fork(after_in_child=control.sock.close)  # our death from the parent
     try:
-        value = call(fn, args, kwargs, ctx)
-        reply: Result | Any = Result(encode_value(value))
+        value = call(fn, args, kwargs, control.ctx)
+        reply = {"type": "result", "value": encode_value(value)}
     except BaseException as exc:
-        reply = failure_of(exc, Stage.RUN)
+        reply = failures.failure_of(exc, "run")
     if os.getpid() != me:  # a process the function forked came back here: it never
-        os._exit(1 if isinstance(reply, Failure) else 0)  # speaks for the isolate
+        os._exit(1 if reply["type"] == "failure" else 0)  # speaks for the isolate
     _finish(control, reply, boot, code=0)
 
 
-def _ready(status: Status, namespaces: NamespaceStatus | None) -> Ready:
-    entered = None if namespaces is None else converted(namespaces, NamespaceStatusData)
-    return Ready(converted(status, StatusData), entered)
+def _open_context(
+    boot: dict[str, Any], fds: list[int], types: dict[str, Any], control: _Control
+) -> None:
+    """A Supervisor's worker: its channels, and the control channel as a real Channel."""
+    from isolates.channels import Channel
+
+    from .context import WorkerContext
+    from .wire import MAX_BOOT_FDS, Control
+
+    channel = Channel.from_fd(
+        os.dup(control.sock.fileno()), Control, max_fds=MAX_BOOT_FDS, name="control"
+    )
+    channels = dict(zip(boot["channels"], fds, strict=True))
+    _statuses({"seccomp": False, "all_threads": False}, None)  # its imports, while we may
+    control.channel = channel
+    control.ctx = WorkerContext.open(boot["name"], channels, types, channel)
 
 
-def _released(boot: Boot, barrier: socket.socket | None, control: Channel[Any]) -> bool:
+def _statuses(status: dict[str, Any], namespaces: dict[str, Any] | None) -> tuple[Any, Any]:
+    """What READY says, as the Status and NamespaceStatus a worker's context shows."""
+    import msgspec
+
+    from isolates.sandbox import Status
+
+    from .._namespaces.options import NamespaceStatus
+
+    entered = None if namespaces is None else msgspec.convert(namespaces, NamespaceStatus)
+    return msgspec.convert(status, Status), entered
+
+
+def _released(boot: dict[str, Any], barrier: _socket.socket | None, control: _Control) -> bool:
     """Wait at the barrier: for our byte of the supervisor's one GO send (its end of
     stream instead means it died), or for a GO message (a restarted worker)."""
     if barrier is not None:
         released = barrier.recv(1) == GO_BYTE
         _batch(False)
         return released
-    return not boot.supervised or isinstance(control.recv(), Go)
+    return not boot["supervised"] or control.released()
 
 
 def _batch(waiting: bool) -> None:
@@ -150,73 +231,64 @@ def _terminate(signum: int, frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def _prepare(boot: Boot) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+def _prepare(boot: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any], dict[str, Any]]:
     os.environ.clear()
-    os.environ.update(boot.env)
-    os.chdir(boot.cwd)
-    sys.path[:] = boot.sys_path
+    os.environ.update(boot["env"])
+    os.chdir(boot["cwd"])
+    sys.path[:] = boot["sys_path"]
     # Pickle here is safe: it comes from our parent, never from a peer.
-    target, (args, kwargs), types = pickle.loads(boot.payload)
+    target, (args, kwargs), types = _pickle.loads(boot["payload"])
     fn = unwrap(target)
     if is_async(fn):
         preload_async()
-    for filename, lines in boot.sources.items():  # tracebacks without reading files
-        # An mtime of None keeps linecache.checkcache from dropping the entry when the
-        # policy denies stat().
-        linecache.cache[filename] = (len(lines), None, lines, filename)
-        restore_filenames(fn, filename)
+    failures.hold_sources(fn, boot["sources"])
+    if boot["msgspec"] or any(name in sys.modules for name in _RICH_TYPES):
+        import msgspec  # noqa: F401  (the result may need it: see _RICH_TYPES)
     return fn, args, kwargs, types
 
 
-def _enter_namespaces(boot: Boot) -> NamespaceStatus | None:
-    if boot.namespaces is None:
+def _enter_namespaces(boot: dict[str, Any]) -> dict[str, Any] | None:
+    """Enter the namespaces asked for; what READY says of them (None: none asked for)."""
+    if boot["namespaces"] is None:
         return None
-    from .._namespaces.enter import enter  # only isolates that ask pay for it
+    import msgspec  # only isolates that ask pay for these
+
+    from .._namespaces.enter import enter
     from .._namespaces.options import Namespaces
 
-    return enter(converted(boot.namespaces, Namespaces))
+    entered = enter(msgspec.convert(boot["namespaces"], Namespaces))
+    return dict(msgspec.to_builtins(entered))
 
 
-def _no_source_lookups() -> None:
-    """From now on tracebacks show only the source lines we hold: looking up others
-    means stat() and open(), which a policy that kills on them would punish (the
-    traceback of a harmless exception would end as a violation)."""
-    linecache.checkcache = lambda filename=None: None
-    linecache.updatecache = lambda filename, module_globals=None: []
-
-
-def _confine(boot: Boot) -> tuple[Status, int | None]:
+def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     """Landlock, then seccomp, on every thread, loaded with a listener for the parent."""
-    _no_source_lookups()
-    compiled = converted(boot.policy, CompiledPolicy)
-    return compiled.apply_with_listener(all_threads=True, listener=True)
+    failures.no_source_lookups()
+    policy = boot["policy"]
+    (enforcement, abi, dropped), listener = confine(
+        policy["bpf"],
+        policy["landlock"],
+        self_pid=policy["self_pid"],
+        preload=tuple(policy["preload"]),
+        all_threads=True,
+        listener=True,
+    )
+    landlock = {"enforcement": enforcement, "abi": abi, "dropped": list(dropped)}
+    return {"seccomp": True, "all_threads": True, "landlock": landlock}, listener
 
 
-def _finish(control: Channel[Any], reply: Any, boot: Boot, code: int) -> NoReturn:
+def _finish(control: _Control, reply: dict[str, Any], boot: dict[str, Any], code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # the policy may deny writing: the result still goes out
             pass
-    if boot.reap:  # before the result: the parent ends our tree as soon as it has it
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_waiting_for_children(boot.reap_wait)
+    if control.reaper is not None:  # before the result: the parent ends our tree as soon
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)  # as it has it
+        control.reaper.stop_waiting_for_children(boot["reap_wait"])
     try:
         control.send(reply)
     except Exception:
         code = 3
-    if boot.reap:
-        _linger(control)
+    if control.reaper is not None:
+        control.linger()
     os._exit(code)
-
-
-def _linger(control: Channel[Any]) -> None:
-    """Stay alive, and so the subreaper of whatever we started, until the parent has
-    killed it all (and then us) or closes the control channel."""
-    while True:
-        try:
-            _, fds = control.recv_with_fds()
-        except BaseException:  # ChannelClosed: the parent is done with us
-            return
-        for fd in fds:  # a PeerRestarted meant for a worker that is done
-            os.close(fd)

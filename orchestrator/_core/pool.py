@@ -39,6 +39,12 @@ class Pool:
         return self._size
 
     @property
+    def pids(self) -> tuple[int, ...]:
+        """The pids of the interpreters waiting right now."""
+        with self._lock:
+            return tuple(proc.pid for proc in self._idle)
+
+    @property
     def idle(self) -> int:
         """How many interpreters wait, imports done, for a call right now."""
         return len(self._idle)

@@ -19,6 +19,7 @@ import errno
 import os
 import select
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -32,8 +33,11 @@ from isolates.sandbox.lowlevel import Notification, deny_notification
 from isolates.sandbox.lowlevel import syscall_name as name_of
 
 from .._namespaces.options import NamespaceStatus
+from .boot_message import for_the_isolate
 from .encode import rebuild
 from .errors import IsolateViolation, WorkerFailed
+from .fork_server import ForkedChild, ForkServer
+from .lean_wire import send_pickled
 from .logs import IsolateLog
 from .monitor import Monitor
 from .orphans import kill_tree
@@ -84,10 +88,11 @@ class IsolateProcess:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: subprocess.Popen[bytes] | ForkedChild,
         control: Channel[Any],
         monitor: Monitor,
         live: LiveIsolates,
+        pidfd: int | None = None,
     ) -> None:
         self.proc = proc
         self.control = control
@@ -95,7 +100,8 @@ class IsolateProcess:
         self._live = live
         # Signals go through a pidfd: it names this process and no other, even after it
         # exits, and a confined supervisor may use it without being able to kill(2).
-        self.pidfd = os.pidfd_open(proc.pid)
+        # (A forked isolate's pidfd comes from the fork server, whose child it is.)
+        self.pidfd = os.pidfd_open(proc.pid) if pidfd is None else pidfd
         self.listener: int | None = None
         self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
@@ -122,6 +128,13 @@ class IsolateProcess:
             theirs.close()
         return cls(proc, ours, monitor, live)
 
+    @classmethod
+    def forked(cls, server: ForkServer, monitor: Monitor, live: LiveIsolates) -> IsolateProcess:
+        """A fresh isolate forked by the fork server, waiting for a Boot."""
+        child, pidfd, sock = server.new_child()
+        control: Channel[Any] = Channel(sock, Control, max_fds=MAX_BOOT_FDS, name="control")
+        return cls(child, control, monitor, live, pidfd=pidfd)
+
     @property
     def pid(self) -> int:
         return self.proc.pid
@@ -137,11 +150,15 @@ class IsolateProcess:
         return self._idle
 
     def boot(self, boot: Boot, fds: Sequence[int] = ()) -> None:
+        """Send the boot message: plain data the isolate reads without msgspec (see
+        ``boot_message.for_the_isolate``), in the channel's record format."""
         self.name = boot.name
         self.reaping = boot.reap
+        message = for_the_isolate(boot)
         try:
-            self.send(boot, fds)
-        except ChannelError:
+            with self._send_lock:
+                _send_raw(self.control, message, fds)
+        except OSError:
             raise self.failure("died before it could boot") from None
 
     def wait_ready(self, deadline: float | None) -> tuple[Status, NamespaceStatus | None]:
@@ -317,6 +334,18 @@ class IsolateProcess:
             sig = signal.Signals(-code)
             return WorkerFailed(self.name, f"{what}: killed by {sig.name}", signal=-code)
         return WorkerFailed(self.name, f"{what}: exit code {code}", exitcode=code)
+
+
+def _send_raw(control: Channel[Any], message: object, fds: Sequence[int]) -> None:
+    """``lean_wire.send_pickled`` on the control channel's socket. The family, type and
+    protocol are given so that wrapping the descriptor asks the kernel nothing (a confined
+    supervisor boots restarted workers, and may not), and the wrapper is detached, not
+    closed: the descriptor stays the channel's."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fileno=control.fileno())
+    try:
+        send_pickled(sock, message, fds)
+    finally:
+        sock.detach()
 
 
 def _send(pidfd: int, sig: int) -> None:

@@ -4,9 +4,12 @@ what a fork and the exit do to them.
 - ``SPAWNER``: the one thread every isolate is started from (spawn.py says why one);
 - ``MONITOR``: the one thread reading the seccomp listeners of isolates (monitor.py);
 - ``LIVE``: every isolate not yet reaped, which the exit kills and reaps;
-- ``POOL``: the warm pool of idle interpreters (pool.py; ``isolates.orchestrator.POOL``).
+- ``POOL``: the warm pool of idle interpreters (pool.py; ``isolates.orchestrator.POOL``);
+- ``FORK_SERVER``: the clean interpreter that forks isolates (fork_server.py;
+  ``isolates.orchestrator.FORK_SERVER``).
 
-``spawn_isolate()`` starts an isolate wired to them. A forked child starts with none of
+``spawn_isolate()`` starts an isolate wired to them, ``spawn_forked()`` one forked by the
+fork server. A forked child starts with none of
 them (its parent's threads did not survive the fork, and its parent's isolates are not
 its to kill): the one at-fork hook below resets them all, the pool first (it holds
 isolates), the threads last.
@@ -18,6 +21,7 @@ import atexit
 import os
 from typing import Final
 
+from .fork_server import ForkServer
 from .monitor import Monitor
 from .pool import Pool
 from .process import IsolateProcess, LiveIsolates
@@ -33,11 +37,18 @@ def spawn_isolate() -> IsolateProcess:
     return IsolateProcess.spawn(SPAWNER, MONITOR, LIVE)
 
 
+def spawn_forked() -> IsolateProcess:
+    """A fresh isolate forked by the fork server, waiting for its boot message."""
+    return IsolateProcess.forked(FORK_SERVER, MONITOR, LIVE)
+
+
 POOL: Final = Pool(SPAWNER, spawn_isolate)
+FORK_SERVER: Final = ForkServer(SPAWNER)
 
 
 def _after_fork_in_child() -> None:
     POOL.after_fork_in_child()  # its idle isolates are the parent's: close our copies
+    FORK_SERVER.after_fork_in_child()
     LIVE.after_fork_in_child()
     MONITOR.after_fork_in_child()  # the parent's listeners: close our copies
     SPAWNER.after_fork_in_child()
@@ -46,6 +57,7 @@ def _after_fork_in_child() -> None:
 def _at_exit() -> None:
     POOL.shutdown()
     LIVE.stop_all()
+    FORK_SERVER.stop()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

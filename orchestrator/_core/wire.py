@@ -1,7 +1,10 @@
 """The control protocol between a parent and an isolate, as typed msgspec Structs.
 
 Parent -> isolate: Boot, Go, Stop, PeerRestarted. Isolate -> parent: Idle, Ready,
-Result, Failure, Log. Every field is typed. Everything an isolate sends is plain data:
+Result, Failure, Log. Every field is typed. Boot travels as plain data in a pickle
+(``boot_message.for_the_isolate``, ``lean_wire.send_pickled``): the isolate, which must
+start fast, decodes it without msgspec; it sends msgpack the parent decodes as these
+Structs (``lean_wire.send``). Everything an isolate sends is plain data:
 the parent decodes it with msgspec, checked against these types (unknown fields
 refused), and never unpickles anything that came from an isolate.
 
@@ -151,6 +154,9 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     # policy allows waitid, so it collects its dead children before that.
     reap: bool = False
     reap_wait: bool = False
+    # The function's return annotation names a type only msgspec encodes: the isolate
+    # loads msgspec before it is confined (it does not otherwise: isolate_main.py).
+    msgspec: bool = False
 
 
 class Idle(msgspec.Struct, tag="idle", forbid_unknown_fields=True):

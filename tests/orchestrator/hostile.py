@@ -9,7 +9,6 @@ import itertools
 import os
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import msgspec
 
 from isolates.orchestrator import WorkerContext, isolate
-from isolates.orchestrator._core.wire import Failure, Idle, Log, Ready, Result
+from isolates.orchestrator._core.wire import Failure, Idle, Log, Result
 
 #: Descriptors per forged message: the most the control channel takes (MAX_BOOT_FDS).
 MANY = 64
@@ -25,9 +24,12 @@ RECORD = 64 * 1024
 
 
 def control() -> socket.socket:
-    """This isolate's end of its control channel as a raw socket (its number is on the
-    interpreter's command line; family, type and proto given: no getsockopt needed)."""
-    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fileno=int(sys.argv[2]))
+    """This isolate's end of its control channel as a raw socket (the isolate's main
+    keeps its number; family, type and proto given: no getsockopt needed)."""
+    from isolates.orchestrator._core import isolate_main
+
+    fd = isolate_main.control_fd
+    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fileno=fd)
 
 
 def send_raw(payload: bytes, fds: Sequence[int] = ()) -> None:
@@ -96,30 +98,31 @@ def frame_with_fds() -> str:
     return "done"
 
 
-def _patch_ready(change: Callable[[Ready, list[int]], tuple[Ready, list[int]]]) -> None:
-    """Make this isolate's boot code send READY as ``change`` rewrites it."""
-    from isolates.channels import Channel
+def _patch_ready(change: Callable[[dict[str, Any], list[int]], tuple[Any, list[int]]]) -> None:
+    """Make this isolate's boot code send READY as ``change`` rewrites it (READY goes out
+    through the isolate's own lean sender, ``isolate_main.send``)."""
+    from isolates.orchestrator._core import isolate_main
 
-    send = Channel.send
+    send = isolate_main.send
 
-    def forged(self: Channel[Any], msg: Any, fds: Sequence[Any] = ()) -> None:
-        if isinstance(msg, Ready):
+    def forged(sock: Any, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        if msg.get("type") == "ready":
             msg, fds = change(msg, list(fds))
-        send(self, msg, fds)
+        send(sock, msg, fds)
 
-    Channel.send = forged  # type: ignore[method-assign]
+    isolate_main.send = forged  # type: ignore[assignment]
 
 
-def _extra_fds(ready: Ready, fds: list[int]) -> tuple[Ready, list[int]]:
+def _extra_fds(ready: dict[str, Any], fds: list[int]) -> tuple[Any, list[int]]:
     return ready, [*fds, *copies_of_stdout(MANY - 1)]
 
 
-def _no_listener(ready: Ready, fds: list[int]) -> tuple[Ready, list[int]]:
+def _no_listener(ready: dict[str, Any], fds: list[int]) -> tuple[Any, list[int]]:
     return ready, copies_of_stdout(3)
 
 
-def _bad_status(ready: Ready, fds: list[int]) -> tuple[Ready, list[int]]:
-    return Ready({"enforcement": [1, 2]}, None), fds
+def _bad_status(ready: dict[str, Any], fds: list[int]) -> tuple[Any, list[int]]:
+    return {"type": "ready", "status": {"enforcement": [1, 2]}, "namespaces": None}, fds
 
 
 class ForgeReady:

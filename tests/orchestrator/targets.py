@@ -136,14 +136,14 @@ async def async_double(value: int) -> int:
     return await _sleep_then(value * 2)
 
 
-_INTROSPECT = Policy(
+INTROSPECT = Policy(
     SystemIO.nothing().allow_open_readonly().allow_read().allow_metadata().allow_close(),
     "getpgrp",
     "getppid",
 )
 
 
-@isolate(_INTROSPECT)
+@isolate(INTROSPECT)
 def boot_facts() -> dict[str, object]:
     """What an isolate can see of how it was started."""
     import sys

@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from isolates.orchestrator import (
+    FORK_SERVER,
     POOL,
     IsolateViolation,
     RemoteTraceback,
@@ -258,8 +259,9 @@ def test_policy_is_enforced_in_the_isolate() -> None:
     assert allowed() == "Linux"
 
 
-def test_an_isolate_starts_clean() -> None:
-    facts = targets.boot_facts()
+@pytest.mark.parametrize("start", ["fork-server", "exec"])
+def test_an_isolate_starts_clean(start: str) -> None:
+    facts = isolate(targets.INTROSPECT, start=start)(targets.boot_facts.__wrapped__)()
     # stdin is /dev/null; stdout and stderr are ours; the control channel is the only
     # other descriptor it inherited (the one open while it reads /proc/self/fd aside).
     fds = facts["fds"]
@@ -269,7 +271,8 @@ def test_an_isolate_starts_clean() -> None:
     assert len(sockets) == 1, others
     assert len(others) <= 2, others  # the socket, and the directory being listed
     assert facts["own_group"] is True
-    assert facts["parent"] == os.getpid()
+    # Its parent: us, or the fork server, itself started as cleanly (fork_server.py).
+    assert facts["parent"] == (os.getpid() if start == "exec" else FORK_SERVER.pid)
     assert facts["libseccomp_loaded"] is False, "an isolate must never load libseccomp"
     assert facts["sys_path"] == [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     assert facts["flags"][0] == "-I"
