@@ -16,7 +16,7 @@ from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.runtime import POOL, spawn_forked
+from ._core.runtime import FORKED, POOL
 from ._core.wire import Boot, Failure
 from ._namespaces.options import Namespaces
 
@@ -72,7 +72,8 @@ class IsolatedCall:
     def run(self) -> Any:
         opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-        proc = self._proc = spawn_forked() if self.plan.forked else POOL.take()
+        pool = FORKED if self.plan.forked else POOL
+        proc = self._proc = pool.take()
         try:
             if self._cancelled:
                 raise InterruptedError("cancelled")
@@ -84,8 +85,7 @@ class IsolatedCall:
             raise
         finally:
             proc.reap()
-            if not self.plan.forked:
-                POOL.replenish()  # now: starting an interpreter would take the call's core
+            pool.replenish()  # now: starting an isolate would take the call's core
         if isinstance(outcome, Failure):
             raise rebuild(outcome, opts.name)
         return decode_value(outcome.value, self.fn, opts.name)

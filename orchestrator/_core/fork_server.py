@@ -22,9 +22,9 @@ Safety argument:
   code), so ``os.fork`` copies no lock held by another thread; the child resets the
   signal handling the server set up before it does anything else.
 - It holds no policy and no privilege a child may not have: it sets NO_NEW_PRIVS
-  (which every policy sets anyway) and keeps nothing open but its control channel, so
-  a child inherits nothing but the two descriptors of its own request, and closes the
-  server's channel and the status socket first thing.
+  (which every policy sets anyway). A child closes every descriptor but stdio and its
+  own control end first thing (the server's channel, the status sockets of its
+  siblings), so it inherits nothing of the server's or of another call.
 - A child's pidfd is opened while the child is the server's unreaped child, so it names
   that process and no other; the parent signals only through it. The server reaps each
   child itself (SIGCHLD wakes its loop), so no zombie outlives a call by more than the
@@ -38,6 +38,7 @@ Safety argument:
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -48,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from isolates.sandbox.lowlevel import preload_runtime, set_no_new_privs, set_parent_death_signal
 
@@ -57,6 +58,8 @@ from .spawn import Spawner, command
 REQUEST: Final = b"F"
 _PID: Final = struct.Struct("=q")
 _STATUS: Final = struct.Struct("=i")
+#: Above any descriptor number a process of ours holds (closerange's end).
+_MAX_FD: Final = 1 << 20
 #: How long a fork request may take before the server is deemed stuck and restarted.
 FORK_TIMEOUT: Final = 10.0
 BOOTSTRAP: Final = (
@@ -80,6 +83,9 @@ def serve_forks(control_fd: int, parent: int) -> None:
 
     from . import isolate_main
 
+    # Everything imported so far, out of the collector's sight: a child's collections
+    # then never touch (and so copy) the pages these objects live on.
+    gc.freeze()
     control = socket.socket(fileno=control_fd)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -118,7 +124,7 @@ def _serve_one(
     status = socket.socket(fileno=status_fd)
     pid = os.fork()
     if pid == 0:
-        _become_isolate(control, status, child_end, wake, run)
+        _become_isolate([control, status, *children.values()], child_end, wake, run)
     os.close(child_end)
     pidfd = os.pidfd_open(pid)
     try:
@@ -132,20 +138,25 @@ def _serve_one(
 
 
 def _become_isolate(
-    control: socket.socket,
-    status: socket.socket,
+    servers: list[socket.socket],
     child_end: int,
     wake: tuple[int, int],
     run: Callable[[socket.socket], object],
 ) -> None:
-    """In the child: drop everything of the server's, then be an isolate waiting to boot."""
+    """In the child: drop everything of the server's, then be an isolate waiting to boot.
+
+    Every descriptor but stdio and its own control end is closed: the server's channel,
+    and the status sockets of its siblings (with one, a child could forge a sibling's
+    exit status). The socket objects are detached first, so that none of them can later
+    close a number that names something else by then."""
     server = os.getppid()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for fd in wake:
-        os.close(fd)
-    control.close()
-    status.close()
+    for sock in servers:
+        sock.detach()
+    del wake  # the pipe's descriptors go with the rest
+    os.closerange(3, child_end)
+    os.closerange(child_end + 1, _MAX_FD)
     try:
         os.setpgid(0, 0)  # its own process group, as an exec'd isolate has
         set_parent_death_signal(signal.SIGKILL)
@@ -201,15 +212,18 @@ class ForkedChild:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self._status.settimeout(timeout)
-            self._read(block=True)
-        assert self.returncode is not None
+            self._read(block=True, timeout=timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
         return self.returncode
 
-    def _read(self, block: bool) -> None:
+    def _read(self, block: bool, timeout: float | None = None) -> None:
+        # A socket with a timeout polls before every recv, MSG_DONTWAIT or not: set the
+        # mode each time.
+        self._status.settimeout(timeout if block else 0.0)
         try:
-            data = self._status.recv(_STATUS.size, 0 if block else socket.MSG_DONTWAIT)
-        except BlockingIOError:
+            data = self._status.recv(_STATUS.size)
+        except (BlockingIOError, TimeoutError):
             return
         except OSError:
             data = b""
@@ -232,6 +246,9 @@ class ForkServer:
         self._server: _Server | None = None
         #: How many times a dead or stuck server was replaced.
         self.restarts = 0
+        #: Isolates forked ahead of the calls (a ``Pool``, like ``POOL`` for exec'd
+        #: ones: ``FORK_SERVER.pool.resize(0)`` turns it off). Set by runtime.py.
+        self.pool: Any = None
 
     @property
     def pid(self) -> int | None:
@@ -240,15 +257,13 @@ class ForkServer:
 
     def start(self) -> None:
         """Start the server now (blocking until it is ready) rather than on first use."""
-        with self._lock:
-            self._ensure()
+        self._spawner.run(self._ensure)
 
     def new_child(self) -> tuple[ForkedChild, int, socket.socket]:
         """A fresh child: (its Popen look-alike, a pidfd for it, our end of its control
         channel). One retry on a new server if the current one has died."""
         for attempt in (1, 2):
-            with self._lock:
-                server = self._ensure()
+            server = self._spawner.run(self._ensure)
             try:
                 return server.new_child()
             except OSError as exc:
@@ -258,12 +273,16 @@ class ForkServer:
         raise AssertionError("unreachable")
 
     def _ensure(self) -> _Server:
-        if self._server is None or not self._server.alive():
+        """The running server, started if need be. On the spawner thread only (PDEATHSIG,
+        see spawn.py), which also orders starts: no lock is held while waiting for it."""
+        with self._lock:
+            if self._server is not None and self._server.alive():
+                return self._server
             if self._server is not None:
                 self.restarts += 1
                 self._server.stop()
-            self._server = self._spawner.run(_Server.spawn)
-        return self._server
+            self._server = _Server.spawn()
+            return self._server
 
     def _replace(self, server: _Server, exc: OSError) -> None:
         with self._lock:

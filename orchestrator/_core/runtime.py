@@ -6,7 +6,8 @@ what a fork and the exit do to them.
 - ``LIVE``: every isolate not yet reaped, which the exit kills and reaps;
 - ``POOL``: the warm pool of idle interpreters (pool.py; ``isolates.orchestrator.POOL``);
 - ``FORK_SERVER``: the clean interpreter that forks isolates (fork_server.py;
-  ``isolates.orchestrator.FORK_SERVER``).
+  ``isolates.orchestrator.FORK_SERVER``), and ``FORKED``, the pool of isolates it has
+  forked ahead of the calls.
 
 ``spawn_isolate()`` starts an isolate wired to them, ``spawn_forked()`` one forked by the
 fork server. A forked child starts with none of
@@ -44,10 +45,15 @@ def spawn_forked() -> IsolateProcess:
 
 POOL: Final = Pool(SPAWNER, spawn_isolate)
 FORK_SERVER: Final = ForkServer(SPAWNER)
+#: Isolates the fork server has forked already, waiting for a call: a call then pays
+#: for neither the fork request nor the child's first steps (its pages copied on write).
+FORKED: Final = Pool(SPAWNER, spawn_forked)
+FORK_SERVER.pool = FORKED
 
 
 def _after_fork_in_child() -> None:
     POOL.after_fork_in_child()  # its idle isolates are the parent's: close our copies
+    FORKED.after_fork_in_child()
     FORK_SERVER.after_fork_in_child()
     LIVE.after_fork_in_child()
     MONITOR.after_fork_in_child()  # the parent's listeners: close our copies
@@ -56,6 +62,7 @@ def _after_fork_in_child() -> None:
 
 def _at_exit() -> None:
     POOL.shutdown()
+    FORKED.shutdown()
     LIVE.stop_all()
     FORK_SERVER.stop()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from isolates.orchestrator import POOL, Supervisor
+from isolates.orchestrator import FORK_SERVER, POOL, Supervisor
 from isolates.orchestrator._core.logs import BURST, MAX_LOGGER_NAME, MAX_MESSAGE, RATE
 from tests.forked import in_child
 from tests.orchestrator import hostile, targets
@@ -45,6 +45,7 @@ def fds_after(call: Callable[[], Any]) -> tuple[tuple[str, str], int, int]:
     before and after it. A legitimate call first opens what stays open for good (the
     monitor thread's wake-up socket)."""
     POOL.resize(0)  # a refilling pool would open descriptors meanwhile
+    FORK_SERVER.pool.resize(0)
     assert targets.echo(1) == 1
     before = open_fds()
     got = outcome(call)

@@ -104,6 +104,16 @@ def test_each_call_is_a_fresh_confined_process_in_its_own_group(start: str) -> N
     assert first["parent"] == expected_parent
 
 
+def test_a_forked_isolate_holds_no_descriptor_of_the_server_or_its_siblings() -> None:
+    # Siblings wait in the pool meanwhile; the server holds a status socket for each.
+    FORK_SERVER.pool.resize(3)
+    FORK_SERVER.pool.warm()
+    fds = isolate(INTROSPECT)(t.descriptors)()
+    others = sorted(what for fd, what in fds.items() if fd > 2)
+    # Its control channel, and the O_PATH "/" its own Landlock domain was built with.
+    assert len(others) == 2 and others[0] == "/" and others[1].startswith("socket:"), fds
+
+
 def test_an_isolate_that_may_start_processes_is_execd_whatever_was_asked() -> None:
     # Its tree is ended by process group, which needs it to be our own child.
     facts = isolate(INTROSPECT.extend(Processes.everything()), start="fork-server")(t.facts)()
