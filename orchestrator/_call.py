@@ -16,7 +16,7 @@ from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.runtime import FORKED, POOL
+from ._core.runtime import FORK_SERVER, FORKED, POOL
 from ._core.wire import Boot, Failure
 from ._namespaces.options import Namespaces
 
@@ -30,17 +30,19 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)
     namespaces: Namespaces | None = None
     name: str = "isolate"
-    start: str = "fork-server"
+    start: str = "auto"
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
-#: exec'd interpreter (spawn.py), from the warm pool. docs/orchestrator.md compares them.
-START_MODES: Final = ("fork-server", "exec")
+#: exec'd interpreter (spawn.py), from the warm pool; "auto", the default: the fork
+#: server once it runs (faster per call), exec until then (faster for a process's first
+#: call: the server starts in the background after it). docs/orchestrator.md compares them.
+START_MODES: Final = ("auto", "fork-server", "exec")
 
 
 def check_start(start: str) -> str:
     if start not in START_MODES:
-        raise ValueError(f"start={start!r}: use 'fork-server' (the default) or 'exec'")
+        raise ValueError(f"start={start!r}: use 'auto' (the default), 'fork-server' or 'exec'")
     return start
 
 
@@ -55,7 +57,13 @@ class IsolatePlan:
         self.reaping = reaping(self.policy, options.namespaces)
         # An isolate that may start processes is ended by process group, which needs it
         # to be our own child: it is exec'd whatever was asked (fork_server.py).
-        self.forked = options.start == "fork-server" and not self.reaping[0]
+        self.forkable = options.start != "exec" and not self.reaping[0]
+
+    def forked(self) -> bool:
+        """Whether this call's isolate comes from the fork server."""
+        if not self.forkable:
+            return False
+        return self.options.start == "fork-server" or FORK_SERVER.pid is not None
 
 
 class IsolatedCall:
@@ -72,7 +80,7 @@ class IsolatedCall:
     def run(self) -> Any:
         opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-        pool = FORKED if self.plan.forked else POOL
+        pool = FORKED if self.plan.forked() else POOL
         proc = self._proc = pool.take()
         try:
             if self._cancelled:
@@ -86,6 +94,8 @@ class IsolatedCall:
         finally:
             proc.reap()
             pool.replenish()  # now: starting an isolate would take the call's core
+            if self.plan.forkable and pool is POOL:  # "auto": the server, for next time
+                FORK_SERVER.start_soon()
         if isinstance(outcome, Failure):
             raise rebuild(outcome, opts.name)
         return decode_value(outcome.value, self.fn, opts.name)

@@ -82,7 +82,7 @@ def isolate(
     landlock: Landlock | None = None,
     namespaces: Namespaces | None = None,
     name: str | None = None,
-    start: str = "fork-server",
+    start: str = "auto",
 ) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
@@ -94,7 +94,7 @@ def isolate(
     landlock: Landlock | None = None,
     namespaces: Namespaces | None = None,
     name: str | None = None,
-    start: str = "fork-server",
+    start: str = "auto",
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -105,7 +105,7 @@ def isolate(
     landlock: Landlock | None = None,
     namespaces: Namespaces | None = None,
     name: str | None = None,
-    start: str = "fork-server",
+    start: str = "auto",
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -114,8 +114,9 @@ def isolate(
     Landlock rights (and the syscalls they need) to the policy; ``namespaces`` puts it in
     new namespaces. Arguments go in by pickle; the return value comes back as msgspec
     data, typed by the function's return annotation. ``start``: ``"fork-server"``
-    (forked from a clean pre-started interpreter, about a millisecond) or ``"exec"`` (a
-    fresh interpreter per call, which shares nothing with its siblings); see
+    (forked from a clean pre-started interpreter: fastest per call), ``"exec"`` (a fresh
+    interpreter per call, which shares nothing with its siblings) or ``"auto"`` (the
+    default: exec until the fork server, started after the first call, runs); see
     docs/orchestrator.md.
     """
     if callable(policy) and not isinstance(policy, Policy):  # isolate(fn, timeout=...)

@@ -65,7 +65,7 @@ class IsolateExecutor(Executor):
         namespaces: Namespaces | None = None,
         env: Mapping[str, str] | None = None,
         landlock: Landlock | None = None,
-        start: str = "fork-server",
+        start: str = "auto",
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"IsolateExecutor takes a Policy, not {policy!r}")

@@ -35,6 +35,7 @@ from ._uapi import (
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
     SECCOMP_FILTER_FLAG_TSYNC,
     SECCOMP_FILTER_FLAG_TSYNC_ESRCH,
+    SECCOMP_GET_ACTION_AVAIL,
     SECCOMP_IOCTL_NOTIF_RECV,
     SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_SET_MODE_FILTER,
@@ -101,17 +102,34 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
 
 
+def _program(bpf: bytes) -> tuple[ctypes.Array[_SockFilter], _SockFprog]:
+    """The program as the kernel reads it (keep both alive until the call returns)."""
+    if not bpf or len(bpf) % ctypes.sizeof(_SockFilter):
+        raise SandboxError(errno.EINVAL, f"not a BPF program: {len(bpf)} bytes")
+    count = len(bpf) // ctypes.sizeof(_SockFilter)
+    program = (_SockFilter * count).from_buffer_copy(bpf)
+    return program, _SockFprog(count, ctypes.cast(program, ctypes.POINTER(_SockFilter)))
+
+
+def rehearse_seccomp() -> None:
+    """Build a program and call seccomp(2) without loading anything (GET_ACTION_AVAIL only
+    asks whether an action exists): the first-time costs of the path, paid now."""
+    program, fprog = _program(struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000))  # ret ALLOW
+    action = ctypes.c_uint32(0x7FFF0000)
+    try:
+        syscall("seccomp", SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(action))
+    except OSError:  # no seccomp here: load_seccomp will say so
+        pass
+    del program, fprog
+
+
 def load_seccomp(bpf: bytes, *, all_threads: bool = False, listener: bool = False) -> int | None:
     """Attach the BPF program ``bpf`` to this thread (or all threads); return a listener fd.
 
     Sets NO_NEW_PRIVS first. With ``listener`` the filter's USER_NOTIF decisions go to the
     returned descriptor. Raises SandboxError saying what the kernel refused.
     """
-    if not bpf or len(bpf) % ctypes.sizeof(_SockFilter):
-        raise SandboxError(errno.EINVAL, f"not a BPF program: {len(bpf)} bytes")
-    count = len(bpf) // ctypes.sizeof(_SockFilter)
-    program = (_SockFilter * count).from_buffer_copy(bpf)
-    fprog = _SockFprog(count, ctypes.cast(program, ctypes.POINTER(_SockFilter)))
+    _alive, fprog = _program(bpf)  # the array fprog points into, alive until the call
     flags = SECCOMP_FILTER_FLAG_TSYNC if all_threads else 0
     if listener:
         # With TSYNC, a listener needs TSYNC_ESRCH: the result is the fd, not a thread id.

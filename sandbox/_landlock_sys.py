@@ -377,3 +377,23 @@ _REASONS: Final = {
 def _explain(call: str, exc: OSError) -> SandboxError:
     err = exc.errno or errno.EPERM
     return SandboxError(err, f"Landlock: {call} failed: {_REASONS.get(err, exc.strerror)}")
+
+
+def rehearse() -> None:
+    """Make a ruleset with one rule and close it, never enforced: the first-time costs of
+    the path (and the root descriptor, kept), paid before a confinement that needs them.
+    Nothing is restricted: a ruleset does nothing until landlock_restrict_self."""
+    version = abi()
+    if version < 2:
+        return
+    refer = 1 << 13  # LANDLOCK_ACCESS_FS_REFER
+    try:
+        ruleset = create_ruleset(refer, 0, 0, version)
+    except OSError:
+        return
+    try:
+        add_path_rule(ruleset, _root_fd(), refer)
+    except OSError:
+        pass
+    finally:
+        os.close(ruleset)

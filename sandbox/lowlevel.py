@@ -6,7 +6,8 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 ``isolates.sandbox._*`` module; everything they take comes through here (a test checks).
 
 - loading: ``confine`` (a compiled policy from plain data, the Landlock plan fitted by
-  ``resolve_landlock``: what an isolate runs), ``load_seccomp``, ``preload_runtime``,
+  ``resolve_landlock``: what an isolate runs; ``rehearse_confinement`` pays its
+  first-time costs ahead), ``load_seccomp``, ``preload_runtime``,
   ``set_no_new_privs``,
   ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from ._bpf import evaluate as evaluate
     from ._confine import confine as confine
     from ._confine import preload_runtime as preload_runtime
+    from ._confine import rehearse as rehearse_confinement
     from ._decide import decide as decide_policy
     from ._decide import decide_rules as decide_rules
     from ._kernel import Notification as Notification
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
     "preload_runtime": "._confine", "confine": "._confine",
+    "rehearse_confinement": "._confine:rehearse",
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
     "decide_policy": "._decide:decide", "decide_rules": "._decide",
     "Notification": "._kernel", "continue_notification": "._kernel",
@@ -88,7 +91,8 @@ __all__ = [
     "action_of", "apply_plan", "confine", "continue_notification", "decide", "decide_policy",
     "decide_rules", "deny_notification", "did_you_mean",
     "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
-    "ns", "package_dirs", "preload_runtime", "receive_notification", "resolve_landlock",
+    "ns", "package_dirs", "preload_runtime", "receive_notification", "rehearse_confinement",
+    "resolve_landlock",
     "set_child_subreaper", "set_no_new_privs", "set_parent_death_signal", "syscall",
     "syscall_name", "syscall_number", "uapi",
 ]  # fmt: skip

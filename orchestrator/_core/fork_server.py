@@ -83,6 +83,8 @@ def serve_forks(control_fd: int, parent: int) -> None:
 
     from . import isolate_main
 
+    isolate_main.warm_up()  # once here too: the code it specialises is then shared
+    _cache_path_finders()
     # Everything imported so far, out of the collector's sight: a child's collections
     # then never touch (and so copy) the pages these objects live on.
     gc.freeze()
@@ -101,6 +103,14 @@ def serve_forks(control_fd: int, parent: int) -> None:
                 _reap(children)
             elif not _serve_one(control, children, isolate_main.serve, (wake_r, wake_w)):
                 os._exit(0)  # the parent closed the channel: children die by PDEATHSIG
+
+
+def _cache_path_finders() -> None:
+    """Make the finder of every ``sys.path`` entry now (a directory listing each), so a
+    child importing its caller's module does not (the server imports nothing of it)."""
+    import importlib.machinery
+
+    importlib.machinery.PathFinder.find_spec("isolates-fork-server-warm-up")
 
 
 def _serve_one(
@@ -246,6 +256,7 @@ class ForkServer:
         self._server: _Server | None = None
         #: How many times a dead or stuck server was replaced.
         self.restarts = 0
+        self._starting = False  # start_soon queued a start
         #: Isolates forked ahead of the calls (a ``Pool``, like ``POOL`` for exec'd
         #: ones: ``FORK_SERVER.pool.resize(0)`` turns it off). Set by runtime.py.
         self.pool: Any = None
@@ -258,6 +269,23 @@ class ForkServer:
     def start(self) -> None:
         """Start the server now (blocking until it is ready) rather than on first use."""
         self._spawner.run(self._ensure)
+
+    def start_soon(self) -> None:
+        """Start the server in the background (on the spawner thread, after what it has
+        queued), unless it runs or is starting already."""
+        with self._lock:
+            if self._starting or (self._server is not None and self._server.alive()):
+                return
+            self._starting = True
+        self._spawner.submit(self._started_soon)
+
+    def _started_soon(self) -> None:
+        try:
+            self._ensure()
+        except OSError as exc:  # cannot start one now: calls are exec'd meanwhile
+            print(f"isolates: the fork server did not start ({exc})", file=sys.stderr)
+        finally:
+            self._starting = False
 
     def new_child(self) -> tuple[ForkedChild, int, socket.socket]:
         """A fresh child: (its Popen look-alike, a pidfd for it, our end of its control
@@ -302,6 +330,7 @@ class ForkServer:
     def after_fork_in_child(self) -> None:
         """The server is our parent's: a forked child starts its own if it needs one."""
         self._server = None
+        self._starting = False
         self._lock = threading.Lock()
 
 

@@ -46,6 +46,7 @@ def fds_after(call: Callable[[], Any]) -> tuple[tuple[str, str], int, int]:
     monitor thread's wake-up socket)."""
     POOL.resize(0)  # a refilling pool would open descriptors meanwhile
     FORK_SERVER.pool.resize(0)
+    FORK_SERVER.start()  # its channel stays open for good (else it starts mid-count)
     assert targets.echo(1) == 1
     before = open_fds()
     got = outcome(call)

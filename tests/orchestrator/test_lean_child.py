@@ -55,8 +55,8 @@ def test_an_exec_isolate_imports_nothing_heavy_to_run_a_trivial_call() -> None:
 def test_the_fork_servers_children_import_only_what_the_server_preloaded() -> None:
     # A forked isolate has what an exec'd one has, plus what the server imported once for
     # all its children (msgspec, for rich results): nothing per call.
-    forked = set(isolate(t.loaded_modules)())
-    assert set(isolate(t.loaded_modules)()) == forked
+    forked = set(isolate(t.loaded_modules, start="fork-server")())
+    assert set(isolate(t.loaded_modules, start="fork-server")()) == forked
     execd = set(isolate(t.loaded_modules, start="exec")())
     assert forked - execd <= _imported_by("import msgspec, socket, select, subprocess, threading")
 
@@ -108,7 +108,7 @@ def test_a_forked_isolate_holds_no_descriptor_of_the_server_or_its_siblings() ->
     # Siblings wait in the pool meanwhile; the server holds a status socket for each.
     FORK_SERVER.pool.resize(3)
     FORK_SERVER.pool.warm()
-    fds = isolate(INTROSPECT)(t.descriptors)()
+    fds = isolate(INTROSPECT, start="fork-server")(t.descriptors)()
     others = sorted(what for fd, what in fds.items() if fd > 2)
     # Its control channel, and the O_PATH "/" its own Landlock domain was built with.
     assert len(others) == 2 and others[0] == "/" and others[1].startswith("socket:"), fds
@@ -120,6 +120,33 @@ def test_an_isolate_that_may_start_processes_is_execd_whatever_was_asked() -> No
     assert facts["parent"] == os.getpid()
 
 
+def test_by_default_a_process_first_call_is_execd_and_later_ones_forked(
+    tmp_path: Path,
+) -> None:
+    # "auto": exec is faster for a fresh process's first call; the fork server, started
+    # after it in the background, for every call once it runs.
+    script = tmp_path / "auto.py"
+    script.write_text(
+        textwrap.dedent("""
+        import os, time
+        from isolates.orchestrator import FORK_SERVER, isolate
+        from tests.orchestrator.lean_targets import facts
+        from tests.orchestrator.test_lean_child import INTROSPECT
+        f = isolate(INTROSPECT)(facts)
+        first = f()["parent"]
+        deadline = time.monotonic() + 30
+        while FORK_SERVER.pid is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print(first == os.getpid(), f()["parent"] == FORK_SERVER.pid, flush=True)
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_an_unknown_start_mode_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="start='spawn'"):
         isolate(start="spawn")
@@ -128,7 +155,7 @@ def test_an_unknown_start_mode_is_refused_by_name() -> None:
 
 
 def test_a_fork_server_killed_between_calls_is_restarted() -> None:
-    f = isolate(INTROSPECT)(t.facts)
+    f = isolate(INTROSPECT, start="fork-server")(t.facts)
     server = f()["parent"]
     restarts = FORK_SERVER.restarts
     os.kill(server, signal.SIGKILL)
@@ -139,8 +166,8 @@ def test_a_fork_server_killed_between_calls_is_restarted() -> None:
 
 
 def test_a_fork_server_killed_during_a_call_fails_that_call_and_not_the_next() -> None:
-    f = isolate(SLEEPER)(t.sleep_then)
-    server = isolate(INTROSPECT)(t.facts)()["parent"]
+    f = isolate(SLEEPER, start="fork-server")(t.sleep_then)
+    server = isolate(INTROSPECT, start="fork-server")(t.facts)()["parent"]
     killer = subprocess.Popen(
         [sys.executable, "-c", f"import os, time; time.sleep(1); os.kill({server}, 9)"]
     )
@@ -165,7 +192,8 @@ def test_the_fork_server_ends_with_its_parent(tmp_path: Path) -> None:
         from isolates.orchestrator import FORK_SERVER, isolate
         from tests.orchestrator.lean_targets import facts
         from tests.orchestrator.test_lean_child import INTROSPECT
-        print(isolate(INTROSPECT)(facts)()["parent"], FORK_SERVER.pid, flush=True)
+        parent = isolate(INTROSPECT, start="fork-server")(facts)()["parent"]
+        print(parent, FORK_SERVER.pid, flush=True)
         import os
         os._exit(0)  # no atexit: the server must still go (PDEATHSIG, then EOF)
     """)
