@@ -116,7 +116,7 @@ def _cache_path_finders() -> None:
 def _serve_one(
     control: socket.socket,
     children: dict[int, socket.socket],
-    run: Callable[[socket.socket], object],
+    run: Callable[..., object],
     wake: tuple[int, int],
 ) -> bool:
     """Answer one request; False once the parent has closed the channel."""
@@ -151,7 +151,7 @@ def _become_isolate(
     servers: list[socket.socket],
     child_end: int,
     wake: tuple[int, int],
-    run: Callable[[socket.socket], object],
+    run: Callable[..., object],
 ) -> None:
     """In the child: drop everything of the server's, then be an isolate waiting to boot.
 
@@ -172,7 +172,7 @@ def _become_isolate(
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != server:
             os._exit(1)
-        run(socket.socket(fileno=child_end))
+        run(socket.socket(fileno=child_end), forked=True)
     finally:
         os._exit(1)
 

@@ -84,11 +84,13 @@ def main(control_fd: int, parent: int) -> NoReturn:
     serve(sock)
 
 
-def serve(sock: _socket.socket) -> NoReturn:
-    """Say IDLE, wait for the boot message, run it (the fork server's children start here)."""
+def serve(sock: _socket.socket, *, forked: bool = False) -> NoReturn:
+    """Say IDLE, wait for the boot message, run it (the fork server's children start here,
+    ``forked``: they rehearse their call first, see ``warm_up``)."""
     global control_fd
     control_fd = sock.fileno()
-    warm_up()
+    if forked:
+        warm_up()
     try:
         send(sock, {"type": "idle"})
         boot, fds = recv_pickled(sock, MAX_BOOT)
@@ -100,9 +102,10 @@ def serve(sock: _socket.socket) -> NoReturn:
 
 
 def warm_up() -> None:
-    """Run, on made-up data, the steps a call will take, so their first-time costs (the
-    interpreter specialising their code; in a forked isolate, the pages they touch being
-    copied) are paid while this isolate waits in a pool, not on the call's path. Nothing
+    """Run, on made-up data, the steps a call will take, so their first-time costs (in a
+    forked isolate, above all the pages they touch being copied) are paid while it waits
+    in a pool, not on the call's path. (An exec'd isolate skips it: its pages are its own,
+    and a cold call would wait for it.) Nothing
     here changes the process (``rehearse_confinement`` says why)."""
     sample = {"type": "ready", "status": {"seccomp": True, "landlock": {"dropped": []}}}
     _pickle.loads(_pickle.dumps({"env": {}, "payload": b"", "policy": sample}, protocol=-1))

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from isolates.channels import Channel, ChannelClosed, ChannelError, open_pair
+from isolates.channels import Channel, ChannelClosed, ChannelError
 from isolates.channels import close_fds as close_all
 from isolates.sandbox import Status
 from isolates.sandbox.lowlevel import Notification, deny_notification
@@ -121,12 +121,18 @@ class IsolateProcess:
     @classmethod
     def spawn(cls, spawner: Spawner, monitor: Monitor, live: LiveIsolates) -> IsolateProcess:
         """Start an interpreter that waits for a Boot (the fork runs on the spawner thread)."""
-        ours, theirs = open_pair(Control, max_fds=MAX_BOOT_FDS, name="control")
+        # The interpreter first, our typed end after: building its codec takes
+        # milliseconds the first time, which then overlap the child's start-up.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = spawner.run(lambda: popen(theirs.fileno(), ()))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        return cls(proc, ours, monitor, live)
+        control: Channel[Any] = Channel(ours, Control, max_fds=MAX_BOOT_FDS, name="control")
+        return cls(proc, control, monitor, live)
 
     @classmethod
     def forked(cls, server: ForkServer, monitor: Monitor, live: LiveIsolates) -> IsolateProcess:
