@@ -1,16 +1,24 @@
-"""@isolate start-up and call latency, against Python's own ways of running a function in
-another process, all measured in this run:
+"""@isolate start-up, call latency and memory, against Python's own and third-party ways
+of running a function in another process, all measured in this run. Every timing is the
+median of alternating rounds: one sample of each contender, then the next round, so a
+machine that slows down mid-run slows every contender alike.
 
 - cold first result (no pool): a fresh parent process calls a trivial function once;
-  against multiprocessing's spawn Process, ProcessPoolExecutor (forkserver) and
-  anyio.to_process.run_sync, each also from a fresh parent;
-- warm call: with the pool warm, one call (a fresh isolate each time) against a warm
-  ProcessPoolExecutor.submit (which reuses its worker; ours never do);
+  against multiprocessing's spawn Process, ProcessPoolExecutor (forkserver),
+  anyio.to_process.run_sync, loky and trio-parallel, each also from a fresh parent;
+- warm call: one call, a fresh isolate each time, through the fork server and through
+  exec (warm pool), against a warm ProcessPoolExecutor (which reuses its worker) and one
+  with ``max_tasks_per_child=1`` (the stdlib's own fresh process per task);
+- executor throughput: ``BENCH_EXECUTOR_CALLS`` (default 2,000) trivial calls through
+  ``IsolateExecutor(max_workers=2)`` in each start mode against ``ProcessPoolExecutor(2,
+  max_tasks_per_child=1)``;
 - exec-to-READY: spawn an isolate and wait until it is confined, against a bare
   ``python -I -S -c pass``;
-- executor throughput: ``BENCH_EXECUTOR_CALLS`` (default 2,000) trivial calls through
-  ``IsolateExecutor(max_workers=2)`` against ``ProcessPoolExecutor(2,
-  max_tasks_per_child=1)``, the stdlib's own fresh process per task.
+- memory: VmRSS and Pss (shared pages split among their users, fairer for forked
+  children) of an idle pooled isolate and of the fork server, next to a bare interpreter.
+
+A row that needs the start-mode API (``start=``, ``FORK_SERVER``, ``POOL.pids``) prints
+"n/a (API missing)" where that API is not there.
 
     python benches/bench_isolate.py
     BENCH_EXECUTOR_CALLS=200 python benches/bench_isolate.py   # a quicker run
@@ -24,39 +32,135 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _targets import trivial
 from _util import table, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUNDS = 9
+WARM_CALLS = 40
+READY_ROUNDS = 15
 EXECUTOR_CALLS = int(os.environ.get("BENCH_EXECUTOR_CALLS", "2000"))
+#: How long a ProcessPoolExecutor(max_tasks_per_child=1) needs to have its next worker
+#: up (spawn and imports, measured here at about 0.2 s): it replaces the worker in the
+#: background, as our pool does, so a warm call waits for that too.
+PPE_RESPAWN = 0.3
 
-COLD = {
-    "isolate (no pool)": """
+NA = "n/a (API missing)"
+#: What a call into a start-mode API that is not there yet raises (ImportError: a
+#: missing name in ``from isolates.orchestrator import ...``).
+API_MISSING = (AttributeError, TypeError, ImportError)
+#: The exit status of a fresh parent that found the start-mode API missing.
+MISSING_RC = 3
+
+T = TypeVar("T")
+Sample = Callable[[], float | None]
+
+
+def attempt(fn: Callable[[], T]) -> T | None:
+    """``fn()``, or None if it needs the start-mode API and that is not there yet."""
+    try:
+        return fn()
+    except API_MISSING as missing:
+        print(f"(n/a: {type(missing).__name__}: {missing})", file=sys.stderr)
+        return None
+
+
+def alternate(contenders: Mapping[str, Sample | None], rounds: int) -> dict[str, float | None]:
+    """Each contender's median sample, taken one round of every contender at a time. A
+    contender that is None, or whose sample is None (API missing), has no median."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    live = {name: fn for name, fn in contenders.items() if fn is not None}
+    for _ in range(rounds):
+        for name, fn in list(live.items()):
+            sample = fn()
+            if sample is None:
+                del live[name]
+            else:
+                samples[name].append(sample)
+    return {name: statistics.median(s) if s else None for name, s in samples.items()}
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- formatting ----------------------------------------------------------------------
+
+
+def ms(seconds: float | None, digits: int = 1) -> str:
+    return NA if seconds is None else f"{seconds * 1e3:.{digits}f} ms"
+
+
+def over(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def times(ratio: float | None, digits: int = 2) -> str:
+    return "" if ratio is None else f"{ratio:.{digits}f}x"
+
+
+def check(value: float | None, target: float, lower_is_better: bool = True) -> str:
+    return "" if value is None else verdict(value, target, lower_is_better)
+
+
+# -- cold first result ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cold:
+    """A fresh parent's script: it sets ``start`` just before the work it times."""
+
+    code: str
+    new_api: bool = False  # needs the start-mode API: exit MISSING_RC if it is absent
+
+
+def _ours(start: str | None = None) -> Cold:
+    """Our first result; with ``start="fork-server"`` the server's start is timed too."""
+    kwarg = "" if start is None else f", start={start!r}"
+    server = start == "fork-server"
+    code = f"""
         from isolates.orchestrator import POOL, isolate
+        {"from isolates.orchestrator import FORK_SERVER" if server else ""}
         from _targets import trivial
         POOL.resize(0)
-        f = isolate(trivial)
-        start = time.perf_counter(); f(1)
-    """,
-    "multiprocessing spawn Process": """
+        f = isolate(trivial{kwarg})
+        start = time.perf_counter()
+        {"FORK_SERVER.start()" if server else ""}
+        f(1)
+    """
+    return Cold(code, new_api=start is not None)
+
+
+COLD = {
+    "isolate (no pool), default start": _ours(),
+    "isolate (no pool), start='exec'": _ours("exec"),
+    "isolate (no pool), start='fork-server'": _ours("fork-server"),
+    "multiprocessing spawn Process": Cold("""
         import multiprocessing as mp
         from _targets import to_queue
         ctx = mp.get_context("spawn"); q = ctx.Queue()
         start = time.perf_counter()
         p = ctx.Process(target=to_queue, args=(q, 1)); p.start(); q.get(); p.join()
-    """,
-    "ProcessPoolExecutor (forkserver)": """
+    """),
+    "ProcessPoolExecutor (forkserver)": Cold("""
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         from _targets import trivial
         start = time.perf_counter()
         with ProcessPoolExecutor(1, mp_context=mp.get_context("forkserver")) as ex:
             ex.submit(trivial, 1).result()
-    """,
-    "anyio.to_process.run_sync": """
+    """),
+    "anyio.to_process.run_sync": Cold("""
         import anyio, anyio.to_process
         from _targets import trivial
         async def main():
@@ -64,52 +168,211 @@ COLD = {
             start = time.perf_counter()
             await anyio.to_process.run_sync(trivial, 1)
         anyio.run(main)
-    """,
+    """),
+    "loky get_reusable_executor": Cold("""
+        from loky import get_reusable_executor
+        from _targets import trivial
+        start = time.perf_counter()
+        get_reusable_executor(max_workers=1).submit(trivial, 1).result()
+    """),
+    "trio_parallel.run_sync (in trio.run)": Cold("""
+        import trio, trio_parallel
+        from _targets import trivial
+        async def main():
+            global start
+            start = time.perf_counter()
+            await trio_parallel.run_sync(trivial, 1)
+        trio.run(main)
+    """),
 }
 
-
-def cold(code: str) -> float:
-    script = "import time, sys\n" + textwrap.dedent(code) + "\nprint(time.perf_counter() - start)"
-    samples = []
-    for _ in range(ROUNDS):
-        out = subprocess.run([sys.executable, "-c", script], cwd=HERE, capture_output=True,
-                             text=True, check=True)  # fmt: skip
-        samples.append(float(out.stdout.split()[-1]))
-    return statistics.median(samples)
+_ON_MISSING = f"""
+except (AttributeError, TypeError, ImportError) as missing:  # API_MISSING
+    print(missing, file=sys.stderr); sys.exit({MISSING_RC})
+"""
 
 
-def warm_calls() -> tuple[float, float]:
-    from concurrent.futures import ProcessPoolExecutor
+def cold_script(cold: Cold) -> str:
+    body = textwrap.dedent(cold.code)
+    if cold.new_api:
+        body = "try:" + textwrap.indent(body, "    ") + _ON_MISSING
+    return f"import sys, time\n{body}\nprint(time.perf_counter() - start)\n"
 
-    from _targets import trivial
 
-    from isolates.orchestrator import POOL, isolate
+def cold_once(cold: Cold) -> float | None:
+    """One fresh parent's first result, in seconds; None if it found the API missing."""
+    argv = [sys.executable, "-c", cold_script(cold)]
+    out = subprocess.run(argv, cwd=HERE, capture_output=True, text=True)
+    if cold.new_api and out.returncode == MISSING_RC:
+        print(f"(n/a: {out.stderr.strip()})", file=sys.stderr)
+        return None
+    if out.returncode != 0:
+        raise RuntimeError(f"cold run failed ({out.returncode}):\n{out.stderr}")
+    return float(out.stdout.split()[-1])
 
-    f = isolate(trivial)
+
+def cold_table() -> None:
+    results = alternate({name: partial(cold_once, cold) for name, cold in COLD.items()}, ROUNDS)
+    spawn = results["multiprocessing spawn Process"]
+    rows = []
+    for name, seconds in results.items():
+        ratio = over(seconds, spawn)
+        target = ["<= 0.5x spawn", check(ratio, 0.5)] if name.startswith("isolate") else ["", ""]
+        rows.append([name, ms(seconds), times(ratio), *target])
+    table(f"Cold first result (median of {ROUNDS} fresh parents each, alternating)",
+          ["how", "first result", "vs spawn Process", "target", ""], rows)  # fmt: skip
+
+
+# -- warm call -----------------------------------------------------------------------
+
+
+class Quiet:
+    """Waits until nothing starts a process in the background: our pool is full, and the
+    ``max_tasks_per_child=1`` executor has had time to replace its worker. Every warm
+    sample waits for this, so no contender's call shares the cores with another's refill.
+    """
+
+    def __init__(self) -> None:
+        self.respawned_at = 0.0  # when the last replaced worker will be up
+
+    def __call__(self) -> None:
+        from isolates.orchestrator import FORK_SERVER, POOL
+
+        deadline = time.monotonic() + 10.0
+        for pool in (POOL, FORK_SERVER.pool):
+            while pool.idle < pool.size and time.monotonic() < deadline:
+                time.sleep(0.002)
+        time.sleep(max(0.0, self.respawned_at - time.monotonic()))
+
+    def respawning(self) -> None:
+        self.respawned_at = time.monotonic() + PPE_RESPAWN
+
+
+def _isolate_warm(**start: str) -> Callable[[], object]:
+    from isolates.orchestrator import isolate
+
+    f = isolate(trivial, **start)
+    f(1)
+    return lambda: f(1)
+
+
+def _fork_server_warm() -> Callable[[], object]:
+    from isolates.orchestrator import FORK_SERVER
+
+    FORK_SERVER.start()
+    return _isolate_warm(start="fork-server")
+
+
+def _ppe_warm(ex: ProcessPoolExecutor, quiet: Quiet | None = None) -> Callable[[], object]:
+    """A call on ``ex``, warmed; with ``quiet``, ``ex`` replaces its worker after each."""
+    ex.submit(trivial, 1).result()
+    if quiet is None:
+        return lambda: ex.submit(trivial, 1).result()
+
+    def call_then_respawn() -> None:
+        ex.submit(trivial, 1).result()
+        quiet.respawning()  # the worker exits after its one task; a new one starts
+
+    quiet.respawning()
+    return call_then_respawn
+
+
+WARM_FORK_SERVER = "isolate, start='fork-server' (fresh process per call)"
+WARM_EXEC = "isolate, start='exec', warm pool (fresh process per call)"
+WARM_DEFAULT = "isolate, default start, warm pool (fresh process per call)"
+WARM_PPE = "ProcessPoolExecutor.submit (reused worker)"
+WARM_PPE_1 = "ProcessPoolExecutor(max_tasks_per_child=1).submit (spawn, fresh worker)"
+
+
+def warm_calls() -> dict[str, float | None]:
+    from isolates.orchestrator import POOL
+
     POOL.resize(2)
     POOL.warm()
-    ours = []
-    for _ in range(40):
-        while POOL.idle < POOL.size:  # the pool refills in the background
-            time.sleep(0.005)
-        start = time.perf_counter()
-        f(1)
-        ours.append(time.perf_counter() - start)
-    with ProcessPoolExecutor(1) as ex:
-        ex.submit(trivial, 1).result()
-        theirs = [_timed(lambda: ex.submit(trivial, 1).result()) for _ in range(40)]
-    return statistics.median(ours), statistics.median(theirs)
+    quiet = Quiet()
+    with ProcessPoolExecutor(1) as ppe, ProcessPoolExecutor(1, max_tasks_per_child=1) as ppe1:
+        calls = {
+            WARM_FORK_SERVER: attempt(_fork_server_warm),
+            WARM_EXEC: attempt(lambda: _isolate_warm(start="exec")),
+            WARM_DEFAULT: _isolate_warm(),
+            WARM_PPE: _ppe_warm(ppe),
+            WARM_PPE_1: _ppe_warm(ppe1, quiet),
+        }
+        samples = {name: _after(quiet, call) if call else None for name, call in calls.items()}
+        return alternate(samples, WARM_CALLS)
 
 
-def _timed(fn: object) -> float:
+def _after(quiet: Quiet, call: Callable[[], object]) -> Sample:
+    def sample() -> float:
+        quiet()
+        return _timed(call)
+
+    return sample
+
+
+def warm_table() -> None:
+    t = warm_calls()
+    ppe = t[WARM_PPE]
+    fork_ratio = over(t[WARM_FORK_SERVER], ppe)
+    fork_ok = f"{check(t[WARM_FORK_SERVER], 1e-3)}, {check(fork_ratio, 6.0)}"
+    table(f"Warm call (median of {WARM_CALLS}, alternating)",
+          ["how", "latency", "vs reused worker", "target", ""], [
+        [WARM_FORK_SERVER, ms(t[WARM_FORK_SERVER], 2), times(fork_ratio, 1),
+         "<= 1 ms, <= 6x reused worker", fork_ok if t[WARM_FORK_SERVER] else ""],
+        [WARM_EXEC, ms(t[WARM_EXEC], 2), times(over(t[WARM_EXEC], ppe), 1), "<= 2 ms",
+         check(t[WARM_EXEC], 2e-3)],
+        [WARM_DEFAULT, ms(t[WARM_DEFAULT], 2), times(over(t[WARM_DEFAULT], ppe), 1), "", ""],
+        [WARM_PPE, ms(ppe, 2), "1.0x", "", ""],
+        [WARM_PPE_1, ms(t[WARM_PPE_1], 2), times(over(t[WARM_PPE_1], ppe), 1), "", ""],
+    ])  # fmt: skip
+
+
+# -- executor throughput -------------------------------------------------------------
+
+
+def rate(make: Callable[[], Executor], calls: int) -> float:
+    """Calls per second through the executor ``make()`` returns, start-up included."""
     start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - start
+    with make() as executor:
+        results = list(executor.map(trivial, range(calls)))
+    elapsed = time.perf_counter() - start
+    assert results == [x + 1 for x in range(calls)]
+    return calls / elapsed
 
 
-def exec_to_ready() -> tuple[float, float, float]:
-    from _targets import trivial
+def _isolate_executor(**start: Any) -> Callable[[], Executor]:
+    from isolates.orchestrator import IsolateExecutor
 
+    IsolateExecutor(max_workers=1, **start).shutdown()  # a missing ``start=`` fails here
+    if start.get("start") == "fork-server":
+        from isolates.orchestrator import FORK_SERVER
+
+        FORK_SERVER.start()
+    return lambda: IsolateExecutor(max_workers=2, **start)
+
+
+def executor_row(start: dict[str, Any], calls: int, theirs: float) -> list[str]:
+    make = attempt(partial(_isolate_executor, **start))
+    ours = rate(make, calls) if make else None
+    ratio = over(ours, theirs)
+    label = "".join(f", start={mode!r}" for mode in start.values())
+    return [f"IsolateExecutor(max_workers=2{label})", NA if ours is None else f"{ours:.1f}",
+            times(ratio), ">= 5x", check(ratio, 5.0, lower_is_better=False)]  # fmt: skip
+
+
+def executor_table(calls: int) -> None:
+    theirs = rate(lambda: ProcessPoolExecutor(2, max_tasks_per_child=1), calls)
+    starts: list[dict[str, Any]] = [{}, {"start": "exec"}, {"start": "fork-server"}]
+    rows = [executor_row(start, calls, theirs) for start in starts]
+    rows.append(["ProcessPoolExecutor(2, max_tasks_per_child=1)", f"{theirs:.1f}", "1.00x", "", ""])
+    table(f"Executor throughput ({calls} trivial calls, 2 workers, fresh process per call)",
+          ["how", "calls/s", "ratio", "target", ""], rows)  # fmt: skip
+
+
+# -- exec to READY -------------------------------------------------------------------
+
+
+def _ready_sample() -> Callable[[], float]:
     from isolates.orchestrator._call import IsolatedCall, IsolatePlan, Options
     from isolates.orchestrator._core.runtime import spawn_isolate
 
@@ -125,80 +388,111 @@ def exec_to_ready() -> tuple[float, float, float]:
         proc.reap()
         return elapsed
 
-    bare = [sys.executable, "-I", "-S", "-c", "pass"]
-    # Any child answering in msgspec over a socket, via ctypes syscalls, imports these:
-    floor = [sys.executable, "-I", "-c", "import msgspec, socket, pickle, ctypes"]
     ready()
-    ours = statistics.median(ready() for _ in range(15))
-    base = statistics.median(_timed(lambda: subprocess.run(bare)) for _ in range(15))
-    transport = statistics.median(_timed(lambda: subprocess.run(floor)) for _ in range(15))
-    return ours, base, transport
+    return ready
 
 
-def executor_throughput(calls: int) -> tuple[float, float]:
-    """Calls per second of ours and of the stdlib's fresh-process-per-task pool."""
-    from concurrent.futures import Executor, ProcessPoolExecutor
-
-    from _targets import trivial
-
-    from isolates.orchestrator import IsolateExecutor
-
-    def rate(executor: Executor) -> float:
-        start = time.perf_counter()
-        with executor:
-            results = list(executor.map(trivial, range(calls)))
-        elapsed = time.perf_counter() - start
-        assert results == [x + 1 for x in range(calls)]
-        return calls / elapsed
-
-    ours = rate(IsolateExecutor(max_workers=2))
-    theirs = rate(ProcessPoolExecutor(2, max_tasks_per_child=1))
-    return ours, theirs
+BARE = [sys.executable, "-I", "-S", "-c", "pass"]
+# Any child answering in msgspec over a socket, via ctypes syscalls, imports these:
+FLOOR = [sys.executable, "-I", "-c", "import msgspec, socket, pickle, ctypes"]
 
 
-def main() -> None:
-    results = {name: cold(code) for name, code in COLD.items()}
-    ours = results["isolate (no pool)"]
-    spawn = results["multiprocessing spawn Process"]
-    rows = [[name, f"{t * 1e3:.1f} ms", f"{ours / t:.2f}x"] for name, t in results.items()]
-    rows[0] += ["<= 0.6x spawn", verdict(ours / spawn, 0.6)]
-    for row in rows[1:]:
-        row += ["", ""]
-    table(f"Cold first result (median of {ROUNDS} fresh parents)",
-          ["how", "first result", "isolate / this", "target", ""], rows)  # fmt: skip
-
-    warm, ppe = warm_calls()
-    table("Warm call (median of 40)", ["how", "latency", "ratio", "target", ""], [
-        ["isolate, warm pool (fresh process per call)", f"{warm * 1e3:.2f} ms",
-         f"{warm / ppe:.1f}x", "<= 2 ms", verdict(warm, 2e-3)],
-        ["ProcessPoolExecutor.submit (reused worker)", f"{ppe * 1e3:.2f} ms", "1.0x", "", ""],
-    ])  # fmt: skip
-
-    ready, bare, transport = exec_to_ready()
-    flags = "-I -S" if "-S" in _child_flags() else "-I (site needed: editable install)"
-    table("Exec to READY (median of 15)", ["what", "time", "vs bare", "vs bare + imports",
-                                           "target", ""], [
-        [f"isolate spawned, booted, confined ({flags})", f"{ready * 1e3:.1f} ms",
-         f"{ready / bare:.2f}x", f"{ready / transport:.2f}x", "<= 1.5x bare + imports",
-         verdict(ready / transport, 1.5)],
-        ["python -I -S -c pass (bare)", f"{bare * 1e3:.1f} ms", "1.00x", "", "", ""],
+def ready_table() -> None:
+    t = alternate({
+        "ours": attempt(_ready_sample),
+        "bare": lambda: _timed(lambda: subprocess.run(BARE)),
+        "floor": lambda: _timed(lambda: subprocess.run(FLOOR)),
+    }, READY_ROUNDS)  # fmt: skip
+    flags = " ".join(_child_flags())
+    if "-S" not in flags:
+        flags += " (site needed: editable install)"
+    ratio = over(t["ours"], t["bare"])
+    table(f"Exec to READY (median of {READY_ROUNDS}, alternating)",
+          ["what", "time", "vs bare", "vs bare + imports", "target", ""], [
+        [f"lean isolate spawned, booted, confined ({flags})", ms(t["ours"]), times(ratio),
+         times(over(t["ours"], t["floor"])), "<= 2x bare", check(ratio, 2.0)],
+        ["python -I -S -c pass (bare)", ms(t["bare"]), "1.00x", "", "", ""],
         ["bare + imports: python -I -c 'import msgspec, socket, pickle, ctypes'",
-         f"{transport * 1e3:.1f} ms", f"{transport / bare:.2f}x", "1.00x", "", ""],
-    ])  # fmt: skip
-
-    ours_rate, ppe_rate = executor_throughput(EXECUTOR_CALLS)
-    table(f"Executor throughput ({EXECUTOR_CALLS} trivial calls, 2 workers, fresh process "
-          "per call)", ["how", "calls/s", "ratio", "target", ""], [
-        ["IsolateExecutor(max_workers=2)", f"{ours_rate:.1f}", f"{ours_rate / ppe_rate:.2f}x",
-         ">= 5x", verdict(ours_rate / ppe_rate, 5.0, lower_is_better=False)],
-        ["ProcessPoolExecutor(2, max_tasks_per_child=1)", f"{ppe_rate:.1f}", "1.00x", "", ""],
+         ms(t["floor"]), times(over(t["floor"], t["bare"])), "1.00x", "", ""],
     ])  # fmt: skip
 
 
 def _child_flags() -> list[str]:
     from isolates.orchestrator._core.spawn import command
 
-    return command(3)[1:3]
+    return [flag for flag in command(3)[1:3] if flag.startswith("-")]
+
+
+# -- memory --------------------------------------------------------------------------
+
+
+def _proc_kb(pid: int, file: str, key: str) -> int:
+    """A ``key:  N kB`` line of /proc/PID/FILE, in kB."""
+    with open(f"/proc/{pid}/{file}") as lines:
+        for line in lines:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(f"{key} not in /proc/{pid}/{file}")
+
+
+def memory_row(what: str, pid: int | str | None, bare_kb: int) -> list[str]:
+    """``pid``'s memory; a string says why there is no process (None: API missing)."""
+    if not isinstance(pid, int):
+        return [what, pid or NA, "", "", ""]
+    rss = _proc_kb(pid, "status", "VmRSS")
+    pss = _proc_kb(pid, "smaps_rollup", "Pss")
+    return [what, str(pid), f"{rss / 1024:.1f} MiB", f"{pss / 1024:.1f} MiB",
+            times(over(rss, bare_kb))]  # fmt: skip
+
+
+def _pooled_pid() -> int:
+    from isolates.orchestrator import POOL
+
+    POOL.resize(max(POOL.size, 1))
+    POOL.warm()
+    pids: tuple[int, ...] = POOL.pids
+    return pids[0]
+
+
+def _fork_server_pid() -> int | str:
+    from isolates.orchestrator import FORK_SERVER
+
+    FORK_SERVER.start()
+    pid: int | None = FORK_SERVER.pid
+    return "not running after start()" if pid is None else pid
+
+
+def memory_table() -> None:
+    sleeper = [
+        "import sys, time",
+        "sys.stdout.write('up\\n'); sys.stdout.flush()",
+        "time.sleep(60)",
+    ]
+    with subprocess.Popen([*BARE[:-1], "; ".join(sleeper)], stdout=subprocess.PIPE) as bare:
+        assert bare.stdout is not None
+        bare.stdout.readline()  # it has started and sleeps
+        bare_kb = _proc_kb(bare.pid, "status", "VmRSS")
+        rows = [memory_row("python -I -S, sleeping (bare)", bare.pid, bare_kb),
+                memory_row("one idle pooled isolate", attempt(_pooled_pid), bare_kb),
+                memory_row("fork server", attempt(_fork_server_pid), bare_kb)]  # fmt: skip
+        bare.kill()
+    table("Memory (idle processes; Pss splits shared pages among their users)",
+          ["process", "pid", "VmRSS", "Pss", "RSS vs bare"], rows)  # fmt: skip
+
+
+def _stop_fork_server() -> None:
+    from isolates.orchestrator import FORK_SERVER
+
+    FORK_SERVER.stop()
+
+
+def main() -> None:
+    cold_table()
+    warm_table()
+    executor_table(EXECUTOR_CALLS)
+    ready_table()
+    memory_table()
+    attempt(_stop_fork_server)
 
 
 if __name__ == "__main__":
