@@ -31,6 +31,7 @@ class Options:
     namespaces: Namespaces | None = None
     name: str = "isolate"
     start: str = "auto"
+    capabilities: tuple[int, ...] = ()  # kept; every other is dropped
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
@@ -118,4 +119,5 @@ class IsolatedCall:
             opts.namespaces,
             opts.env,
             reap=plan.reaping,
+            capabilities=opts.capabilities,
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from isolates.sandbox import Landlock, Policy, PolicyError
+from isolates.sandbox.lowlevel import capability_numbers
 
 from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import identity
@@ -83,6 +84,7 @@ def isolate(
     namespaces: Namespaces | None = None,
     name: str | None = None,
     start: str = "auto",
+    capabilities: Iterable[str] = (),
 ) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
@@ -95,6 +97,7 @@ def isolate(
     namespaces: Namespaces | None = None,
     name: str | None = None,
     start: str = "auto",
+    capabilities: Iterable[str] = (),
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -106,6 +109,7 @@ def isolate(
     namespaces: Namespaces | None = None,
     name: str | None = None,
     start: str = "auto",
+    capabilities: Iterable[str] = (),
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -117,7 +121,9 @@ def isolate(
     (forked from a clean pre-started interpreter: fastest per call), ``"exec"`` (a fresh
     interpreter per call, which shares nothing with its siblings) or ``"auto"`` (the
     default: exec until the fork server, started after the first call, runs); see
-    docs/orchestrator.md.
+    docs/orchestrator.md. ``capabilities``: the few the isolate keeps (capabilities(7)
+    names, e.g. ``{"NET_BIND_SERVICE"}``); it drops every other before it runs, even
+    when started by root.
     """
     if callable(policy) and not isinstance(policy, Policy):  # isolate(fn, timeout=...)
         return isolate(
@@ -127,16 +133,18 @@ def isolate(
             namespaces=namespaces,
             name=name,
             start=start,
+            capabilities=capabilities,
         )(policy)
     if policy is not None and not isinstance(policy, Policy):
         raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
     base = policy or Policy()
     full = base.extend(landlock) if landlock is not None else base
     check_start(start)
+    keep = capability_numbers(capabilities)
 
     def decorate(fn: Callable[P, R]) -> IsolatedFunction[P, R]:
         label = name or fn.__qualname__
-        options = Options(full, timeout, dict(env or {}), namespaces, label, start)
+        options = Options(full, timeout, dict(env or {}), namespaces, label, start, keep)
         return IsolatedFunction(fn, options)
 
     return decorate

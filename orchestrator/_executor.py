@@ -10,6 +10,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from isolates.sandbox import Landlock, Policy, PolicyError
+from isolates.sandbox.lowlevel import capability_numbers
 
 from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import unwrap
@@ -49,11 +50,11 @@ class IsolateExecutor(Executor):
     """Run each submitted call in a fresh isolate confined by ``policy``.
 
     Takes what ``@isolate(...)`` takes (``policy``, ``timeout``, ``env``, ``landlock``,
-    ``namespaces``, ``start``), applied to every call, plus ``max_workers``: how many isolates run
-    at once (default ``os.cpu_count()``). Results and errors are those of ``@isolate``:
-    builtin exceptions re-raised, others as WorkerFailed with the remote traceback,
-    seccomp violations as IsolateViolation. ``future.cancel()`` cancels a pending call
-    and kills a running one.
+    ``namespaces``, ``start``, ``capabilities``), applied to every call, plus
+    ``max_workers``: how many isolates run at once (default ``os.cpu_count()``). Results
+    and errors are those of ``@isolate``: builtin exceptions re-raised, others as
+    WorkerFailed with the remote traceback, seccomp violations as IsolateViolation.
+    ``future.cancel()`` cancels a pending call and kills a running one.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class IsolateExecutor(Executor):
         env: Mapping[str, str] | None = None,
         landlock: Landlock | None = None,
         start: str = "auto",
+        capabilities: Iterable[str] = (),
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"IsolateExecutor takes a Policy, not {policy!r}")
@@ -76,6 +78,7 @@ class IsolateExecutor(Executor):
         self._policy = base.extend(landlock) if landlock is not None else base
         self._timeout, self._env, self._namespaces = timeout, dict(env or {}), namespaces
         self._start = check_start(start)
+        self._capabilities = capability_numbers(capabilities)
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="IsolateExecutor")
         self._plans: dict[Callable[..., Any], IsolatePlan] = {}
         self._pending: set[IsolateFuture[Any]] = set()
@@ -123,7 +126,13 @@ class IsolateExecutor(Executor):
                 self._plans.clear()
             name = getattr(unwrap(fn), "__qualname__", "isolate")
             options = Options(
-                self._policy, self._timeout, self._env, self._namespaces, name, self._start
+                self._policy,
+                self._timeout,
+                self._env,
+                self._namespaces,
+                name,
+                self._start,
+                self._capabilities,
             )
             plan = self._plans[fn] = IsolatePlan(options, unwrap(fn))
         return plan

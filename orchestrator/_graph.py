@@ -103,6 +103,8 @@ class Worker:
     failure: WorkerFailed | None = None
     restarts: int = 0
     channels: dict[str, ChannelSpec] = field(default_factory=dict)
+    #: The capabilities it keeps (numbers); every other is dropped before it runs.
+    capabilities: tuple[int, ...] = ()
     lifecycle: Lifecycle = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -99,6 +99,7 @@ class Runner:
                 channels=types,
                 supervised=True,
                 reap=self._reaping,
+                capabilities=w.capabilities,
             )
         policy = converted(compiled, CompiledPolicyData)
         return msgspec.structs.replace(self._boot, policy=policy, barrier=barrier)

@@ -6,13 +6,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import anyio
 
 from isolates.channels import Channel, Codec, LocalChannelError, open_pair
 from isolates.sandbox import Policy, PolicyError, Status
+from isolates.sandbox.lowlevel import capability_numbers
 
 from ._core.errors import WorkerFailed
 from ._core.orphans import confine_to, restore
@@ -78,11 +79,16 @@ class Supervisor:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         restart: Restart | str = "never",
+        capabilities: Iterable[str] = (),
     ) -> Worker:
-        """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate."""
+        """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate.
+
+        ``capabilities``: the few it keeps (capabilities(7) names, e.g.
+        ``{"NET_BIND_SERVICE"}``); it drops every other before it runs."""
         self._not_started("add a worker")
         policy = Policy() if policy is None else policy
         check_worker(name, fn, policy, namespaces, env, self.workers)
+        keep = capability_numbers(capabilities)
         worker = Worker(
             name,
             fn,
@@ -92,6 +98,7 @@ class Supervisor:
             tuple(args),
             dict(kwargs or {}),
             Restart.parse(restart, name),
+            capabilities=keep,
         )
         self.workers[name] = worker
         return worker

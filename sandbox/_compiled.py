@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
+from ._capabilities import capability_names
 from ._confine import PTRACE_BYPASS as PTRACE_BYPASS
 from ._confine import check_pid, confine
 from ._landlock_plan import (
@@ -33,12 +34,15 @@ class Status:
     seccomp and every Landlock right asked for are in force, ``PARTIAL`` when Landlock had
     to drop rights (``landlock.dropped`` lists them; ``"domain"`` when the kernel has no
     Landlock at all, so nothing confines ptrace-class access such as /proc/PID/mem),
-    ``NONE`` when nothing could be enforced.
+    ``NONE`` when nothing could be enforced. ``capabilities``: the capabilities kept
+    (``CAP_`` names) when every other was dropped, as isolates and ``isolates run`` do;
+    None when only the two that bypass Landlock were (``Policy.apply`` in a thread).
     """
 
     seccomp: bool
     all_threads: bool
     landlock: LandlockStatus | None = None
+    capabilities: tuple[str, ...] | None = None
 
     @property
     def enforcement(self) -> Enforcement:
@@ -54,6 +58,8 @@ class Status:
         parts = [f"seccomp: {'enforced' if self.seccomp else 'off'} ({scope})"]
         if self.landlock is not None:
             parts.append(f"landlock: {self.landlock}")
+        if self.capabilities is not None:
+            parts.append(f"capabilities: {', '.join(self.capabilities) or 'none'} kept")
         return f"{self.enforcement}: " + "; ".join(parts)
 
 
@@ -79,15 +85,29 @@ class CompiledPolicy:
     preload: tuple[str, ...] = ()
     self_pid: int | None = None
 
-    def apply(self, *, all_threads: bool = False, covered: Collection[int] = ()) -> Status:
+    def apply(
+        self,
+        *,
+        all_threads: bool = False,
+        covered: Collection[int] = (),
+        capabilities: Collection[int] | None = None,
+        for_exec: bool = False,
+    ) -> Status:
         """Load Landlock, then seccomp (last, so Landlock's own syscalls stay allowed).
 
         ``covered``: threads that applied the Landlock plan themselves already (see
         ``apply_landlock_here``), so ``all_threads`` can hold on kernels without
-        Landlock's thread synchronisation.
+        Landlock's thread synchronisation. ``capabilities``: keep only these (numbers,
+        see ``lowlevel.capability_numbers``) and drop every other, locked; ``for_exec``
+        keeps them across an exec (``isolates run``). None (the default) drops only
+        CAP_SYS_ADMIN and CAP_PERFMON.
         """
         status, _ = self.apply_with_listener(
-            all_threads=all_threads, listener=False, covered=covered
+            all_threads=all_threads,
+            listener=False,
+            covered=covered,
+            capabilities=capabilities,
+            for_exec=for_exec,
         )
         return status
 
@@ -97,11 +117,18 @@ class CompiledPolicy:
         return threading.get_native_id()
 
     def apply_with_listener(
-        self, *, all_threads: bool = False, listener: bool = True, covered: Collection[int] = ()
+        self,
+        *,
+        all_threads: bool = False,
+        listener: bool = True,
+        covered: Collection[int] = (),
+        capabilities: Collection[int] | None = None,
+        for_exec: bool = False,
     ) -> tuple[Status, int | None]:
         """Like ``apply``; with ``listener`` also return the USER_NOTIF descriptor."""
         check_pid(self.self_pid)  # before resolving: a wrong process learns it first
-        enforced, fd = confine(
+        keep = None if capabilities is None else tuple(capabilities)
+        enforced, fd, kept = confine(
             self.bpf,
             resolve(self.landlock or _NO_RIGHTS, abi()),
             self_pid=self.self_pid,
@@ -109,8 +136,11 @@ class CompiledPolicy:
             all_threads=all_threads,
             listener=listener,
             covered=covered,
+            capabilities=keep,
+            for_exec=for_exec,
         )
-        return Status(seccomp=True, all_threads=all_threads, landlock=status_of(enforced)), fd
+        names = None if kept is None else capability_names(kept)
+        return Status(True, all_threads, status_of(enforced), names), fd
 
 
 _NO_RIGHTS: Final = LandlockPlan()

@@ -15,7 +15,7 @@ import os
 from ._errors import SandboxError
 from ._kernel import load_seccomp, rehearse_seccomp
 from ._kernel import preload_runtime as _preload
-from ._kernel_ns import drop_capabilities_of
+from ._kernel_ns import drop_capabilities_of, keep_only_capabilities
 from ._landlock_sys import enforce_resolved, for_threads, kernel_abi
 from ._landlock_sys import rehearse as rehearse_landlock
 from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
@@ -41,18 +41,29 @@ def confine(
     all_threads: bool = False,
     listener: bool = False,
     covered: Collection[int] = (),
-) -> tuple[tuple[str, int, tuple[str, ...]], int | None]:
-    """Drop the ptrace-bypassing capabilities, then Landlock, then seccomp (last, so
-    Landlock's own syscalls stay allowed). Returns what Landlock enforces (enforcement,
-    abi, dropped) and, with ``listener``, the USER_NOTIF descriptor.
+    capabilities: tuple[int, ...] | None = None,
+    for_exec: bool = False,
+) -> tuple[tuple[str, int, tuple[str, ...]], int | None, tuple[int, ...] | None]:
+    """Drop capabilities, then Landlock, then seccomp (last, so Landlock's own syscalls
+    stay allowed). Returns what Landlock enforces (enforcement, abi, dropped), with
+    ``listener`` the USER_NOTIF descriptor, and the capabilities kept.
 
-    ``self_pid``: the process SELF_PID rules were resolved to; ``covered``: threads that
-    applied the Landlock plan themselves already (see ``enforce_resolved``)."""
+    ``capabilities``: None drops only the ptrace-bypassing two (``Policy.apply`` in a
+    thread of a program that keeps its own); a tuple drops every capability but those,
+    locked against regaining any (isolates and ``isolates run``: ``for_exec`` keeps them
+    across the exec). ``self_pid``: the process SELF_PID rules were resolved to;
+    ``covered``: threads that applied the Landlock plan themselves already."""
     check_pid(self_pid)
     preload_runtime(preload)
     # CAP_SYS_ADMIN or CAP_PERFMON let a domain still read other processes'
     # /proc/PID/environ and maps: nothing isolates confines keeps them.
-    drop_capabilities_of(PTRACE_BYPASS)
+    kept = None
+    if capabilities is None:
+        drop_capabilities_of(PTRACE_BYPASS)
+    else:
+        kept = keep_only_capabilities(
+            tuple(c for c in capabilities if c not in PTRACE_BYPASS), for_exec=for_exec
+        )
     landlock = for_threads(landlock, all_threads, covered)
     if landlock[8] and landlock[4]:  # Compat.HARD, and something is missing
         from ._landlock_plan import refuse_hard  # its words: only a failing isolate pays
@@ -60,7 +71,7 @@ def confine(
         refuse_hard(landlock)
     enforced = enforce_resolved(landlock)
     fd = load_seccomp(bpf, all_threads=all_threads, listener=listener)
-    return enforced, fd
+    return enforced, fd, kept
 
 
 def check_pid(self_pid: int | None) -> None:

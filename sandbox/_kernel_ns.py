@@ -29,13 +29,25 @@ import struct
 
 from ._kernel import _libc, _prctl, syscall
 from ._uapi import AT_FDCWD as _AT_FDCWD
+from ._uapi import (
+    CAP_SETPCAP,
+    LINUX_CAPABILITY_VERSION_3,
+    PR_CAP_AMBIENT,
+    PR_CAP_AMBIENT_CLEAR_ALL,
+    PR_CAP_AMBIENT_LOWER,
+    PR_CAP_AMBIENT_RAISE,
+    PR_CAPBSET_DROP,
+    PR_CAPBSET_READ,
+    PR_GET_SECUREBITS,
+    PR_SET_SECUREBITS,
+    SECURE_LOCKED_NO_PRIVILEGE,
+)
 from ._uapi import CLONE_NEWIPC as CLONE_NEWIPC
 from ._uapi import CLONE_NEWNET as CLONE_NEWNET
 from ._uapi import CLONE_NEWNS as CLONE_NEWNS
 from ._uapi import CLONE_NEWPID as CLONE_NEWPID
 from ._uapi import CLONE_NEWUSER as CLONE_NEWUSER
 from ._uapi import CLONE_NEWUTS as CLONE_NEWUTS
-from ._uapi import LINUX_CAPABILITY_VERSION_3, PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, PR_CAPBSET_DROP
 
 # Imported by an isolate before it is confined, where every module costs start-up time:
 # typing only for the type checker (mypy honours a module-level TYPE_CHECKING = False).
@@ -174,6 +186,59 @@ def drop_capabilities_of(caps: tuple[int, ...]) -> None:
         data[word].inheritable &= mask
     if held:
         syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+def keep_only_capabilities(keep: tuple[int, ...], *, for_exec: bool = False) -> tuple[int, ...]:
+    """Drop every capability of this thread but ``keep``: effective, permitted,
+    inheritable, ambient and the bounding set, and lock the securebits so that neither
+    an exec as root nor a uid change brings any back. Returns the capabilities kept (those
+    of ``keep`` the thread held). With ``for_exec`` the kept ones are also raised in the
+    ambient set, the only way they survive an execve as root under SECBIT_NOROOT.
+
+    Only ever clears bits (but the ambient raise, of capabilities already permitted). The
+    bounding set and securebits need CAP_SETPCAP: done first, while it may be held; a
+    thread without it had no capability to give back anyway."""
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    syscall("capget", ctypes.byref(header), ctypes.byref(data))
+    kept = tuple(cap for cap in keep if data[cap // 32].permitted >> cap % 32 & 1)
+    if _has(data, CAP_SETPCAP):
+        _lock_securebits(ambient=for_exec and bool(kept))
+        _drop_bounding(kept)
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    wanted = sum(1 << cap for cap in kept)
+    for word in (0, 1):
+        bits = wanted >> (32 * word) & 0xFFFFFFFF
+        data[word].effective = data[word].permitted = bits
+        data[word].inheritable = bits if for_exec else 0
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+    if for_exec:
+        for cap in kept:
+            _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+    return kept
+
+
+def _lock_securebits(*, ambient: bool) -> None:
+    bits = SECURE_LOCKED_NO_PRIVILEGE
+    if ambient:  # the kept capabilities are raised after this: leave raising open
+        bits &= ~((1 << 6) | (1 << 7))
+    current = _prctl(PR_GET_SECUREBITS, 0)
+    if current | bits != current:
+        _prctl(PR_SET_SECUREBITS, current | bits)
+
+
+def _drop_bounding(kept: tuple[int, ...]) -> None:
+    cap = 0
+    while True:
+        try:
+            held = _prctl(PR_CAPBSET_READ, cap)
+        except OSError as exc:  # EINVAL: past the kernel's last capability
+            if exc.errno == errno.EINVAL:
+                return
+            raise
+        if held and cap not in kept:
+            _prctl(PR_CAPBSET_DROP, cap)
+        cap += 1
 
 
 def _has(data: ctypes.Array[_CapData], cap: int) -> bool:

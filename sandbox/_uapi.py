@@ -58,8 +58,40 @@ PR_GET_NO_NEW_PRIVS: Final = 39
 PR_CAP_AMBIENT: Final = 47
 PR_CAP_AMBIENT_LOWER: Final = 3
 LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+PR_CAPBSET_READ: Final = 23
+PR_GET_SECUREBITS: Final = 27
+PR_SET_SECUREBITS: Final = 28
+PR_CAP_AMBIENT_RAISE: Final = 2
+PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+#: Every capability by its capabilities(7) name, without the CAP_ prefix.
+CAPABILITIES: Final = {
+    name: number
+    for number, name in enumerate(
+        (  # noqa: SIM905  (the names as capabilities(7) lists them, in number order)
+            "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
+            "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK "
+            "IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN "
+            "SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE "
+            "AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND "
+            "AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE"
+        ).split()
+    )
+}  # fmt: skip
 CAP_SYS_ADMIN: Final = 21
 CAP_PERFMON: Final = 38
+CAP_SETPCAP: Final = 8
+#: securebits (linux/securebits.h): root gains nothing at exec (NOROOT), uid changes
+#: touch no capability (NO_SETUID_FIXUP), KEEP_CAPS stays off, and no ambient raise;
+#: each with its _LOCKED bit, so nothing in the process can turn them back.
+SECURE_LOCKED_NO_PRIVILEGE: Final = (
+    (1 << 0)
+    | (1 << 1)  # SECBIT_NOROOT, _LOCKED
+    | (1 << 2)
+    | (1 << 3)  # SECBIT_NO_SETUID_FIXUP, _LOCKED
+    | (1 << 5)  # SECBIT_KEEP_CAPS_LOCKED (KEEP_CAPS itself off)
+    | (1 << 6)
+    | (1 << 7)  # SECBIT_NO_CAP_AMBIENT_RAISE, _LOCKED
+)
 
 # -- clone (include/uapi/linux/sched.h) ----------------------------------------------------
 CLONE_VM: Final = 0x00000100

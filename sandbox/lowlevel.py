@@ -21,6 +21,8 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 - the paths a process maps and imports from: ``mapped_files``, ``package_dirs``;
 - ``ns``: the namespace calls (unshare, mount, pivot_root, id maps, capabilities);
 - ``uapi``: Linux's constants (clone flags, AT_*, SECCOMP_*, ioctl commands...);
+- capabilities by name: ``capability_numbers`` (PolicyError for an unknown one),
+  ``capability_names``;
 - ``did_you_mean``, the one suggestion helper; ``lazy_exports`` for package ``__init__``.
 """
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from ._bpf import action_of as action_of
     from ._bpf import decide as decide
     from ._bpf import evaluate as evaluate
+    from ._capabilities import capability_names as capability_names
+    from ._capabilities import capability_numbers as capability_numbers
     from ._confine import confine as confine
     from ._confine import preload_runtime as preload_runtime
     from ._confine import rehearse as rehearse_confinement
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
     "preload_runtime": "._confine", "confine": "._confine",
+    "capability_names": "._capabilities", "capability_numbers": "._capabilities",
     "rehearse_confinement": "._confine:rehearse",
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
     "decide_policy": "._decide:decide", "decide_rules": "._decide",
@@ -88,8 +93,9 @@ __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "NATIVE_ARCH", "Cmp", "Entry", "LandlockPlan", "LandlockStatus", "Notification",
-    "action_of", "apply_plan", "confine", "continue_notification", "decide", "decide_policy",
-    "decide_rules", "deny_notification", "did_you_mean",
+    "action_of", "apply_plan", "capability_names", "capability_numbers", "confine",
+    "continue_notification", "decide", "decide_policy", "decide_rules", "deny_notification",
+    "did_you_mean",
     "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
     "ns", "package_dirs", "preload_runtime", "receive_notification", "rehearse_confinement",
     "resolve_landlock",

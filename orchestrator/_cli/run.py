@@ -20,6 +20,11 @@ Safety argument (``execute``: apply, then exec):
 - The policy is loaded on every thread (TSYNC), Landlock before seccomp so that
   Landlock's own syscalls stay allowed; NO_NEW_PRIVS, set with the filter, holds
   across the exec: the program cannot gain privileges from a setuid file.
+- Capabilities go first: every one but those named with ``--cap-keep`` is dropped
+  (effective, permitted, inheritable, ambient, bounding) and the securebits are locked
+  (SECBIT_NOROOT, NO_SETUID_FIXUP, KEEP_CAPS off), so the program, even run by root,
+  starts with the kept ones only (raised in the ambient set, the only way they survive
+  the exec) and cannot regain any.
 - ``os.execve`` replaces this process image: the filters and the Landlock domains
   survive it, and no Python code of ours runs after the policy is in force but the
   exec itself, which the policy allows (run adds ``execve``, and Landlock lets only the
@@ -56,7 +61,7 @@ from isolates.sandbox import (
     SandboxError,
     profiles,
 )
-from isolates.sandbox.lowlevel import apply_plan
+from isolates.sandbox.lowlevel import apply_plan, capability_names, capability_numbers
 from isolates.sandbox.lowlevel import syscall_number as number
 
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
@@ -77,6 +82,7 @@ class Plan:
     added: tuple[Need, ...]
     grants: Grants
     start: LandlockPlan | None  # run's own Landlock domain when the options have none
+    capabilities: tuple[int, ...] = ()  # kept across the exec; every other is dropped
 
 
 def register(subparsers: Subparsers) -> None:
@@ -99,6 +105,14 @@ def register(subparsers: Subparsers) -> None:
     add("--clear-env", action="store_true", help="start CMD with an empty environment")
     add("--kill", action="store_true", help="kill the program on a violation (SIGSYS)")
     add("--hard", action="store_true", help="fail if the kernel cannot enforce every right")
+    add(
+        "--cap-keep",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep this capability (capabilities(7) name, e.g. NET_BIND_SERVICE); every "
+        "other is dropped, even for root",
+    )
     add("--dry-run", action="store_true", help="print the policy and what run adds; exit")
     add("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
     parser.set_defaults(command=main)
@@ -176,7 +190,11 @@ def build(args: argparse.Namespace) -> Plan:
     env = _environment(args)
     path = resolve(argv[0], env)
     start = with_startup(_options_policy(args), path, env)
-    return Plan(path, argv, env, start.policy, start.added, start.grants, start.domain)
+    try:
+        keep = capability_numbers(args.cap_keep)
+    except PolicyError as exc:
+        raise UsageError(f"--cap-keep: {exc}") from None
+    return Plan(path, argv, env, start.policy, start.added, start.grants, start.domain, keep)
 
 
 def _options_policy(args: argparse.Namespace) -> Policy:
@@ -294,7 +312,7 @@ def execute(plan: Plan) -> NoReturn:
         _warn_partial(apply_plan(plan.start, all_threads=True))
     # The policy's own domain (a minimal one without grants), then seccomp, last:
     # nothing Python does comes after it.
-    status = compiled.apply(all_threads=True)
+    status = compiled.apply(all_threads=True, capabilities=plan.capabilities, for_exec=True)
     if status.landlock is not None:
         _warn_partial(status.landlock)
     os.execve(plan.path, plan.argv, plan.env)
@@ -310,6 +328,8 @@ def dry_run_report(plan: Plan) -> str:
     """What --dry-run prints: the command, the policy, every Landlock grant with who asked
     for it, what run added to start the program, and the seccomp rules."""
     lines = [f"command: {plan.path} (argv {plan.argv})", f"policy: {plan.policy!r}"]
+    kept = ", ".join(capability_names(plan.capabilities)) or "none"
+    lines.append(f"capabilities kept: {kept} (every other dropped, locked)")
     lines += _landlock_lines(plan)
     lines.append("added so the program can start:")
     lines += [f"  seccomp {need.rule!r}: {need.why}" for need in plan.added] or ["  seccomp: -"]

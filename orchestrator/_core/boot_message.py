@@ -39,6 +39,7 @@ def build_boot(
     channels: dict[str, Any] | None = None,
     supervised: bool = False,
     reap: tuple[bool, bool] = (False, False),
+    capabilities: tuple[int, ...] = (),
 ) -> Boot:
     """The boot message for one isolate (``channels``: name -> message type; ``reap``:
     what ``orphans.reaping`` says of its policy). ``barrier`` is False: the Supervisor
@@ -58,6 +59,7 @@ def build_boot(
         reap=reap[0],
         reap_wait=reap[1],
         msgspec=needs_msgspec(unwrap(target)),
+        capabilities=list(capabilities),
     )
 
 

@@ -221,8 +221,14 @@ class ForkedChild:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        """Its exit status, from the server. Without ``timeout``, a server that has not
+        reported within FORK_TIMEOUT is taken to have failed: the child is reported as
+        killed (callers wait only once it has exited: ``IsolateProcess.reap``)."""
         if self.returncode is None:
-            self._read(block=True, timeout=timeout)
+            self._read(block=True, timeout=FORK_TIMEOUT if timeout is None else timeout)
+        if self.returncode is None and timeout is None:
+            self.returncode = -signal.SIGKILL
+            self._status.close()
         if self.returncode is None:
             raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
         return self.returncode
@@ -291,7 +297,7 @@ class ForkServer:
         """A fresh child: (its Popen look-alike, a pidfd for it, our end of its control
         channel). One retry on a new server if the current one has died."""
         for attempt in (1, 2):
-            server = self._spawner.run(self._ensure)
+            server = self._running() or self._spawner.run(self._ensure)
             try:
                 return server.new_child()
             except OSError as exc:
@@ -299,6 +305,12 @@ class ForkServer:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _running(self) -> _Server | None:
+        """The server if it runs (no need to queue behind the spawner's work then)."""
+        with self._lock:
+            server = self._server
+        return server if server is not None and server.alive() else None
 
     def _ensure(self) -> _Server:
         """The running server, started if need be. On the spawner thread only (PDEATHSIG,
@@ -328,7 +340,12 @@ class ForkServer:
                 self._server = None
 
     def after_fork_in_child(self) -> None:
-        """The server is our parent's: a forked child starts its own if it needs one."""
+        """The server is our parent's: a forked child closes its copies of the server's
+        channel and pidfd (the server sees its parent leave only when every copy is
+        gone) and starts its own if it needs one."""
+        if self._server is not None:
+            self._server.control.close()
+            os.close(self._server.pidfd)
         self._server = None
         self._starting = False
         self._lock = threading.Lock()

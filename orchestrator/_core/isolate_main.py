@@ -43,6 +43,7 @@ import os
 import sys
 
 from isolates.sandbox.lowlevel import (
+    capability_names,
     confine,
     preload_runtime,
     rehearse_confinement,
@@ -209,7 +210,9 @@ def _open_context(
         os.dup(control.sock.fileno()), Control, max_fds=MAX_BOOT_FDS, name="control"
     )
     channels = dict(zip(boot["channels"], fds, strict=True))
-    _statuses({"seccomp": False, "all_threads": False}, None)  # its imports, while we may
+    _statuses(
+        {"seccomp": False, "all_threads": False, "capabilities": []}, None
+    )  # its imports, while we may
     control.channel = channel
     control.ctx = WorkerContext.open(boot["name"], channels, types, channel)
 
@@ -285,16 +288,19 @@ def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     """Landlock, then seccomp, on every thread, loaded with a listener for the parent."""
     failures.no_source_lookups()
     policy = boot["policy"]
-    (enforcement, abi, dropped), listener = confine(
+    (enforcement, abi, dropped), listener, kept = confine(
         policy["bpf"],
         policy["landlock"],
         self_pid=policy["self_pid"],
         preload=tuple(policy["preload"]),
         all_threads=True,
         listener=True,
+        capabilities=tuple(boot["capabilities"]),
     )
     landlock = {"enforcement": enforcement, "abi": abi, "dropped": list(dropped)}
-    return {"seccomp": True, "all_threads": True, "landlock": landlock}, listener
+    status = {"seccomp": True, "all_threads": True, "landlock": landlock}
+    status["capabilities"] = capability_names(kept or ())
+    return status, listener
 
 
 def _finish(control: _Control, reply: dict[str, Any], boot: dict[str, Any], code: int) -> NoReturn:

@@ -74,6 +74,7 @@ class StatusData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seccomp: bool
     all_threads: bool
     landlock: LandlockStatusData | None = None
+    capabilities: tuple[str, ...] | None = None
 
 
 # -- the orchestrator's Namespaces and NamespaceStatus -------------------------------------
@@ -154,6 +155,8 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     # policy allows waitid, so it collects its dead children before that.
     reap: bool = False
     reap_wait: bool = False
+    # Capabilities it keeps (numbers); every other is dropped before it is released.
+    capabilities: list[int] = []
     # The function's return annotation names a type only msgspec encodes: the isolate
     # loads msgspec before it is confined (it does not otherwise: isolate_main.py).
     msgspec: bool = False
