@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ._graph import RestartMode as RestartMode
     from ._graph import Worker as Worker
     from ._lifecycle import State as State
+    from ._limits import Limits as Limits
+    from ._limits import ResourceExceeded as ResourceExceeded
     from ._namespaces.options import Bind as Bind
     from ._namespaces.options import Mount as Mount
     from ._namespaces.options import Namespaces as Namespaces
@@ -43,6 +45,8 @@ _EXPORTS = {
     "isolate": "._decorator",
     "IsolateExecutor": "._executor",
     "GraphError": "._graph",
+    "Limits": "._limits",
+    "ResourceExceeded": "._limits",
     "Restart": "._graph",
     "RestartMode": "._graph",
     "Worker": "._graph",
@@ -56,7 +60,25 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "FORK_SERVER", "POOL", "Bind", "GraphError", "IsolateExecutor", "IsolateViolation",
-    "IsolatedFunction", "Mount", "NamespaceStatus", "Namespaces", "RemoteTraceback", "Restart",
-    "RestartMode", "State", "Supervisor", "Worker", "WorkerContext", "WorkerFailed", "isolate",
+    "FORK_SERVER",
+    "POOL",
+    "Bind",
+    "GraphError",
+    "IsolateExecutor",
+    "IsolateViolation",
+    "IsolatedFunction",
+    "Limits",
+    "Mount",
+    "NamespaceStatus",
+    "Namespaces",
+    "RemoteTraceback",
+    "ResourceExceeded",
+    "Restart",
+    "RestartMode",
+    "State",
+    "Supervisor",
+    "Worker",
+    "WorkerContext",
+    "WorkerFailed",
+    "isolate",
 ]  # fmt: skip

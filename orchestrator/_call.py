@@ -18,6 +18,7 @@ from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
 from ._core.runtime import FORK_SERVER, FORKED, POOL
 from ._core.wire import Boot, Failure
+from ._limits import Limits, exceeded
 from ._namespaces.options import Namespaces
 
 
@@ -32,6 +33,7 @@ class Options:
     name: str = "isolate"
     start: str = "auto"
     capabilities: tuple[int, ...] = ()  # kept; every other is dropped
+    limits: Limits = field(default_factory=Limits)
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
@@ -79,6 +81,17 @@ class IsolatedCall:
         self._cancelled = False
 
     def run(self) -> Any:
+        """Run the call; a failure a limit explains is ResourceExceeded."""
+        opts = self.plan.options
+        try:
+            return self._run()
+        except Exception as exc:
+            err = exceeded(exc, opts.name, opts.limits)
+            if err is exc:
+                raise
+            raise err from None  # its __cause__ is the failure itself
+
+    def _run(self) -> Any:
         opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
         pool = FORKED if self.plan.forked() else POOL
@@ -120,4 +133,5 @@ class IsolatedCall:
             opts.env,
             reap=plan.reaping,
             capabilities=opts.capabilities,
+            rlimits=opts.limits.rlimits(),
         )

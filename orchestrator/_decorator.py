@@ -12,6 +12,7 @@ from isolates.sandbox.lowlevel import capability_numbers
 
 from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import identity
+from ._limits import Limits, unified
 from ._namespaces.options import Namespaces
 
 P = ParamSpec("P")
@@ -85,6 +86,7 @@ def isolate(
     name: str | None = None,
     start: str = "auto",
     capabilities: Iterable[str] = (),
+    limits: Limits | None = None,
 ) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
@@ -98,6 +100,7 @@ def isolate(
     name: str | None = None,
     start: str = "auto",
     capabilities: Iterable[str] = (),
+    limits: Limits | None = None,
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -110,6 +113,7 @@ def isolate(
     name: str | None = None,
     start: str = "auto",
     capabilities: Iterable[str] = (),
+    limits: Limits | None = None,
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -123,7 +127,9 @@ def isolate(
     default: exec until the fork server, started after the first call, runs); see
     docs/orchestrator.md. ``capabilities``: the few the isolate keeps (capabilities(7)
     names, e.g. ``{"NET_BIND_SERVICE"}``); it drops every other before it runs, even
-    when started by root.
+    when started by root. ``limits``: a ``Limits`` (memory, CPU time, open files, file
+    size, core, stack, wall time; ``timeout`` is its wall time); going over one raises
+    ResourceExceeded.
     """
     if callable(policy) and not isinstance(policy, Policy):  # isolate(fn, timeout=...)
         return isolate(
@@ -134,6 +140,7 @@ def isolate(
             name=name,
             start=start,
             capabilities=capabilities,
+            limits=limits,
         )(policy)
     if policy is not None and not isinstance(policy, Policy):
         raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
@@ -141,10 +148,12 @@ def isolate(
     full = base.extend(landlock) if landlock is not None else base
     check_start(start)
     keep = capability_numbers(capabilities)
+    bounds = unified(limits, timeout, keep)
 
     def decorate(fn: Callable[P, R]) -> IsolatedFunction[P, R]:
         label = name or fn.__qualname__
-        options = Options(full, timeout, dict(env or {}), namespaces, label, start, keep)
+        wall = bounds.wall_time
+        options = Options(full, wall, dict(env or {}), namespaces, label, start, keep, bounds)
         return IsolatedFunction(fn, options)
 
     return decorate

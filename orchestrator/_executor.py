@@ -14,6 +14,7 @@ from isolates.sandbox.lowlevel import capability_numbers
 
 from ._call import IsolatedCall, IsolatePlan, Options, check_start
 from ._core.functions import unwrap
+from ._limits import Limits, unified
 from ._namespaces.options import Namespaces
 
 P = ParamSpec("P")
@@ -50,7 +51,7 @@ class IsolateExecutor(Executor):
     """Run each submitted call in a fresh isolate confined by ``policy``.
 
     Takes what ``@isolate(...)`` takes (``policy``, ``timeout``, ``env``, ``landlock``,
-    ``namespaces``, ``start``, ``capabilities``), applied to every call, plus
+    ``namespaces``, ``start``, ``capabilities``, ``limits``), applied to every call, plus
     ``max_workers``: how many isolates run at once (default ``os.cpu_count()``). Results
     and errors are those of ``@isolate``: builtin exceptions re-raised, others as
     WorkerFailed with the remote traceback, seccomp violations as IsolateViolation.
@@ -68,6 +69,7 @@ class IsolateExecutor(Executor):
         landlock: Landlock | None = None,
         start: str = "auto",
         capabilities: Iterable[str] = (),
+        limits: Limits | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"IsolateExecutor takes a Policy, not {policy!r}")
@@ -79,6 +81,8 @@ class IsolateExecutor(Executor):
         self._timeout, self._env, self._namespaces = timeout, dict(env or {}), namespaces
         self._start = check_start(start)
         self._capabilities = capability_numbers(capabilities)
+        self._limits = unified(limits, timeout, self._capabilities)
+        self._timeout = self._limits.wall_time
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="IsolateExecutor")
         self._plans: dict[Callable[..., Any], IsolatePlan] = {}
         self._pending: set[IsolateFuture[Any]] = set()
@@ -133,6 +137,7 @@ class IsolateExecutor(Executor):
                 name,
                 self._start,
                 self._capabilities,
+                self._limits,
             )
             plan = self._plans[fn] = IsolatePlan(options, unwrap(fn))
         return plan

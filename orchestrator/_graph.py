@@ -13,6 +13,7 @@ from isolates.sandbox import Policy, PolicyError, Status
 
 from ._core.errors import WorkerFailed
 from ._lifecycle import Lifecycle, State
+from ._limits import Limits
 from ._namespaces.options import Namespaces, NamespaceStatus
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -105,6 +106,8 @@ class Worker:
     channels: dict[str, ChannelSpec] = field(default_factory=dict)
     #: The capabilities it keeps (numbers); every other is dropped before it runs.
     capabilities: tuple[int, ...] = ()
+    #: What it may consume (each restart starts afresh under the same limits).
+    limits: Limits = field(default_factory=Limits)
     lifecycle: Lifecycle = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

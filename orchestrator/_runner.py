@@ -28,6 +28,7 @@ from ._core.runtime import spawn_isolate
 from ._core.wire import MAX_FDS, Boot, CompiledPolicyData, Failure, PeerRestarted, converted
 from ._graph import ChannelSpec, Worker
 from ._lifecycle import FINAL, State
+from ._limits import exceeded
 
 
 class Owner(Protocol):
@@ -100,6 +101,7 @@ class Runner:
                 supervised=True,
                 reap=self._reaping,
                 capabilities=w.capabilities,
+                rlimits=w.limits.rlimits(),
             )
         policy = converted(compiled, CompiledPolicyData)
         return msgspec.structs.replace(self._boot, policy=policy, barrier=barrier)
@@ -155,8 +157,9 @@ class Runner:
     def _one_run(self) -> bool:
         """Wait for the current isolate to end; True when the worker is done for good."""
         w, proc = self.worker, self._proc()
+        wall = w.limits.wall_time
         try:
-            outcome = proc.wait_outcome(None)
+            outcome = proc.wait_outcome(None if wall is None else time.monotonic() + wall)
             proc.reap()
             if isinstance(outcome, Failure):
                 raise rebuild(outcome, w.name)
@@ -169,6 +172,7 @@ class Runner:
     def _ended_without_value(self, exc: BaseException) -> bool:
         """Failed for good, stopped, or restarted; True when the worker is done for good."""
         w = self.worker
+        exc = exceeded(exc, w.name, w.limits)
         if self._fail(_as_failure(w.name, exc)) is not State.FAILED:
             return True  # stopped
         if not w.restart.allows(w.restarts):

@@ -22,6 +22,7 @@ from ._core.runtime import MONITOR, SPAWNER
 from ._core.wire import GO_BYTE, MAX_FDS
 from ._graph import MAX_RESTARTS, ChannelSpec, GraphError, Restart, Worker, check_worker
 from ._lifecycle import FINAL, State
+from ._limits import Limits, unified
 from ._namespaces.options import Namespaces
 from ._runner import Runner
 
@@ -48,11 +49,18 @@ class Supervisor:
     """
 
     def __init__(
-        self, policy: Policy | None = None, *, boot_timeout: float = 30.0, grace: float = 5.0
+        self,
+        policy: Policy | None = None,
+        *,
+        boot_timeout: float = 30.0,
+        grace: float = 5.0,
+        limits: Limits | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"Supervisor(policy={policy!r}): a Policy or None")
         self.policy = policy
+        #: The limits of a worker declared without its own.
+        self.limits = unified(limits, None, ())
         self.boot_timeout = boot_timeout
         self.grace = grace
         self.workers: dict[str, Worker] = {}
@@ -80,15 +88,19 @@ class Supervisor:
         kwargs: Mapping[str, Any] | None = None,
         restart: Restart | str = "never",
         capabilities: Iterable[str] = (),
+        limits: Limits | None = None,
     ) -> Worker:
         """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate.
 
         ``capabilities``: the few it keeps (capabilities(7) names, e.g.
-        ``{"NET_BIND_SERVICE"}``); it drops every other before it runs."""
+        ``{"NET_BIND_SERVICE"}``); it drops every other before it runs. ``limits``: what
+        it may consume (default: the supervisor's ``limits``); its ``wall_time`` counts
+        from each start, restarts included."""
         self._not_started("add a worker")
         policy = Policy() if policy is None else policy
         check_worker(name, fn, policy, namespaces, env, self.workers)
         keep = capability_numbers(capabilities)
+        bounds = unified(limits if limits is not None else self.limits, None, keep)
         worker = Worker(
             name,
             fn,
@@ -99,6 +111,7 @@ class Supervisor:
             dict(kwargs or {}),
             Restart.parse(restart, name),
             capabilities=keep,
+            limits=bounds,
         )
         self.workers[name] = worker
         return worker

@@ -40,6 +40,7 @@ def build_boot(
     supervised: bool = False,
     reap: tuple[bool, bool] = (False, False),
     capabilities: tuple[int, ...] = (),
+    rlimits: list[tuple[int, int, int]] | None = None,
 ) -> Boot:
     """The boot message for one isolate (``channels``: name -> message type; ``reap``:
     what ``orphans.reaping`` says of its policy). ``barrier`` is False: the Supervisor
@@ -60,6 +61,7 @@ def build_boot(
         reap_wait=reap[1],
         msgspec=needs_msgspec(unwrap(target)),
         capabilities=list(capabilities),
+        rlimits=list(rlimits or ()),
     )
 
 

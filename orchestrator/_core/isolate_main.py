@@ -171,6 +171,7 @@ def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
         namespaces = _enter_namespaces(boot)
         if barrier is not None:
             _batch(True)  # see _released
+        _set_limits(boot["rlimits"])
         status, listener = _confine(boot)
         if control.ctx is not None:
             control.ctx.status, control.ctx.namespaces = _statuses(status, namespaces)
@@ -282,6 +283,21 @@ def _enter_namespaces(boot: dict[str, Any]) -> dict[str, Any] | None:
 
     entered = enter(msgspec.convert(boot["namespaces"], Namespaces))
     return dict(msgspec.to_builtins(entered))
+
+
+def _set_limits(rlimits: list[tuple[int, int, int]]) -> None:
+    """The isolate's rlimits (soft == hard but for CPU time: see ``Limits.rlimits``), set
+    last before confinement. Only lowered: raising one back needs CAP_SYS_RESOURCE, which
+    confinement drops."""
+    if not rlimits:
+        return
+    import resource  # a small C module: only isolates with limits load it
+
+    for which, soft, hard in rlimits:
+        _, current_hard = resource.getrlimit(which)
+        if current_hard != resource.RLIM_INFINITY:  # never above what we were given
+            soft, hard = min(soft, current_hard), min(hard, current_hard)
+        resource.setrlimit(which, (soft, hard))
 
 
 def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:

@@ -157,6 +157,8 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     reap_wait: bool = False
     # Capabilities it keeps (numbers); every other is dropped before it is released.
     capabilities: list[int] = []
+    # (resource, soft, hard): the rlimits it sets on itself before it is confined.
+    rlimits: list[tuple[int, int, int]] = []
     # The function's return annotation names a type only msgspec encodes: the isolate
     # loads msgspec before it is confined (it does not otherwise: isolate_main.py).
     msgspec: bool = False

@@ -1,0 +1,152 @@
+"""Limits, in real isolates: over a limit is ResourceExceeded naming it, under it the
+call returns; and the isolate cannot lift what it was given."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from isolates.orchestrator import Limits, ResourceExceeded, Supervisor, WorkerFailed, isolate
+from isolates.sandbox import Landlock, Policy, PolicyError, SystemIO, Time
+from tests.forked import in_child
+from tests.orchestrator import limit_targets as t
+
+MODES = ["fork-server", "exec"]
+FILES = Policy(SystemIO.everything())
+RLIMITS = Policy("prlimit64", "getrlimit", "setrlimit")
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_memory_over_the_limit_is_resource_exceeded_and_under_it_returns(start: str) -> None:
+    f = isolate(limits=Limits(memory="128M"), start=start)(t.allocate)
+    with pytest.raises(ResourceExceeded) as err:
+        f(1024)
+    assert err.value.resource == "memory" and err.value.observed == "MemoryError"
+    assert "rlimit DATA 128 MiB" in str(err.value) and isinstance(err.value, WorkerFailed)
+    assert f(50) == 50
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_cpu_time_stops_a_busy_loop(start: str) -> None:
+    f = isolate(Policy(Time.everything()), limits=Limits(cpu_time=1), start=start)(t.spin)
+    began = time.monotonic()
+    with pytest.raises(ResourceExceeded) as err:
+        f(30)
+    assert err.value.resource == "cpu_time" and err.value.observed == "SIGXCPU"
+    assert time.monotonic() - began < 10
+    assert f(0.1) == "done"
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_file_size_refuses_a_larger_write(start: str, tmp_path: Path) -> None:
+    f = isolate(
+        FILES, landlock=Landlock().read(tmp_path).write(tmp_path), limits=Limits(file_size="1M"),
+        start=start,
+    )(t.write)  # fmt: skip
+    with pytest.raises(ResourceExceeded) as err:
+        f(str(tmp_path / "big"), 2 << 20)
+    assert err.value.resource == "file_size" and err.value.observed == "EFBIG"
+    assert f(str(tmp_path / "small"), 1000) == 1000
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_open_files_refuses_one_too_many(start: str, tmp_path: Path) -> None:
+    f = isolate(
+        FILES, landlock=Landlock().read(tmp_path).write(tmp_path), limits=Limits(open_files=32),
+        start=start,
+    )(t.open_many)  # fmt: skip
+    with pytest.raises(ResourceExceeded) as err:
+        f(str(tmp_path), 64)
+    assert err.value.resource == "open_files" and err.value.observed == "EMFILE"
+    assert f(str(tmp_path), 5) == 5
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_an_isolate_cannot_raise_its_limits_even_when_its_policy_allows_the_call(
+    start: str,
+) -> None:
+    said = isolate(RLIMITS, limits=Limits(open_files=64), start=start)(t.raise_limit)()
+    assert said.startswith("refused") and said.endswith("lowered to 63")
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_no_isolate_dumps_core(start: str) -> None:
+    assert isolate(RLIMITS, start=start)(t.core_limit)() == (0, 0)
+
+
+def test_a_timeout_is_the_wall_time_limit() -> None:
+    f = isolate(Policy(Time.everything()), timeout=0.5)(t.spin)
+    with pytest.raises(ResourceExceeded, match="timed out") as err:
+        f(30)
+    assert err.value.resource == "wall_time"
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"memory": "lots"}, "Limits.memory"),
+        ({"memory": 0}, "Limits.memory"),
+        ({"cpu_time": -1}, "Limits.cpu_time"),
+        ({"open_files": 3}, "Limits.open_files"),
+        ({"file_size": True}, "Limits.file_size"),
+        ({"wall_time": float("inf")}, "Limits.wall_time"),
+        ({"core": -1}, "Limits.core"),
+    ],
+)
+def test_invalid_limits_name_their_field(limits: dict[str, object], says: str) -> None:
+    with pytest.raises(PolicyError, match=says):
+        Limits(**limits)  # type: ignore[arg-type]
+
+
+def test_limits_that_cannot_hold_are_refused_when_declared() -> None:
+    with pytest.raises(PolicyError, match="give one"):
+        isolate(timeout=1, limits=Limits(wall_time=2))
+    with pytest.raises(PolicyError, match="SYS_RESOURCE"):
+        isolate(capabilities={"SYS_RESOURCE"})
+
+
+def test_each_limit_says_how_it_is_enforced() -> None:
+    said = Limits(memory="256M", cpu_time=2, open_files=64, wall_time=5).mechanisms()
+    assert said["memory"] == "rlimit DATA 256 MiB"
+    assert said["cpu_time"].startswith("rlimit CPU 2 s")
+    assert said["open_files"] == "rlimit NOFILE 64"
+    assert said["core"] == "rlimit CORE 0 (no core dump)"
+    assert said["wall_time"].startswith("the parent's deadline, 5 s")
+
+
+def _allocate_worker(ctx: object, mib: int) -> int:
+    return t.allocate(mib)
+
+
+def _spin_worker(ctx: object, seconds: float) -> str:
+    return t.spin(seconds)
+
+
+def test_a_workers_limits_are_its_own_and_the_supervisor_gives_a_default() -> None:
+    def run() -> tuple[str, str, int]:
+        sup = Supervisor(limits=Limits(memory="128M"))
+        sup.add_worker("greedy", _allocate_worker, args=(1024,))
+        sup.add_worker("own", _allocate_worker, args=(300,), limits=Limits(memory="1G"))
+        try:
+            sup.run(timeout=60)
+        except ResourceExceeded as exc:
+            return exc.name, exc.resource, sup.workers["own"].result
+        return "no failure", "", 0
+
+    assert in_child(run).unwrap() == ("greedy", "memory", 300)
+
+
+def test_a_workers_wall_time_ends_it_as_resource_exceeded() -> None:
+    def run() -> tuple[str, str]:
+        sup = Supervisor()
+        sup.add_worker("slow", _spin_worker, args=(30,), policy=Policy(Time.everything()),
+                       limits=Limits(wall_time=0.5))  # fmt: skip
+        try:
+            sup.run(timeout=60)
+        except ResourceExceeded as exc:
+            return exc.name, exc.resource
+        return "no failure", ""
+
+    assert in_child(run).unwrap() == ("slow", "wall_time")
