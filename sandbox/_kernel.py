@@ -111,6 +111,21 @@ def _program(bpf: bytes) -> tuple[ctypes.Array[_SockFilter], _SockFprog]:
     return program, _SockFprog(count, ctypes.cast(program, ctypes.POINTER(_SockFilter)))
 
 
+class _Rlimit(ctypes.Structure):
+    _fields_ = (("cur", ctypes.c_uint64), ("max", ctypes.c_uint64))
+
+
+def lower_rlimits(limits: list[tuple[int, int, int]]) -> None:
+    """prlimit64(2) on this process for each (resource, soft, hard), never above the hard
+    limit it has now (a privileged caller could raise it: this only lowers). The raw call
+    spares an isolate importing ``resource``."""
+    for which, soft, hard in limits:
+        old = _Rlimit()
+        syscall("prlimit64", ctypes.c_long(0), ctypes.c_long(which), None, ctypes.byref(old))
+        new = _Rlimit(min(soft, old.max), min(hard, old.max))
+        syscall("prlimit64", ctypes.c_long(0), ctypes.c_long(which), ctypes.byref(new), None)
+
+
 def rehearse_seccomp() -> None:
     """Build a program and call seccomp(2) without loading anything (GET_ACTION_AVAIL only
     asks whether an action exists): the first-time costs of the path, paid now."""

@@ -37,7 +37,6 @@ from ._uapi import (
     PR_CAP_AMBIENT_LOWER,
     PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
-    PR_CAPBSET_READ,
     PR_GET_SECUREBITS,
     PR_SET_SECUREBITS,
     SECURE_LOCKED_NO_PRIVILEGE,
@@ -228,17 +227,20 @@ def _lock_securebits(*, ambient: bool) -> None:
 
 
 def _drop_bounding(kept: tuple[int, ...]) -> None:
+    """PR_CAPBSET_DROP every capability but ``kept``, up to the kernel's last (dropping
+    one not in the set is a no-op; EINVAL marks the end)."""
     cap = 0
     while True:
-        try:
-            held = _prctl(PR_CAPBSET_READ, cap)
-        except OSError as exc:  # EINVAL: past the kernel's last capability
-            if exc.errno == errno.EINVAL:
-                return
-            raise
-        if held and cap not in kept:
-            _prctl(PR_CAPBSET_DROP, cap)
+        if cap not in kept:
+            try:
+                _prctl(PR_CAPBSET_DROP, cap)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    return
+                raise
         cap += 1
+        if cap > 63:  # the sets are 64 bits wide: no kernel has more
+            return
 
 
 def _has(data: ctypes.Array[_CapData], cap: int) -> bool:

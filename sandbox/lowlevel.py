@@ -5,6 +5,7 @@ In the spirit of ``trio.lowlevel``: these are stable names for the raw pieces, w
 the guard rails of the high-level API. Nothing in the other packages imports a private
 ``isolates.sandbox._*`` module; everything they take comes through here (a test checks).
 
+- ``lower_rlimits`` (prlimit64 on this process, only ever lowering);
 - loading: ``confine`` (a compiled policy from plain data, the Landlock plan fitted by
   ``resolve_landlock``: what an isolate runs; ``rehearse_confinement`` pays its
   first-time costs ahead), ``load_seccomp``, ``preload_runtime``,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._kernel import continue_notification as continue_notification
     from ._kernel import deny_notification as deny_notification
     from ._kernel import load_seccomp as load_seccomp
+    from ._kernel import lower_rlimits as lower_rlimits
     from ._kernel import receive_notification as receive_notification
     from ._kernel import set_no_new_privs as set_no_new_privs
     from ._kernel import set_parent_death_signal as set_parent_death_signal
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
 # Lazy (PEP 562), so an isolate that takes one name loads one module.
 _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
-    "preload_runtime": "._confine", "confine": "._confine",
+    "preload_runtime": "._confine", "confine": "._confine", "lower_rlimits": "._kernel",
     "capability_names": "._capabilities", "capability_numbers": "._capabilities",
     "rehearse_confinement": "._confine:rehearse",
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
@@ -96,7 +98,8 @@ __all__ = [
     "action_of", "apply_plan", "capability_names", "capability_numbers", "confine",
     "continue_notification", "decide", "decide_policy", "decide_rules", "deny_notification",
     "did_you_mean",
-    "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "mapped_files", "notify_program",
+    "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "lower_rlimits", "mapped_files",
+    "notify_program",
     "ns", "package_dirs", "preload_runtime", "receive_notification", "rehearse_confinement",
     "resolve_landlock",
     "set_child_subreaper", "set_no_new_privs", "set_parent_death_signal", "syscall",

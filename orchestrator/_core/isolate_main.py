@@ -45,6 +45,7 @@ import sys
 from isolates.sandbox.lowlevel import (
     capability_names,
     confine,
+    lower_rlimits,
     preload_runtime,
     rehearse_confinement,
     set_parent_death_signal,
@@ -289,15 +290,8 @@ def _set_limits(rlimits: list[tuple[int, int, int]]) -> None:
     """The isolate's rlimits (soft == hard but for CPU time: see ``Limits.rlimits``), set
     last before confinement. Only lowered: raising one back needs CAP_SYS_RESOURCE, which
     confinement drops."""
-    if not rlimits:
-        return
-    import resource  # a small C module: only isolates with limits load it
-
-    for which, soft, hard in rlimits:
-        _, current_hard = resource.getrlimit(which)
-        if current_hard != resource.RLIM_INFINITY:  # never above what we were given
-            soft, hard = min(soft, current_hard), min(hard, current_hard)
-        resource.setrlimit(which, (soft, hard))
+    if rlimits:
+        lower_rlimits([(int(w), int(s), int(h)) for w, s, h in rlimits])
 
 
 def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
