@@ -65,6 +65,7 @@ from isolates.sandbox.lowlevel import apply_plan, capability_names, capability_n
 from isolates.sandbox.lowlevel import syscall_number as number
 
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
+from .run_limits import add_limit_options, limits_of, run_limited
 from .run_startup import Grant, Grants, Need, StartPaths, with_startup
 
 T = TypeVar("T")
@@ -94,6 +95,7 @@ def register(subparsers: Subparsers) -> None:
         "the path and port options restrict. Violations fail with EPERM unless --kill.",
     )
     _add_policy_options(parser)
+    add_limit_options(parser)
     add = parser.add_argument
     add(
         "--env",
@@ -161,6 +163,7 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         plan = build(args)
+        limits = limits_of(args)
     except UsageError as exc:
         return _fail(str(exc), 2)
     except CommandNotFound as exc:
@@ -168,6 +171,8 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_report(plan))
         return 0
+    if limits is not None:  # a parent stays, to enforce the wall time and report
+        return run_limited(limits, lambda: execute(plan))
     try:
         execute(plan)
     except SandboxError as exc:

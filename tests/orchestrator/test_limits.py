@@ -3,6 +3,9 @@ call returns; and the isolate cannot lift what it was given."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,3 +153,44 @@ def test_a_workers_wall_time_ends_it_as_resource_exceeded() -> None:
         return "no failure", ""
 
     assert in_child(run).unwrap() == ("slow", "wall_time")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "isolates.orchestrator._cli", "run", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_isolates_run_memory_limit_fails_a_large_allocation_and_says_so() -> None:
+    big = _run("--memory", "64M", "--", sys.executable, "-c", "bytearray(10**9)")
+    assert big.returncode != 0
+    assert "isolates run: exit status 1; limits in force: rlimit DATA 64 MiB" in big.stderr
+    small = _run("--memory", "64M", "--", sys.executable, "-c", "print(len(bytearray(10**6)))")
+    assert (small.returncode, small.stdout.strip()) == (0, "1000000")
+
+
+def test_isolates_run_cpu_and_wall_time_kill_the_program_and_say_which() -> None:
+    spin = _run("--cpu-time", "1", "--", "sh", "-c", "while :; do :; done")
+    assert spin.returncode == 128 + signal.SIGXCPU
+    assert "isolates run: killed: cpu time limit" in spin.stderr
+    began = time.monotonic()
+    slow = _run("--wall-time", "0.5", "--", "sleep", "30")
+    assert slow.returncode == 128 + signal.SIGKILL and time.monotonic() - began < 20
+    assert "isolates run: killed: wall time limit 0.5 s" in slow.stderr
+    quick = _run("--cpu-time", "5", "--wall-time", "20", "--", "true")
+    assert (quick.returncode, quick.stderr) == (0, "")
+
+
+def test_isolates_run_file_size_stops_a_larger_write(tmp_path: Path) -> None:
+    out = tmp_path / "big"
+    dd = ["dd", "if=/dev/zero", f"of={out}", "bs=1M", "status=none"]
+    grants = ["--write", str(tmp_path), "--read", "/dev/zero"]
+    big = _run("--file-size", "1M", *grants, "--", *dd, "count=2")
+    assert big.returncode == 128 + signal.SIGXFSZ
+    assert "isolates run: killed: file size limit (rlimit FSIZE 1 MiB)" in big.stderr
+    small = _run("--file-size", "1M", *grants, "--", *dd, "count=1")
+    assert small.returncode == 0 and out.stat().st_size == 1 << 20
+
+
+def test_isolates_run_refuses_a_bad_limit_by_flag() -> None:
+    done = _run("--memory", "lots", "--", "true")
+    assert done.returncode == 2 and "--memory: Limits.memory" in done.stderr
