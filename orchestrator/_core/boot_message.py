@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from isolates.sandbox import CompiledPolicy, Policy
-from isolates.sandbox.lowlevel import resolve_landlock
+from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 
 from .._namespaces.options import Namespaces
 from .encode import dump, needs_msgspec
@@ -70,10 +70,11 @@ def for_the_isolate(boot: Boot) -> dict[str, Any]:
     with its Landlock plan already fitted to this kernel (``lowlevel.confine`` takes it
     so: the isolate needs neither the plan's classes nor the ABI tables)."""
     plain: dict[str, Any] = msgspec.to_builtins(boot, builtin_types=(bytes,))
-    policy = converted(boot.policy, CompiledPolicy)
+    policy = boot.policy
+    plan = None if policy.landlock is None else converted(policy.landlock, LandlockPlan)
     plain["policy"] = {
         "bpf": policy.bpf,
-        "landlock": resolve_landlock(policy.landlock),
+        "landlock": resolve_landlock(plan),
         "preload": policy.preload,
         "self_pid": policy.self_pid,
     }

@@ -29,17 +29,22 @@ _OURS = os.path.dirname(os.path.dirname(__file__)) + os.sep  # isolates/orchestr
 def failure_of(exc: BaseException, stage: str) -> dict[str, Any]:
     """``exc`` as a Failure message (``wire.Failure``): its type's name, plain-data
     arguments, message and traceback."""
-    cls = type(exc)
-    builtin = cls.__module__ == "builtins"
     return {
         "type": "failure",
-        "kind": cls.__qualname__ if builtin else f"{cls.__module__}.{cls.__qualname__}",
-        "builtin": builtin,
+        "kind": _kind(type(exc)),
+        "builtin": type(exc).__module__ == "builtins",
         "args": _plain_args(exc),
         "message": _text(exc),
         "traceback": format_exception(exc),
         "stage": stage,
     }
+
+
+def _kind(cls: type) -> str:
+    """An exception type as a traceback names it: bare for builtins, else qualified."""
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def _plain_args(exc: BaseException) -> list[Any]:
@@ -98,11 +103,7 @@ def _one(exc: BaseException, *, top: bool) -> str:
         if source:
             lines.append(f"    {source}\n")
         tb = tb.tb_next
-    cls = type(exc)
-    name = (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
-    message = _text(exc)
+    name, message = _kind(type(exc)), _text(exc)
     lines.append(f"{name}: {message}\n" if message else f"{name}\n")
     return "".join(lines)
 

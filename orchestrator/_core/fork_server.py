@@ -352,12 +352,10 @@ class ForkServer:
 
 
 class _Server:
-    def __init__(
-        self, proc: subprocess.Popen[bytes], control: socket.socket, pid: int, pidfd: int
-    ) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket, pidfd: int) -> None:
         self.proc = proc
         self.control = control
-        self.pid = pid
+        self.pid = proc.pid
         self.pidfd = pidfd
         self._lock = threading.Lock()
 
@@ -373,7 +371,7 @@ class _Server:
                                     process_group=0)  # fmt: skip
         finally:
             theirs.close()
-        return cls(proc, ours, proc.pid, os.pidfd_open(proc.pid))
+        return cls(proc, ours, os.pidfd_open(proc.pid))
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -53,7 +53,7 @@ from isolates.sandbox.lowlevel import (
 
 from . import failures
 from .functions import call, is_async, preload_async, unwrap
-from .lean_wire import encode_value, recv_pickled, send
+from .lean_wire import MAX_FRAME, drain, encode_value, recv_pickled, send
 
 TYPE_CHECKING = False  # no typing at run time (see above)
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ if TYPE_CHECKING:
 
     from .context import WorkerContext
 
-#: The largest boot message (the parent's channel max_frame).
-MAX_BOOT: Final = 16 * 1024 * 1024
 GO_BYTE: Final = b"G"  # wire.GO_BYTE (a test holds them equal): one byte of the barrier's send
 #: Modules whose types a result may hold that only msgspec encodes: when the function's
 #: own imports loaded one, msgspec is loaded too, before confinement.
@@ -95,7 +93,7 @@ def serve(sock: _socket.socket, *, forked: bool = False) -> NoReturn:
         warm_up()
     try:
         send(sock, {"type": "idle"})
-        boot, fds = recv_pickled(sock, MAX_BOOT)
+        boot, fds = recv_pickled(sock, MAX_FRAME)  # the parent's channel max_frame
     except (EOFError, OSError):  # a pooled isolate that was never used
         os._exit(0)
     if not isinstance(boot, dict):
@@ -145,17 +143,9 @@ class _Control:
         return isinstance(self.channel.recv(), Go)
 
     def linger(self) -> None:
-        """Read until the parent closes (and close any descriptor that still comes)."""
-        while True:
-            try:
-                data, anc, _, _ = self.sock.recvmsg(1 << 16, _socket.CMSG_SPACE(64 * 4))
-            except OSError:
-                return
-            for _level, _kind, fds in anc:  # a PeerRestarted meant for a worker that is done
-                for at in range(0, len(fds) - len(fds) % 4, 4):
-                    os.close(int.from_bytes(fds[at : at + 4], sys.byteorder))
-            if not data:
-                return
+        """Read until the parent closes (a PeerRestarted meant for a worker that is done
+        may still come, with a descriptor: it is closed)."""
+        drain(self.sock)
 
 
 def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:

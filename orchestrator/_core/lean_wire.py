@@ -340,6 +340,19 @@ def _recv_rest(sock: _socket.socket, frame: memoryview, got: int) -> None:
         got += count
 
 
+def drain(sock: _socket.socket) -> None:
+    """Read records until the peer closes (or the socket fails), closing every
+    descriptor that comes with them: nothing the peer sends is kept."""
+    while True:
+        try:
+            data, ancdata, _, _ = sock.recvmsg(RECORD_SIZE, _ANC_SIZE, _socket.MSG_CMSG_CLOEXEC)
+        except OSError:
+            return
+        _close_all(_fds_in(ancdata))
+        if not data:
+            return
+
+
 def _close_all(fds: list[int]) -> None:
     """Close each descriptor, ignoring ones already closed."""
     for fd in fds:

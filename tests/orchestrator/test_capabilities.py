@@ -160,3 +160,17 @@ def test_isolates_run_refuses_an_unknown_capability_by_name() -> None:
     done = _run("--cap-keep", "NET_RAWW", "--", "true")
     assert done.returncode == 2
     assert "did you mean 'NET_RAW'" in done.stderr
+
+
+@pytest.mark.parametrize("start", MODES)
+def test_no_call_gets_a_dropped_capability_back(start: str) -> None:
+    # Its policy allows capset and prctl outright: the kernel is what refuses.
+    policy = Policy("capset", "capget", "prctl")
+    said = isolate(policy, start=start)(t.regain)()
+    assert said == {
+        "capset all": "EPERM",
+        "ambient raise NET_RAW": "EPERM",
+        "securebits cleared": "EPERM",
+        "keep caps": "EPERM",
+        "capset none": "ok",  # dropping what it lacks: allowed, and changes nothing
+    }

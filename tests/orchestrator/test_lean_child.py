@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from isolates.orchestrator import FORK_SERVER, IsolateExecutor, WorkerFailed, isolate
 from isolates.sandbox import Policy, Processes, SystemIO, Threads
 from tests.orchestrator import lean_targets as t
+from tests.orchestrator.escapes import memory_doors
 from tests.orchestrator.procs import children, zombies
 
 MODES = ["fork-server", "exec"]
@@ -104,10 +106,19 @@ def test_each_call_is_a_fresh_confined_process_in_its_own_group(start: str) -> N
     assert first["parent"] == expected_parent
 
 
-def test_a_forked_isolate_holds_no_descriptor_of_the_server_or_its_siblings() -> None:
-    # Siblings wait in the pool meanwhile; the server holds a status socket for each.
+@pytest.fixture
+def siblings() -> Iterator[None]:
+    """Three forked isolates waiting in the pool while the test runs (then as before)."""
+    size = FORK_SERVER.pool.size
     FORK_SERVER.pool.resize(3)
     FORK_SERVER.pool.warm()
+    yield
+    FORK_SERVER.pool.resize(size)
+
+
+@pytest.mark.usefixtures("siblings")
+def test_a_forked_isolate_holds_no_descriptor_of_the_server_or_its_siblings() -> None:
+    # Siblings wait in the pool meanwhile; the server holds a status socket for each.
     fds = isolate(INTROSPECT, start="fork-server")(t.descriptors)()
     others = sorted(what for fd, what in fds.items() if fd > 2)
     # Its control channel, and the O_PATH "/" its own Landlock domain was built with.
@@ -145,6 +156,14 @@ def test_by_default_a_process_first_call_is_execd_and_later_ones_forked(
                          timeout=60, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_lean_isolates_constants_are_the_wires() -> None:
+    # The isolate cannot import wire.py (msgspec): its copies must not drift.
+    from isolates.orchestrator._core import isolate_main, lean_wire, wire
+
+    assert isolate_main.GO_BYTE == wire.GO_BYTE
+    assert lean_wire.MAX_FDS == wire.MAX_BOOT_FDS
 
 
 def test_an_unknown_start_mode_is_refused_by_name() -> None:
@@ -220,3 +239,17 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+@pytest.mark.usefixtures("siblings")
+def test_a_forked_isolate_cannot_reach_into_its_server_or_a_sibling() -> None:
+    # Even with every file call allowed: its Landlock domain is its own, and neither the
+    # server nor a sibling waiting in the pool is in it.
+    server = FORK_SERVER.pid
+    sibling = FORK_SERVER.pool.pids[-1]  # the two calls below take the first two
+    poke = isolate(Policy(SystemIO.everything()), start="fork-server")(memory_doors)
+    for target in (server, sibling):
+        assert target is not None
+        assert poke(target) == {
+            "parent mem": "EACCES", "parent environ": "EACCES", "own mem": "ok",
+        }  # fmt: skip
