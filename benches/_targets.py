@@ -13,3 +13,15 @@ def trivial(x: int) -> int:
 
 def to_queue(queue: Any, x: int) -> None:
     queue.put(x + 1)
+
+
+def fork_many(count: int) -> int:
+    """Fork ``count`` children one after another, each exiting at once."""
+    import os
+
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return count

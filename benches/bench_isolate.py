@@ -14,6 +14,9 @@ machine that slows down mid-run slows every contender alike.
   max_tasks_per_child=1)``;
 - exec-to-READY: spawn an isolate and wait until it is confined, against a bare
   ``python -I -S -c pass``;
+- limits: the warm call (fork server) with every limit set against none (target
+  <= 1.05x), and what the processes limit costs a clone: a child forking
+  ``FORKS`` children one by one with the limit and without;
 - memory: VmRSS and Pss (shared pages split among their users, fairer for forked
   children) of an idle pooled isolate and of the fork server, next to a bare interpreter.
 
@@ -40,7 +43,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _targets import trivial
+from _targets import fork_many, trivial
 from _util import table, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,7 +134,7 @@ def _ours(start: str | None = None) -> Cold:
     code = f"""
         from isolates.orchestrator import POOL, isolate
         {"from isolates.orchestrator import FORK_SERVER" if server else ""}
-        from _targets import trivial
+        from _targets import fork_many, trivial
         POOL.resize(0)
         f = isolate(trivial{kwarg})
         start = time.perf_counter()
@@ -155,14 +158,14 @@ COLD = {
     "ProcessPoolExecutor (forkserver)": Cold("""
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
-        from _targets import trivial
+        from _targets import fork_many, trivial
         start = time.perf_counter()
         with ProcessPoolExecutor(1, mp_context=mp.get_context("forkserver")) as ex:
             ex.submit(trivial, 1).result()
     """),
     "anyio.to_process.run_sync": Cold("""
         import anyio, anyio.to_process
-        from _targets import trivial
+        from _targets import fork_many, trivial
         async def main():
             global start
             start = time.perf_counter()
@@ -171,13 +174,13 @@ COLD = {
     """),
     "loky get_reusable_executor": Cold("""
         from loky import get_reusable_executor
-        from _targets import trivial
+        from _targets import fork_many, trivial
         start = time.perf_counter()
         get_reusable_executor(max_workers=1).submit(trivial, 1).result()
     """),
     "trio_parallel.run_sync (in trio.run)": Cold("""
         import trio, trio_parallel
-        from _targets import trivial
+        from _targets import fork_many, trivial
         async def main():
             global start
             start = time.perf_counter()
@@ -486,11 +489,60 @@ def _stop_fork_server() -> None:
     FORK_SERVER.stop()
 
 
+# -- limits ----------------------------------------------------------------------------
+
+FORKS = 200
+LIMITED = "memory, cpu_time, processes, open_files, file_size"
+
+
+def _limited_calls() -> dict[str, float | None]:
+    from isolates.orchestrator import FORK_SERVER, Limits, isolate
+    from isolates.sandbox import Policy, Processes
+
+    FORK_SERVER.start()
+    every = Limits(memory="1G", cpu_time=60, processes=64, open_files=256, file_size="1G")
+    plain = isolate(start="fork-server")(trivial)
+    limited = isolate(start="fork-server", limits=every)(trivial)
+    forks = Policy(Processes.everything())
+    forking = isolate(forks, start="exec")(fork_many)
+    counted = isolate(forks, start="exec", limits=Limits(processes=8))(fork_many)
+    for f in (plain, limited):
+        f(1)
+    for g in (forking, counted):
+        g(1)
+    return alternate({
+        "plain": lambda: _timed(lambda: plain(1)),
+        "limited": lambda: _timed(lambda: limited(1)),
+        "forking": lambda: _timed(lambda: forking(FORKS)),
+        "counted": lambda: _timed(lambda: counted(FORKS)),
+    }, WARM_CALLS)  # fmt: skip
+
+
+def limits_table() -> None:
+    t = attempt(_limited_calls)
+    if t is None:
+        print(f"Limits: {NA}")
+        return
+    ratio = over(t["limited"], t["plain"])
+    forking, counted = t["forking"], t["counted"]
+    per_clone = None if forking is None or counted is None else (counted - forking) / FORKS
+    table(f"Limits (median of {WARM_CALLS}, alternating)",
+          ["call", "latency", "ratio", "target", ""], [
+        ["warm call, fork server, no limits", ms(t["plain"], 2), "1.00x", "", ""],
+        [f"the same with {LIMITED}", ms(t["limited"], 2), times(ratio), "<= 1.05x",
+         check(ratio, 1.05)],
+        [f"{FORKS} forks one by one, no limit (exec)", ms(forking), "1.00x", "", ""],
+        ["the same under processes=8", ms(counted), times(over(counted, forking)), "", ""],
+        ["a counted clone costs", ms(per_clone, 3), "", "documented", ""],
+    ])  # fmt: skip
+
+
 def main() -> None:
     cold_table()
     warm_table()
     executor_table(EXECUTOR_CALLS)
     ready_table()
+    limits_table()
     memory_table()
     attempt(_stop_fork_server)
 

@@ -16,6 +16,7 @@ from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
+from ._core.process_count import ProcessCount
 from ._core.runtime import FORK_SERVER, FORKED, POOL
 from ._core.wire import Boot, Failure
 from ._limits import Limits, exceeded
@@ -62,6 +63,13 @@ class IsolatePlan:
         # to be our own child: it is exec'd whatever was asked (fork_server.py).
         self.forkable = options.start != "exec" and not self.reaping[0]
 
+    def process_count(self, pid: int) -> ProcessCount:
+        """The count of the processes of the isolate ``pid`` (its limit is set)."""
+        ns, limit = self.options.namespaces, self.options.limits.processes
+        assert limit is not None
+        verdict = compile_for(self.policy, pid, ns).bpf
+        return ProcessCount(limit, pid, verdict, mirror=ns is not None and ns.pid)
+
     def forked(self) -> bool:
         """Whether this call's isolate comes from the fork server."""
         if not self.forkable:
@@ -86,7 +94,9 @@ class IsolatedCall:
         try:
             return self._run()
         except Exception as exc:
-            err = exceeded(exc, opts.name, opts.limits)
+            count = None if self._proc is None else self._proc.processes
+            refused = None if count is None else count.refused
+            err = exceeded(exc, opts.name, opts.limits, refused)
             if err is exc:
                 raise
             raise err from None  # its __cause__ is the failure itself
@@ -100,6 +110,8 @@ class IsolatedCall:
             if self._cancelled:
                 raise InterruptedError("cancelled")
             proc.boot(self.boot_message(proc.pid))
+            if opts.limits.processes is not None:
+                proc.count_processes(self.plan.process_count(proc.pid))
             proc.wait_ready(deadline)  # a single call holds no barrier: it runs at once
             outcome = proc.wait_outcome(deadline)
         except BaseException:
@@ -122,7 +134,8 @@ class IsolatedCall:
     def boot_message(self, pid: int) -> Boot:
         """The Boot for the isolate of pid ``pid``."""
         plan, opts = self.plan, self.plan.options
-        compiled = compile_for(plan.policy, pid, opts.namespaces)
+        counted = opts.limits.processes is not None
+        compiled = compile_for(plan.policy, pid, opts.namespaces, counted=counted)
         arguments = (self.args, self.kwargs)
         return build_boot(
             opts.name,

@@ -127,9 +127,9 @@ def isolate(
     default: exec until the fork server, started after the first call, runs); see
     docs/orchestrator.md. ``capabilities``: the few the isolate keeps (capabilities(7)
     names, e.g. ``{"NET_BIND_SERVICE"}``); it drops every other before it runs, even
-    when started by root. ``limits``: a ``Limits`` (memory, CPU time, open files, file
-    size, core, stack, wall time; ``timeout`` is its wall time); going over one raises
-    ResourceExceeded.
+    when started by root. ``limits``: a ``Limits`` (memory, CPU time, processes, open
+    files, file size, core, stack, wall time; ``timeout`` is its wall time); going over
+    one raises ResourceExceeded.
     """
     if callable(policy) and not isinstance(policy, Policy):  # isolate(fn, timeout=...)
         return isolate(

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from isolates.sandbox import PolicyError
 
-from ._core.errors import WorkerFailed
+from ._core.errors import IsolateViolation, WorkerFailed
 
 _UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", re.IGNORECASE)
@@ -48,6 +48,8 @@ def parse_size(value: int | str, field: str) -> int:
 class Limits:
     """What an isolate may consume. ``memory`` (bytes or "256M": its data, heap and
     anonymous mappings, RLIMIT_DATA), ``cpu_time`` (seconds of CPU, RLIMIT_CPU),
+    ``processes`` (the tasks, processes and threads, it may have at once, itself
+    included: its parent counts them and fails a clone past it with EAGAIN),
     ``open_files`` (descriptors, RLIMIT_NOFILE), ``file_size`` (the largest file it may
     write, RLIMIT_FSIZE), ``core`` (0: it never dumps core), ``stack`` (RLIMIT_STACK),
     ``wall_time`` (seconds from its start: the call's or worker's timeout). None: no
@@ -55,6 +57,7 @@ class Limits:
 
     memory: int | str | None = None
     cpu_time: float | None = None
+    processes: int | None = None
     open_files: int | None = None
     file_size: int | str | None = None
     core: int = 0
@@ -68,6 +71,15 @@ class Limits:
                 object.__setattr__(self, name, parse_size(value, name))
         _positive_seconds(self.cpu_time, "cpu_time")
         _positive_seconds(self.wall_time, "wall_time")
+        if self.processes is not None and (
+            isinstance(self.processes, bool)
+            or not isinstance(self.processes, int)
+            or self.processes < 1
+        ):
+            raise PolicyError(
+                f"Limits.processes: {self.processes!r}; use a number of tasks of at least 1 "
+                "(the isolate itself)"
+            )
         if self.open_files is not None and (
             not isinstance(self.open_files, int) or self.open_files < MIN_OPEN_FILES
         ):
@@ -100,6 +112,10 @@ class Limits:
                 said[f.name] = _MECHANISM[f.name](value)
         return said
 
+    def in_force(self) -> tuple[str, ...]:
+        """``mechanisms()`` as the lines a Status shows ("memory: rlimit DATA 256 MiB")."""
+        return tuple(f"{name}: {how}" for name, how in self.mechanisms().items())
+
 
 def _positive_seconds(value: Any, name: str) -> None:
     if value is None:
@@ -128,6 +144,9 @@ def _bytes(value: int) -> str:
 _MECHANISM: Final = {
     "memory": lambda v: f"rlimit DATA {_bytes(v)}",
     "cpu_time": lambda v: f"rlimit CPU {v:g} s (SIGXCPU, then SIGKILL a second later)",
+    "processes": lambda v: (
+        f"seccomp notify: clone, fork and vfork counted by the parent, {v} tasks (EAGAIN past it)"
+    ),
     "open_files": lambda v: f"rlimit NOFILE {v}",
     "file_size": lambda v: f"rlimit FSIZE {_bytes(v)}",
     "core": lambda v: f"rlimit CORE {_bytes(v)}" if v else "rlimit CORE 0 (no core dump)",
@@ -138,8 +157,9 @@ _MECHANISM: Final = {
 
 class ResourceExceeded(WorkerFailed):
     """A worker or call went over one of its ``Limits``: ``resource`` names it
-    ("memory", "cpu_time", "open_files", "file_size", "wall_time"), ``limit`` is the
-    limit, ``observed`` what was seen (e.g. "MemoryError", "SIGXCPU", "EFBIG")."""
+    ("memory", "cpu_time", "processes", "open_files", "file_size", "wall_time"),
+    ``limit`` the limit and how it is enforced, ``observed`` what was seen (e.g.
+    "MemoryError", "SIGXCPU", "EFBIG", "clone refused (EAGAIN) with 4 tasks live")."""
 
     def __init__(self, name: str, resource: str, limit: object, observed: str) -> None:
         super().__init__(name, f"exceeded its {resource} limit ({limit}): {observed}")
@@ -173,10 +193,15 @@ def unified(limits: Limits | None, timeout: float | None, capabilities: tuple[in
 _SYS_RESOURCE: Final = 24
 
 
-def exceeded(failure: BaseException, name: str, limits: Limits) -> BaseException:
+def exceeded(
+    failure: BaseException, name: str, limits: Limits, refused: str | None = None
+) -> BaseException:
     """``failure`` (what a call or worker ended in) as ResourceExceeded when a limit
-    explains it, else ``failure`` itself."""
+    explains it, else ``failure`` itself. ``refused``: the first clone the processes
+    limit refused (process_count.py), if any was."""
     found = _which(failure, limits)
+    if found is None and refused is not None and _from_refusal(failure):
+        found = "processes", refused
     if found is None:
         return failure
     resource_name, observed = found
@@ -204,3 +229,13 @@ def _which(failure: BaseException, limits: Limits) -> tuple[str, str] | None:
         if failure.reason.startswith("timed out") and limits.wall_time is not None:
             return "wall_time", failure.reason
     return None
+
+
+def _from_refusal(failure: BaseException) -> bool:
+    """What a refused clone ends a function in: EAGAIN from fork or subprocess, "can't
+    start new thread", or the isolate's death (the program failed its own way)."""
+    if isinstance(failure, OSError) and not isinstance(failure, WorkerFailed):
+        return failure.errno == errno.EAGAIN
+    if isinstance(failure, RuntimeError):
+        return "new thread" in str(failure)
+    return isinstance(failure, WorkerFailed) and not isinstance(failure, IsolateViolation)

@@ -7,6 +7,7 @@ cannot do alone through the ``Owner`` protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from ._core.functions import is_async
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
+from ._core.process_count import ProcessCount
 from ._core.runtime import spawn_isolate
 from ._core.wire import MAX_FDS, Boot, CompiledPolicyData, Failure, PeerRestarted, converted
 from ._graph import ChannelSpec, Worker
@@ -67,8 +69,15 @@ class Runner:
         self.spares = [self._new_isolate() for _ in range(spares)]
 
     def _new_isolate(self) -> tuple[IsolateProcess, CompiledPolicy]:
+        """An interpreter for this worker and its policy compiled for it; with a
+        processes limit, a fresh count of its own (a restart starts from zero)."""
         proc = spawn_isolate()
-        return proc, compile_for(self._policy, proc.pid, self.worker.namespaces)
+        ns, limit = self.worker.namespaces, self.worker.limits.processes
+        if limit is not None:
+            verdict = compile_for(self._policy, proc.pid, ns).bpf
+            mirror = ns is not None and ns.pid
+            proc.count_processes(ProcessCount(limit, proc.pid, verdict, mirror=mirror))
+        return proc, compile_for(self._policy, proc.pid, ns, counted=limit is not None)
 
     def boot(self, ends: dict[str, Channel[Any]], barrier: socket.socket | None = None) -> None:
         """Send the boot message with this worker's channel ends (then close ours)."""
@@ -114,7 +123,9 @@ class Runner:
             raise
         except Exception as exc:  # raised while booting: blame the worker, keep the cause
             raise _as_failure(self.worker.name, exc) from exc
-        self.worker.status, self.worker.namespace_status = status, namespaces
+        limits = self.worker.limits.in_force()
+        self.worker.status = dataclasses.replace(status, limits=limits)
+        self.worker.namespace_status = namespaces
         self.life.ready()
 
     def released(self) -> None:
@@ -172,7 +183,8 @@ class Runner:
     def _ended_without_value(self, exc: BaseException) -> bool:
         """Failed for good, stopped, or restarted; True when the worker is done for good."""
         w = self.worker
-        exc = exceeded(exc, w.name, w.limits)
+        count = self.proc.processes if self.proc is not None else None
+        exc = exceeded(exc, w.name, w.limits, None if count is None else count.refused)
         if self._fail(_as_failure(w.name, exc)) is not State.FAILED:
             return True  # stopped
         if not w.restart.allows(w.restarts):

@@ -13,7 +13,7 @@ import anyio
 
 from isolates.channels import Channel, Codec, LocalChannelError, open_pair
 from isolates.sandbox import Policy, PolicyError, Status
-from isolates.sandbox.lowlevel import capability_numbers
+from isolates.sandbox.lowlevel import capability_numbers, lower_rlimits
 
 from ._core.errors import WorkerFailed
 from ._core.orphans import confine_to, restore
@@ -45,7 +45,10 @@ class Supervisor:
     and reports READY; then the supervisor loads ``policy`` (all threads), and only then
     releases the workers (GO). If a worker fails before READY, none is released, all are
     stopped and the first cause is raised. ``policy=None`` leaves the supervisor
-    unconfined (the barrier still holds).
+    unconfined (the barrier still holds). ``limits``: the default of workers declared
+    without their own; ``own_limits``: this process's own rlimits (memory, CPU time, open
+    files, file size, core, stack), set once every worker is READY, before its policy:
+    a worker started later (a restart without a spare) inherits them as its ceiling.
     """
 
     def __init__(
@@ -55,12 +58,15 @@ class Supervisor:
         boot_timeout: float = 30.0,
         grace: float = 5.0,
         limits: Limits | None = None,
+        own_limits: Limits | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"Supervisor(policy={policy!r}): a Policy or None")
         self.policy = policy
         #: The limits of a worker declared without its own.
         self.limits = unified(limits, None, ())
+        #: The supervisor's own (this process's), set when its workers are READY.
+        self.own_limits = _own(own_limits)
         self.boot_timeout = boot_timeout
         self.grace = grace
         self.workers: dict[str, Worker] = {}
@@ -171,6 +177,8 @@ class Supervisor:
         }
         try:
             self._boot_all()
+            if self.own_limits is not None:
+                lower_rlimits(self.own_limits.rlimits())
             if self.policy is not None:
                 self.status = self._confine()
         except BaseException as exc:
@@ -201,7 +209,8 @@ class Supervisor:
         is started again from this confined one."""
         assert self.policy is not None
         groups = [pid for runner in self._runners.values() for pid in runner.pids()]
-        own = self.policy.extend(*supervisor_rules(groups))
+        counts = any(w.limits.processes is not None for w in self.workers.values())
+        own = self.policy.extend(*supervisor_rules(groups, self.policy if counts else None))
         compiled = own.compile(all_threads=True)
         # From now on, ending a worker's process tree uses only the calls this policy
         # allows: the worker's process group, no /proc, no new pidfds (see orphans.py).
@@ -377,6 +386,21 @@ class Supervisor:
     async def wait(self) -> dict[str, Any]:
         """``join()`` under anyio: the results, or the first failure."""
         return await anyio.to_thread.run_sync(self.join, abandon_on_cancel=True)
+
+
+def _own(limits: Limits | None) -> Limits | None:
+    """The supervisor's own limits, checked: rlimits only. Nothing above it counts its
+    processes (its policy bounds what it starts), and its wall time is ``run(timeout=)``."""
+    if limits is None:
+        return None
+    checked = unified(limits, None, ())
+    for field, instead in (("processes", "its policy"), ("wall_time", "run(timeout=...)")):
+        if getattr(checked, field) is not None:
+            raise PolicyError(
+                f"Supervisor(own_limits=): Limits.{field} cannot bound the supervisor "
+                f"itself; use {instead}"
+            )
+    return checked
 
 
 def _label(w: Worker | None) -> str:

@@ -37,12 +37,15 @@ class Status:
     ``NONE`` when nothing could be enforced. ``capabilities``: the capabilities kept
     (``CAP_`` names) when every other was dropped, as isolates and ``isolates run`` do;
     None when only the two that bypass Landlock were (``Policy.apply`` in a thread).
+    ``limits``: an isolate's resource limits, each with what enforces it ("memory:
+    rlimit DATA 256 MiB"); None where none were asked for (the orchestrator sets it).
     """
 
     seccomp: bool
     all_threads: bool
     landlock: LandlockStatus | None = None
     capabilities: tuple[str, ...] | None = None
+    limits: tuple[str, ...] | None = None
 
     @property
     def enforcement(self) -> Enforcement:
@@ -60,6 +63,8 @@ class Status:
             parts.append(f"landlock: {self.landlock}")
         if self.capabilities is not None:
             parts.append(f"capabilities: {', '.join(self.capabilities) or 'none'} kept")
+        if self.limits:
+            parts.append(f"limits: {', '.join(self.limits)}")
         return f"{self.enforcement}: " + "; ".join(parts)
 
 

@@ -79,7 +79,7 @@ class Policy:
     _guards: dict[bool, tuple[Guard, ...]]
     _uses_pid: bool
     _landlock: Landlock | None
-    _compiled: dict[tuple[int | None, bool, bool], CompiledPolicy]
+    _compiled: dict[tuple[int | None, bool, bool, frozenset[str]], CompiledPolicy]
 
     def __init__(
         self,
@@ -164,7 +164,12 @@ class Policy:
         return cache[all_threads]
 
     def compile(
-        self, pid: int | None = None, *, notify_kills: bool = False, all_threads: bool = False
+        self,
+        pid: int | None = None,
+        *,
+        notify_kills: bool = False,
+        all_threads: bool = False,
+        notify_calls: frozenset[str] = frozenset(),
     ) -> CompiledPolicy:
         """Compile to plain data (BPF bytes and a Landlock plan); cached per policy.
 
@@ -175,21 +180,30 @@ class Policy:
         supervisor holding the listener learns which syscall it was before it kills the
         process. ``all_threads``: the filter will confine the whole process (TSYNC);
         otherwise it confines one thread and forbids loading filters onto the others.
+        ``notify_calls``: syscalls handed to the listener whenever no guard and no
+        stricter rule answers them first (whatever the policy would answer: the
+        listener decides, e.g. the orchestrator counting an isolate's processes).
         """
         pid = os.getpid() if pid is None else pid
-        key = (pid if self._uses_pid else None, notify_kills, all_threads)
+        key = (pid if self._uses_pid else None, notify_kills, all_threads, notify_calls)
         cache = self._compiled
         if key not in cache:
-            cache[key] = self._compile(pid, notify_kills, all_threads)
+            cache[key] = self._compile(pid, notify_kills, all_threads, notify_calls)
         return cache[key]
 
-    def _compile(self, pid: int, notify_kills: bool, all_threads: bool) -> CompiledPolicy:
+    def _compile(
+        self, pid: int, notify_kills: bool, all_threads: bool, notify_calls: frozenset[str]
+    ) -> CompiledPolicy:
         entries, default = self.entries(), self.default
         guard = self.guards(all_threads=all_threads)
         if notify_kills:
             entries = tuple(_notify_if_kill(e) for e in entries)
             guard = tuple(dataclasses.replace(g, action=_notify_if_kill(g.action)) for g in guard)
             default = _notify_if_kill(default)
+        # An unconditional NOTIFY entry outranks every allowing (and logging) entry of
+        # its syscall, and yields to the stricter ones and to the guards.
+        notified = tuple(Entry(s, number(s), Action.NOTIFY, ()) for s in sorted(notify_calls))
+        entries = notified + tuple(entries)
         landlock = self.landlock if self.landlock is not None else Landlock()
         return CompiledPolicy(
             bpf=compile_filter(entries, guard, default, pid),

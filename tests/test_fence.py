@@ -17,6 +17,7 @@ MODULES = frozenset({"ctypes", "mmap"})
 CALLS = frozenset({
     "fork", "forkpty", "execve", "execv", "execvp", "execvpe", "execl", "execlp", "_exit",
     "Popen", "closerange", "prctl", "_prctl", "unshare", "posix_spawn", "posix_spawnp",
+    "syscall", "set_child_subreaper",
 })  # fmt: skip
 #: The fence: the only modules that may, each with its reason to.
 ALLOWED = {
@@ -32,6 +33,7 @@ ALLOWED = {
     "orchestrator/_namespaces/pid.py": "forks the pid-1 mirror, closes its descriptors",
     "orchestrator/_cli/run.py": "isolates run: apply, then exec",
     "orchestrator/_cli/run_limits.py": "isolates run under limits: fork, wait, report",
+    "orchestrator/_cli/run_processes.py": "run --processes: subreaper, takes the listener",
     "orchestrator/_cli/trace.py": "isolates trace: forks the traced program",
     "orchestrator/testing.py": "in_child: fork, report through shared memory, _exit",
 }

@@ -172,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
         print(dry_run_report(plan))
         return 0
     if limits is not None:  # a parent stays, to enforce the wall time and report
-        return run_limited(limits, lambda: execute(plan))
+        return run_limited(limits, plan.policy, lambda notify: execute(plan, notify))
     try:
         execute(plan)
     except SandboxError as exc:
@@ -305,19 +305,23 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
 # -- applying it ---------------------------------------------------------------------------
 
 
-def execute(plan: Plan) -> NoReturn:
+def execute(plan: Plan, notify: frozenset[str] = frozenset()) -> NoReturn:
     """Confine this process (all threads) and exec the program. Returns only by raising:
-    SandboxError before anything was applied or while applying, OSError if exec failed."""
+    SandboxError before anything was applied or while applying, OSError if exec failed.
+    ``notify``: syscalls its seccomp listener decides (``--processes``: run_limits.py
+    takes the listener while the exec is parked on it)."""
     # Compiled first: libseccomp needs syscalls the policy may deny. For the whole
     # process: the program may stack filters of its own on all its threads.
-    compiled = plan.policy.compile(all_threads=True)
+    compiled = plan.policy.compile(all_threads=True, notify_calls=notify)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess: not ignored after exec
         signal.signal(sig, signal.SIG_DFL)
     if plan.start is not None:
         _warn_partial(apply_plan(plan.start, all_threads=True))
     # The policy's own domain (a minimal one without grants), then seccomp, last:
     # nothing Python does comes after it.
-    status = compiled.apply(all_threads=True, capabilities=plan.capabilities, for_exec=True)
+    status, _listener = compiled.apply_with_listener(
+        all_threads=True, listener=bool(notify), capabilities=plan.capabilities, for_exec=True
+    )
     if status.landlock is not None:
         _warn_partial(status.landlock)
     os.execve(plan.path, plan.argv, plan.env)

@@ -32,17 +32,24 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from isolates.sandbox import PolicyError
+from isolates.sandbox import Policy, PolicyError
 from isolates.sandbox.lowlevel import lower_rlimits, set_parent_death_signal
 
 from .._limits import Limits
 from .command import UsageError
 
+if TYPE_CHECKING:
+    from .run_processes import Counted
+
+#: How often, with --processes, orphans are reaped (run_processes.py).
+REAP_EVERY_MS = 200
+
 _FLAGS = (
     ("--memory", "SIZE", "memory", str, "its data and heap, e.g. 256M (RLIMIT_DATA)"),
     ("--cpu-time", "SECONDS", "cpu_time", float, "CPU seconds (SIGXCPU, then SIGKILL)"),
+    ("--processes", "N", "processes", int, "processes and threads at once, itself included"),
     ("--open-files", "N", "open_files", int, "descriptors (RLIMIT_NOFILE)"),
     ("--file-size", "SIZE", "file_size", str, "the largest file it may write (RLIMIT_FSIZE)"),
     ("--wall-time", "SECONDS", "wall_time", float, "seconds before it is killed"),
@@ -73,20 +80,40 @@ def limits_of(args: argparse.Namespace) -> Limits | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def run_limited(limits: Limits, execute: Callable[[], Any]) -> int:
+def run_limited(limits: Limits, policy: Policy, execute: Callable[[frozenset[str]], Any]) -> int:
     """Fork; the child lowers its rlimits and calls ``execute`` (apply, exec: it never
-    returns); we wait, and report a limit that stopped it. Our exit status is the
-    program's (128 + the signal that killed it)."""
+    returns) with the syscalls its listener is to decide (``--processes``); we wait,
+    and report a limit that stopped it. Our exit status is the program's (128 + the
+    signal that killed it)."""
+    counted: Counted | None = None
+    if limits.processes is not None:
+        from .run_processes import NOTIFIED, prepare
+
+        prepare()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_program(parent, limits, execute)
+        notify = NOTIFIED if limits.processes is not None else frozenset()
+        _become_program(parent, limits, lambda: execute(notify))
     pidfd = os.pidfd_open(pid)
     try:
-        status, timed_out = _wait(pid, pidfd, limits.wall_time)
+        if limits.processes is not None:
+            counted = _counted(pid, pidfd, limits.processes, policy)
+        status, timed_out = _wait(pid, pidfd, limits.wall_time, counted)
     finally:
+        if counted is not None:
+            counted.end_leftovers()
         os.close(pidfd)
-    return _report(status, timed_out, limits)
+    return _report(status, timed_out, limits, counted)
+
+
+def _counted(pid: int, pidfd: int, limit: int, policy: Policy) -> Counted:
+    from .run_processes import Counted
+
+    counted = Counted(pid, pidfd, limit, policy)
+    if not counted.take_listener():  # it ended before its exec, or never got there
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    return counted
 
 
 def _become_program(parent: int, limits: Limits, execute: Callable[[], Any]) -> None:
@@ -101,23 +128,42 @@ def _become_program(parent: int, limits: Limits, execute: Callable[[], Any]) -> 
     os._exit(126)
 
 
-def _wait(pid: int, pidfd: int, wall_time: float | None) -> tuple[int, bool]:
-    """The program's wait status, and whether the wall time ran out (it was killed)."""
+def _wait(
+    pid: int, pidfd: int, wall_time: float | None, counted: Counted | None
+) -> tuple[int, bool]:
+    """The program's wait status, and whether the wall time ran out (it was killed);
+    meanwhile, with ``counted``, its clones answered and its orphans reaped."""
     forward = _forwarding(pidfd)
     deadline = None if wall_time is None else time.monotonic() + wall_time
     timed_out = False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    listener = None if counted is None else counted.listener
+    if listener is not None:
+        poller.register(listener, select.POLLIN)
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        while not poller.poll(_ms_left(deadline)):
+        while True:
+            ready = dict(poller.poll(_wait_ms(deadline, counted)))
+            if pidfd in ready:
+                return os.waitpid(pid, 0)[1], timed_out
+            if counted is not None:
+                if listener in ready:
+                    counted.answer()
+                counted.reap()
             if deadline is not None and time.monotonic() >= deadline:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 timed_out = True
                 deadline = None
-        return os.waitpid(pid, 0)[1], timed_out
     finally:
         for sig, previous in forward.items():
             signal.signal(sig, previous)
+
+
+def _wait_ms(deadline: float | None, counted: Counted | None) -> int | None:
+    left = _ms_left(deadline)
+    if counted is None:
+        return left
+    return REAP_EVERY_MS if left is None else min(left, REAP_EVERY_MS)
 
 
 def _ms_left(deadline: float | None) -> int | None:
@@ -138,14 +184,21 @@ def _forwarding(pidfd: int) -> dict[int, Any]:
     return {sig: signal.signal(sig, forward) for sig in _FORWARDED}
 
 
-def _report(status: int, timed_out: bool, limits: Limits) -> int:
+def _report(status: int, timed_out: bool, limits: Limits, counted: Counted | None) -> int:
     code = os.waitstatus_to_exitcode(status)
     said = limits.mechanisms()
-    if timed_out:
+    if counted is not None and counted.violation is not None:
+        _say(f"killed: {counted.violation}")
+    elif timed_out:
         _say(f"killed: wall time limit {limits.wall_time:g} s")
     elif code < 0 and -code in _SIGNALS:
         field, words = _SIGNALS[signal.Signals(-code)]
         _say(f"killed: {words} ({said[field]})")
+    elif code != 0 and counted is not None and counted.count.refused is not None:
+        _say(
+            f"processes limit {limits.processes}: {counted.count.refusals} clones refused, "
+            f"the first: {counted.count.refused}; exit status {code}"
+        )
     elif code != 0 and limits.memory is not None:
         shown = said["memory"]
         _say(

@@ -19,14 +19,19 @@ from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 from .._namespaces.options import Namespaces
 from .encode import dump, needs_msgspec
 from .functions import unwrap
+from .process_count import COUNTED
 from .spawn import explicit_sys_path
 from .wire import Boot, CompiledPolicyData, NamespacesData, converted
 
 
-def compile_for(policy: Policy, pid: int, ns: Namespaces | None) -> CompiledPolicy:
-    """Compile an isolate's policy: for the pid it will have, with kills reported."""
+def compile_for(
+    policy: Policy, pid: int, ns: Namespaces | None, *, counted: bool = False
+) -> CompiledPolicy:
+    """Compile an isolate's policy: for the pid it will have, with kills reported, and
+    with ``counted`` its clones handed to its parent (a processes limit: process_count.py)."""
     pid = ns.pid_inside(pid) if ns else pid
-    return policy.compile(pid=pid, notify_kills=True, all_threads=True)
+    calls = COUNTED if counted else frozenset()
+    return policy.compile(pid=pid, notify_kills=True, all_threads=True, notify_calls=calls)
 
 
 def build_boot(

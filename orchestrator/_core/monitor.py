@@ -1,7 +1,8 @@
 """The supervisor's side of seccomp user notification: one thread watching listeners.
 
 An isolate whose policy would kill on a syscall is loaded with that action turned into
-NOTIFY, and hands its listener descriptor to its parent. When the isolate makes such a
+NOTIFY (and, under a processes limit, its clones too), and hands its listener
+descriptor to its parent. When the isolate makes such a
 call, the kernel parks it and tells this thread which syscall, with which arguments; the
 thread records the violation and kills the isolate, so the call never runs. (If the
 parent dies first, the kernel answers ENOSYS to parked calls: they still never run, and
@@ -12,8 +13,10 @@ Its one instance is ``runtime.MONITOR``.
 Safety argument:
 
 - It only reads notifications (SECCOMP_IOCTL_NOTIF_RECV) from listeners its isolates
-  handed over, and never answers one: a parked call is never let run, and the kill
-  that follows (through the isolate's pidfd, in process.py) ends it.
+  handed over, and hands each to its isolate's handler (process.py), which never
+  answers a violation: that parked call is never let run, and the kill that follows
+  (through the isolate's pidfd) ends it. The one call a handler answers is a clone
+  under a processes limit, by the isolate's own policy (process_count.py).
 - A listener is read only after a check, under the lock, that its number is still
   registered and readable (RECV would block otherwise). Should it be released and the
   number reused in between, RECV fails on what is no listener (an OSError, ignored),

@@ -12,7 +12,7 @@ import termios
 from collections.abc import Iterable
 from typing import ClassVar, Final
 
-from isolates.sandbox import Arg, Policy, Rule, RuleSet
+from isolates.sandbox import Arg, Landlock, Policy, Rule, RuleSet
 from isolates.sandbox.lowlevel import uapi
 
 _THREAD_MASK: Final = uapi.CLONE_THREAD | uapi.CLONE_VM | uapi.NAMESPACE_FLAGS
@@ -60,7 +60,9 @@ def async_rules() -> Orchestration:
     return _implied(ChannelRules.nothing().allow_async().allow_loop_startup(), "isolates async")
 
 
-def supervisor_rules(groups: Iterable[int]) -> list[RuleSet]:
+def supervisor_rules(
+    groups: Iterable[int], policy: Policy | None = None
+) -> list[RuleSet | Landlock]:
     """What a confined supervisor needs to keep supervising: its channels, reaping,
     signalling its workers (by pidfd, and by process group: ``groups`` are the pids of
     the isolates it started, each its own group's leader), reading violation
@@ -79,7 +81,23 @@ def supervisor_rules(groups: Iterable[int]) -> list[RuleSet]:
         *kills,
         name="isolates supervisor",
     )
-    return [channel_rules(), own]
+    return [channel_rules(), own, *_counting(policy)]
+
+
+def _counting(policy: Policy | None) -> list[RuleSet | Landlock]:
+    """What the monitor needs to count a worker's processes (process_count.py): reading
+    /proc. A policy that already opens files without Landlock reads it as it is; else
+    a Landlock right to read /proc only, with the syscalls it implies."""
+    if policy is None:
+        return []
+    opens = not policy.decide("openat", _AT_FDCWD, 0, os.O_RDONLY | os.O_CLOEXEC).denies
+    if policy.landlock is None and opens:
+        return [Orchestration("getdents64", "read", "close", "fstat", "newfstatat",
+                              name="isolates process count")]  # fmt: skip
+    return [Landlock(name="isolates process count").read("/proc")]
+
+
+_AT_FDCWD: Final = -100
 
 
 def worker_policy(policy: Policy, *, channels: bool, is_async: bool) -> Policy:

@@ -41,6 +41,7 @@ from .lean_wire import send_pickled
 from .logs import IsolateLog
 from .monitor import Monitor
 from .orphans import kill_tree
+from .process_count import ProcessCount
 from .spawn import Spawner, popen
 from .wire import (
     MAX_BOOT_FDS,
@@ -106,6 +107,7 @@ class IsolateProcess:
         self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
+        self.processes: ProcessCount | None = None  # its processes limit, if it has one
         self.logs = IsolateLog()  # its log records, bounded (see _logs)
         self._idle = False  # IDLE seen: the one message it may send before Boot
         # Booted with a policy that may fork: it waits after its result, and ending it
@@ -182,7 +184,7 @@ class IsolateProcess:
                     "sent READY with a descriptor that is no seccomp listener"
                 )
             self.listener = fds[0]  # the monitor's from now on: reap() releases it
-            self._monitor.watch(self.listener, self._violated)
+            self._monitor.watch(self.listener, self._notified)
         return self._statuses(msg)
 
     def _statuses(self, ready: Ready) -> tuple[Status, NamespaceStatus | None]:
@@ -273,6 +275,18 @@ class IsolateProcess:
     def _protocol_error(self, what: str) -> WorkerFailed:
         self.kill()
         return self.failure(what)
+
+    def count_processes(self, count: ProcessCount) -> None:
+        """Answer this isolate's clones by ``count`` (set before READY: its listener comes
+        with READY, and the kernel parks its calls until someone answers)."""
+        self.processes = count
+
+    def _notified(self, n: Notification) -> None:
+        """A notification from this isolate's listener (on the monitor thread)."""
+        count, listener = self.processes, self.listener
+        if count is not None and listener is not None and count.answer(listener, n):
+            return
+        self._violated(n)
 
     def _violated(self, n: Notification) -> None:
         self.violation = IsolateViolation(self.name, name_of(n.nr), n.nr, n.args)

@@ -75,6 +75,7 @@ class StatusData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     all_threads: bool
     landlock: LandlockStatusData | None = None
     capabilities: tuple[str, ...] | None = None
+    limits: tuple[str, ...] | None = None  # set by the parent, never sent by an isolate
 
 
 # -- the orchestrator's Namespaces and NamespaceStatus -------------------------------------

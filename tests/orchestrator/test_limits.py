@@ -3,6 +3,7 @@ call returns; and the isolate cannot lift what it was given."""
 
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import sys
@@ -111,10 +112,11 @@ def test_limits_that_cannot_hold_are_refused_when_declared() -> None:
 
 
 def test_each_limit_says_how_it_is_enforced() -> None:
-    said = Limits(memory="256M", cpu_time=2, open_files=64, wall_time=5).mechanisms()
+    said = Limits(memory="256M", cpu_time=2, processes=8, open_files=64, wall_time=5).mechanisms()
     assert said["memory"] == "rlimit DATA 256 MiB"
     assert said["cpu_time"].startswith("rlimit CPU 2 s")
     assert said["open_files"] == "rlimit NOFILE 64"
+    assert said["processes"].startswith("seccomp notify: clone, fork and vfork counted")
     assert said["core"] == "rlimit CORE 0 (no core dump)"
     assert said["wall_time"].startswith("the parent's deadline, 5 s")
 
@@ -128,17 +130,16 @@ def _spin_worker(ctx: object, seconds: float) -> str:
 
 
 def test_a_workers_limits_are_its_own_and_the_supervisor_gives_a_default() -> None:
-    def run() -> tuple[str, str, int]:
+    def run(mib: int, own: Limits | None) -> tuple[str, int]:
         sup = Supervisor(limits=Limits(memory="128M"))
-        sup.add_worker("greedy", _allocate_worker, args=(1024,))
-        sup.add_worker("own", _allocate_worker, args=(300,), limits=Limits(memory="1G"))
+        sup.add_worker("w", _allocate_worker, args=(mib,), limits=own)
         try:
-            sup.run(timeout=60)
+            return "returned", sup.run(timeout=60)["w"]
         except ResourceExceeded as exc:
-            return exc.name, exc.resource, sup.workers["own"].result
-        return "no failure", "", 0
+            return exc.resource, 0
 
-    assert in_child(run).unwrap() == ("greedy", "memory", 300)
+    assert in_child(lambda: run(1024, None)).unwrap() == ("memory", 0)  # the default
+    assert in_child(lambda: run(300, Limits(memory="1G"))).unwrap() == ("returned", 300)
 
 
 def test_a_workers_wall_time_ends_it_as_resource_exceeded() -> None:
@@ -194,3 +195,28 @@ def test_isolates_run_file_size_stops_a_larger_write(tmp_path: Path) -> None:
 def test_isolates_run_refuses_a_bad_limit_by_flag() -> None:
     done = _run("--memory", "lots", "--", "true")
     assert done.returncode == 2 and "--memory: Limits.memory" in done.stderr
+
+
+def _files_worker(ctx: object) -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def test_the_supervisor_has_limits_of_its_own_and_its_workers_keep_theirs() -> None:
+    def run() -> tuple[tuple[int, int], int, str]:
+        sup = Supervisor(own_limits=Limits(open_files=64, file_size="1M"))
+        bounds = Limits(open_files=32, processes=4)
+        sup.add_worker("w", _files_worker, policy=RLIMITS, limits=bounds)
+        sup.run(timeout=60)
+        status = str(sup.workers["w"].status)
+        return resource.getrlimit(resource.RLIMIT_NOFILE), sup.workers["w"].result, status
+
+    own, workers, status = in_child(run).unwrap()
+    assert own == (64, 64) and workers == 32
+    assert "; limits: " in status and "core: rlimit CORE 0 (no core dump)" in status
+    assert "open_files: rlimit NOFILE 32" in status and "processes: seccomp notify" in status
+
+
+@pytest.mark.parametrize("field", ["processes", "wall_time"])
+def test_the_supervisors_own_limits_refuse_what_cannot_bound_it(field: str) -> None:
+    with pytest.raises(PolicyError, match=f"Limits.{field} cannot bound the supervisor"):
+        Supervisor(own_limits=Limits(**{field: 3}))
