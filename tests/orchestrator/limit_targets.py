@@ -5,6 +5,7 @@ import os
 import resource
 import threading
 import time
+from typing import Any
 
 
 def allocate(mib: int) -> int:
@@ -163,3 +164,9 @@ def escape_the_count() -> tuple[str, str, str]:
     args = (ctypes.c_uint64 * 11)(0, 0, 0, 0, 17)  # struct clone_args: exit_signal SIGCHLD
     clone3 = raw(435, ctypes.addressof(args), ctypes.sizeof(args))
     return clone_parent, clone3, forks_with_errno()
+
+
+def threads_then_fail(ctx: Any, count: int) -> None:
+    """Send what starting ``count`` threads gave on channel "said", then fail."""
+    ctx.channel("said").send(start_threads(count))
+    raise RuntimeError("fails, to be restarted")

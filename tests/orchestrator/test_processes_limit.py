@@ -5,6 +5,7 @@ nothing behind; and the count never lets run a clone the policy itself refuses."
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -19,9 +20,12 @@ from isolates.orchestrator import (
     Limits,
     Namespaces,
     ResourceExceeded,
+    Restart,
     Supervisor,
+    WorkerFailed,
     isolate,
 )
+from isolates.orchestrator._lifecycle import State
 from isolates.sandbox import Action, Policy, PolicyError, Processes, Rule, Threads, Time
 from tests.forked import in_child
 from tests.orchestrator import limit_targets as t
@@ -107,16 +111,25 @@ def test_an_invalid_processes_limit_names_its_field(value: object) -> None:
 
 
 def test_a_worker_counts_its_own_tasks_and_a_restart_starts_from_zero() -> None:
-    def run() -> tuple[list[str], list[str], int]:
+    def run() -> tuple[list[str], list[list[str]], int]:
         sup = Supervisor(limits=Limits(processes=3))
-        sup.add_worker("a", t.threads_of_worker, args=(3,), policy=THREADS)
         sup.add_worker("b", t.threads_of_worker, args=(3,), policy=THREADS,
                        limits=Limits(processes=8))  # fmt: skip
-        sup.run(timeout=60)
-        return sup.workers["a"].result, sup.workers["b"].result, 0
+        w = sup.add_worker("a", t.threads_then_fail, args=(3,), policy=THREADS,
+                           restart=Restart.on_failure(limit=1, backoff=0.01))  # fmt: skip
+        sup.connect(w, sup, list[str], name="said")
+        sup.start()
+        runs = [sup.channel("said").recv(timeout=30)]
+        while w.restarts == 0 or w.state not in (State.RELEASED, State.FAILED):
+            time.sleep(0.01)
+        runs.append(sup.channel("said").recv(timeout=30))  # the renewed channel
+        with contextlib.suppress(WorkerFailed):
+            sup.join(timeout=60)
+        return sup.workers["b"].result, runs, w.restarts
 
-    a, b, _ = in_child(run).unwrap()
-    assert a == ["ok", "ok", "can't start new thread"] and b == ["ok", "ok", "ok"]
+    b, runs, restarts = in_child(run).unwrap()
+    assert b == ["ok", "ok", "ok"] and restarts == 1
+    assert runs == [["ok", "ok", "can't start new thread"]] * 2
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
