@@ -113,4 +113,6 @@ def main(url: str, outdir: str) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} URL OUTDIR  (e.g. http://127.0.0.1:8000/data.csv out)")
     sys.exit(main(sys.argv[1], sys.argv[2]))

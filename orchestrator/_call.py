@@ -124,7 +124,7 @@ class IsolatedCall:
                 FORK_SERVER.start_soon()
         if isinstance(outcome, Failure):
             raise rebuild(outcome, opts.name)
-        return decode_value(outcome.value, self.fn, opts.name)
+        return decode_value(outcome.value, self.fn, opts.name, outcome.shape)
 
     def cancel(self) -> None:
         self._cancelled = True

@@ -174,7 +174,7 @@ class Runner:
             proc.reap()
             if isinstance(outcome, Failure):
                 raise rebuild(outcome, w.name)
-            w.result = decode_value(outcome.value, w.fn, w.name)
+            w.result = decode_value(outcome.value, w.fn, w.name, outcome.shape)
         except Exception as exc:  # the worker's exception, or how its isolate ended
             return self._ended_without_value(exc)
         self.life.exited()

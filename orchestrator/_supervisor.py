@@ -284,7 +284,9 @@ class Supervisor:
         If a worker fails for good, the others are stopped and its WorkerFailed (or
         IsolateViolation) is raised. On timeout, raises TimeoutError (workers keep running).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._join(None if timeout is None else time.monotonic() + timeout, timeout)
+
+    def _join(self, deadline: float | None, timeout: float | None) -> dict[str, Any]:
         with self._changed:
             while True:
                 failed = self._first_failure()
@@ -292,13 +294,19 @@ class Supervisor:
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise TimeoutError(f"workers still running after {timeout}s")
+                    raise TimeoutError(f"still running after {timeout:g} s: {self._running()}")
                 self._changed.wait(left)
         if failed is not None:
             self.stop()
             raise failed
         self._close_ours()
         return {name: w.result for name, w in self.workers.items()}
+
+    def _running(self) -> str:
+        """The workers not yet ended, with their states ("'web' (released)")."""
+        return ", ".join(
+            f"{w.name!r} ({w.state.value})" for w in self.workers.values() if w.state not in FINAL
+        )
 
     def _first_failure(self) -> WorkerFailed | None:
         for w in self.workers.values():
@@ -313,10 +321,12 @@ class Supervisor:
         )
 
     def run(self, timeout: float | None = None) -> dict[str, Any]:
-        """``start()``, then ``join()``; stops every worker on Ctrl-C or any error."""
+        """``start()``, then ``join()``; stops every worker on Ctrl-C or any error.
+        ``timeout`` counts from this call, the start included."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.start()
         try:
-            return self.join(timeout)
+            return self._join(deadline, timeout)
         except BaseException:
             self.stop()
             raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -172,7 +173,9 @@ def supervisor_policy(port: int, directory: str) -> Policy:
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     args = _parser().parse_args(argv)
-    directory = args.directory or tempfile.mkdtemp(prefix="isolates-demo-")
+    if args.directory is None:
+        return _in_a_fresh_directory(argv if argv is not None else sys.argv[1:])
+    directory = args.directory
     port = args.port or _free_port()
     sup = Supervisor(policy=supervisor_policy(port, directory))
     server = sup.add_worker("server", serve, args=(port,), policy=server_policy(port))
@@ -187,6 +190,14 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     outcome = _finish(sup, out)
     _report(sup, [server, writer], out)
     return outcome
+
+
+def _in_a_fresh_directory(argv: list[str]) -> int:
+    """The demo in a new process and a new directory, removed when it ends: a supervisor
+    confines its own process for good, so that process cannot remove it itself."""
+    with tempfile.TemporaryDirectory(prefix="isolates-demo-") as directory:
+        command = [sys.executable, "-m", "isolates.orchestrator.demo", *argv]
+        return subprocess.run([*command, "--directory", directory], check=False).returncode
 
 
 def _exercise(port: int, directory: str, out: Callable[[str], None]) -> None:

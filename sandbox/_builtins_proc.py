@@ -27,7 +27,8 @@ class PythonRuntime(RuleSet):
 
     Memory (brk, mmap, munmap, mremap, mprotect, madvise), futex and its own robust list
     (get_robust_list of pid 0), rseq, signal handling (rt_sig*, sigaltstack), clocks,
-    getrandom, its own ids (getpid, gettid), sched_yield, sched_getaffinity of this
+    getrandom, its own ids (getpid, gettid), who it runs as (getuid, geteuid, getgid,
+    getegid, getresuid, getresgid, getgroups), sched_yield, sched_getaffinity of this
     thread (pid 0), exit and exit_group, and the shutdown path: getsockname/getpeername
     (the repr of an unclosed socket) and close.
 
@@ -50,6 +51,8 @@ class PythonRuntime(RuleSet):
         "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
         "clock_gettime", "clock_getres", "gettimeofday", "time",
         "getrandom", "getpid", "gettid",
+        # Who it runs as: harmless reads (os.getuid() would otherwise answer -1).
+        "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups",
         "sched_yield",
         "exit", "exit_group",
         "getsockname", "getpeername", "close",

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -131,6 +132,13 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         help='a SystemCallFilter= value, e.g. "@system-service"',
     )
+    add(
+        "--pledge-ignore",
+        metavar="PROMISE",
+        action="append",
+        default=[],
+        help="drop a promise with no Linux meaning (pf, tape, ...) instead of failing",
+    )
     add("--allow", metavar="SYSCALL", action="append", default=[], help="allow a syscall")
     add("--read", metavar="PATH", action="append", default=[], help="read beneath PATH")
     add("--write", metavar="PATH", action="append", default=[], help="write beneath PATH")
@@ -208,9 +216,7 @@ def _options_policy(args: argparse.Namespace) -> Policy:
     try:
         if args.pledge is not None:
             unveil = _unveil(args) or None
-            base = _option(
-                "--pledge", repr(args.pledge), profiles.pledge, args.pledge, None, unveil=unveil
-            )
+            base = _pledge(args.pledge, args.pledge_ignore, unveil)
             policy = base.extend(*rulesets, default=_violation(args))
         elif args.systemd:
             spec = " ".join(map(repr, args.systemd))
@@ -221,6 +227,15 @@ def _options_policy(args: argparse.Namespace) -> Policy:
         return Policy(*policy.rulesets[1:], default=policy.default, compat=compat)
     except PolicyError as exc:
         raise UsageError(f"the options conflict: {exc}") from None
+
+
+def _pledge(promises: str, ignore: list[str], unveil: dict[str, str] | None) -> Policy:
+    try:
+        return profiles.pledge(promises, None, unveil=unveil, ignore=ignore)
+    except PolicyError as exc:  # the library's advice, in the command line's words
+        said = re.sub(r"pass ignore=\{'([\w]+)'\}", r"pass --pledge-ignore \1", str(exc))
+        said = said.replace(" in ignore", " in --pledge-ignore")
+        raise UsageError(f"--pledge {promises!r}: {said}") from None
 
 
 def _violation(args: argparse.Namespace) -> Action:

@@ -91,7 +91,13 @@ def _builtins_cover(calls: frozenset[TracedCall]) -> Cover:
         return frozenset(c for c in calls if _rules_allow(rules, c))
 
     sizes = {m: len({r.syscall for r in rules}) for m, rules in methods.items()}
-    chosen = _greedy(calls, sizes, covered)
+    # Of two methods covering as much, the one whose own syscalls the program made: a
+    # TCP client's socket and connect are allow_tcp_clients, not a server's bind.
+    made = {c.name for c in calls}
+    unused = {
+        m: len({r.syscall for r in rules if not r.implied} - made) for m, rules in methods.items()
+    }
+    chosen = _greedy(calls, sizes, covered, unused)
     try:  # the merged policy decides: a method's rule replaces PythonRuntime's on a syscall
         allows = allowing(Policy(*(getattr(cls.nothing(), m)() for cls, m in _split(chosen))))
         final = frozenset(c for c in calls if allows(c))
@@ -136,14 +142,17 @@ def _greedy(
     universe: frozenset[TracedCall],
     sizes: Mapping[str, int],
     covered: Callable[[frozenset[str]], frozenset[TracedCall]],
+    unused: Mapping[str, int] | None = None,
 ) -> frozenset[str]:
-    """Greedy set cover: take the candidate covering most of what is left (the smaller on
-    a tie), until nothing more can be covered; then drop any that became redundant."""
+    """Greedy set cover: take the candidate covering most of what is left (on a tie, the
+    one allowing fewest syscalls the program did not make, then the smaller), until
+    nothing more can be covered; then drop any that became redundant."""
+    spare = unused or {}
     chosen: frozenset[str] = frozenset()
     have = covered(chosen)
     while not universe <= have:
         gains = {c: len(covered(chosen | {c}) - have) for c in sorted(sizes) if c not in chosen}
-        best = max(gains, key=lambda c: (gains[c], -sizes[c]), default=None)
+        best = max(gains, key=lambda c: (gains[c], -spare.get(c, 0), -sizes[c]), default=None)
         if best is None or gains[best] == 0:
             break
         chosen, have = chosen | {best}, covered(chosen | {best})

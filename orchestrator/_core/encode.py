@@ -117,11 +117,13 @@ def _rebuild_struct(
     )
 
 
-def decode_value(data: bytes, fn: Callable[..., Any], name: str) -> Any:
-    """Decode a return value, typed by ``fn``'s return annotation when it has one."""
+def decode_value(data: bytes, fn: Callable[..., Any], name: str, shape: str | None = None) -> Any:
+    """Decode a return value, typed by ``fn``'s return annotation when it has one; else
+    a set, frozenset or tuple the function returned (``shape``) comes back as one."""
     rtype = return_type(fn)
     try:
-        return msgspec.msgpack.decode(data, type=rtype)
+        value = msgspec.msgpack.decode(data, type=rtype)
+        return _reshaped(value, shape) if rtype is Any else value
     except msgspec.ValidationError as exc:
         why = f"returned a value that is not a {rtype!r}: {_short(exc)}"
     except msgspec.DecodeError as exc:
@@ -131,6 +133,26 @@ def decode_value(data: bytes, fn: Callable[..., Any], name: str) -> Any:
     except Exception as exc:  # the isolate's bytes, whatever they make decoding raise
         why = f"returned data that failed to decode: {type(exc).__name__}: {_short(exc)}"
     raise WorkerFailed(name, why)
+
+
+def _reshaped(value: Any, shape: str | None) -> Any:
+    """The list msgpack made of a top-level set, frozenset or tuple, as that again (the
+    elements of a set frozen: a tuple inside came back a list)."""
+    if shape is None or not isinstance(value, list):
+        return value
+    if shape == "tuple":
+        return tuple(value)
+    kind = {"set": set, "frozenset": frozenset}.get(shape)
+    if kind is None:
+        return value
+    try:
+        return kind(_frozen(item) for item in value)
+    except TypeError:  # an element that is no longer hashable (a dict): keep the list
+        return value
+
+
+def _frozen(item: Any) -> Any:
+    return tuple(_frozen(i) for i in item) if isinstance(item, list) else item
 
 
 def _short(exc: BaseException, limit: int = 500) -> str:

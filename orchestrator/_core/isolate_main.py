@@ -181,12 +181,31 @@ def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
         os.register_at_fork(after_in_child=control.sock.close)  # our death from the parent
     try:
         value = call(fn, args, kwargs, control.ctx)
-        reply = {"type": "result", "value": encode_value(value)}
+        reply = {"type": "result", "value": _encoded(value, boot["name"])}
+        if type(value) in _SHAPES:
+            reply["shape"] = type(value).__name__
     except BaseException as exc:
         reply = failures.failure_of(exc, "run")
     if os.getpid() != me:  # a process the function forked came back here: it never
         os._exit(1 if reply["type"] == "failure" else 0)  # speaks for the isolate
     _finish(control, reply, boot, code=0)
+
+
+#: Containers msgpack carries as arrays: the caller gets them back as they were, when the
+#: function does not annotate its return type (encode.decode_value).
+_SHAPES: Final = (set, frozenset, tuple)
+
+
+def _encoded(value: object, name: str) -> bytes:
+    try:
+        return encode_value(value)
+    except TypeError as exc:  # the function's bug: say whose, and what travels
+        raise TypeError(
+            f"{name!r} returned {type(value).__name__!r} data that cannot travel back to "
+            f"its caller ({exc}): return None, bool, int, float, str, bytes, lists, "
+            "tuples, dicts, sets, msgspec Structs, dataclasses, enums or datetimes, and "
+            "annotate the return type"
+        ) from None
 
 
 def _open_context(

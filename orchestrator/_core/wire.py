@@ -191,6 +191,7 @@ class Ready(msgspec.Struct, tag="ready", forbid_unknown_fields=True):
 
 class Result(msgspec.Struct, tag="result", forbid_unknown_fields=True):
     value: bytes  # msgpack of the return value
+    shape: str | None = None  # "set", "frozenset" or "tuple": what msgpack made a list of
 
 
 class Failure(msgspec.Struct, tag="failure", forbid_unknown_fields=True):

@@ -118,7 +118,7 @@ def _enter_user(ns: Namespaces) -> None:
     try:
         k.unshare(uapi.CLONE_NEWUSER)
     except OSError as exc:
-        hint = _USERNS_HINTS.get(exc.errno or 0, exc.strerror)
+        hint = _filtered(exc.errno) or _USERNS_HINTS.get(exc.errno or 0, exc.strerror)
         msg = f"namespaces: cannot create a user namespace: {hint}"
         raise SandboxError(exc.errno, msg) from None
     try:
@@ -139,9 +139,31 @@ def _unshare(flags: int, what: str, *, in_userns: bool) -> None:
     try:
         k.unshare(flags)
     except OSError as exc:
-        hint = _unshare_hint(exc.errno or 0, what, in_userns) or exc.strerror
+        hint = _filtered(exc.errno) or _unshare_hint(exc.errno or 0, what, in_userns)
+        hint = hint or exc.strerror
         msg = f"namespaces: cannot create {what} namespace: {hint}"
         raise SandboxError(exc.errno, msg) from None
+
+
+def _filtered(err: int | None) -> str | None:
+    """When this process already runs under a seccomp filter, the likeliest reason an
+    unshare is refused: that filter (``isolates run``'s own, a container's), not the
+    kernel's settings."""
+    if err not in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+        return None
+    try:
+        with open("/proc/self/status", "rb") as f:
+            mode = next((line.split()[1] for line in f if line.startswith(b"Seccomp:")), b"0")
+    except OSError:
+        return None
+    if mode != b"2":
+        return None
+    return (
+        "this process already runs under a seccomp filter, which refuses unshare (isolates "
+        "itself denies it unless a policy names it: under `isolates run`, pass `--allow "
+        "unshare`; in a container, its seccomp profile); the kernel's settings were not "
+        "the reason"
+    )
 
 
 def _unshare_hint(err: int, what: str, in_userns: bool) -> str | None:

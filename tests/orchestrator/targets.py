@@ -166,3 +166,18 @@ def boot_facts() -> dict[str, object]:
         "sys_path": list(sys.path),
         "flags": [a.decode() for a in argv[1:3]],
     }
+
+
+class Opaque:
+    """What msgspec cannot encode."""
+
+
+@isolate
+def returns_opaque():
+    return Opaque()
+
+
+@isolate
+def returns_containers(kind: str):
+    return {"set": {1, (2, 3)}, "frozenset": frozenset({"a"}), "tuple": (1, [2]),
+            "nested": {"s": {1, 2}}}[kind]  # fmt: skip

@@ -345,3 +345,28 @@ def test_library_dirs_never_hold_the_root_or_home(tmp_path: Path) -> None:
     assert str(Path("/usr/lib").resolve()) in dirs  # the loader's own, still there
     assert not any(too_broad(d, str(home)) for d in dirs)
     assert too_broad("/") and too_broad(str(tmp_path), str(home)) and not too_broad("/usr/lib")
+
+
+def test_a_promise_with_no_linux_meaning_is_dropped_by_its_cli_option() -> None:
+    refused = isolates("run", "--pledge", "stdio pf", "--", "true")
+    assert refused.returncode == 2 and "pass --pledge-ignore pf to drop it" in refused.stderr
+    assert "ignore={" not in refused.stderr
+    dropped = isolates("run", "--pledge", "stdio pf", "--pledge-ignore", "pf", "--", "true")
+    assert (dropped.returncode, dropped.stderr) == (0, "")
+    unknown = isolates("run", "--pledge", "stdio", "--pledge-ignore", "bogus", "--", "true")
+    assert unknown.returncode == 2 and "'bogus' in --pledge-ignore" in unknown.stderr
+
+
+NAMESPACED = """
+from isolates.orchestrator import Namespaces, isolate
+def one() -> int:
+    return 1
+print(isolate(namespaces=Namespaces())(one)())
+"""
+
+
+def test_a_namespaced_isolate_under_run_blames_runs_filter_not_a_sysctl() -> None:
+    done = isolates("run", "--", sys.executable, "-c", NAMESPACED)
+    assert done.returncode != 0
+    assert "already runs under a seccomp filter, which refuses unshare" in done.stderr
+    assert "--allow unshare" in done.stderr and "sysctl" not in done.stderr

@@ -17,8 +17,10 @@ ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run(
+    *argv: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT)}
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -34,14 +36,15 @@ def _check_demo(out: subprocess.CompletedProcess[str]) -> None:
         assert "seccomp: enforced" in line, line
 
 
-def test_isolates_demo_runs_end_to_end() -> None:
+def test_isolates_demo_runs_end_to_end_and_leaves_no_directory(tmp_path: Path) -> None:
     command = shutil.which("isolates", path=os.path.dirname(sys.executable))
     argv = (
         [command, "demo"]
         if command
         else [sys.executable, "-m", "isolates.orchestrator._cli", "demo"]
     )
-    _check_demo(_run(*argv))
+    _check_demo(_run(*argv, env={**os.environ, "TMPDIR": str(tmp_path)}))
+    assert list(tmp_path.iterdir()) == []  # its directory is gone with it
 
 
 def test_the_server_writer_example(tmp_path: Path) -> None:
@@ -84,3 +87,8 @@ def test_the_render_pipeline_example(csv_server: str, tmp_path: Path) -> None:
     chart = (outdir / "chart.txt").read_text().splitlines()
     assert [line.split()[0] for line in chart] == ["apples", "pears", "plums"]
     assert chart[1].count("#") == 40  # the largest value gets the full bar
+
+
+def test_the_render_pipeline_without_arguments_says_how_to_run_it() -> None:
+    out = _run(sys.executable, str(EXAMPLES / "render_pipeline.py"))
+    assert out.returncode == 1 and out.stderr.startswith("usage: ") and "URL OUTDIR" in out.stderr

@@ -302,3 +302,25 @@ def test_the_pool_keeps_warm_interpreters_and_stops_them_at_exit(tmp_path: Path)
     while any(os.path.exists(f"/proc/{pid}") for pid in pids):
         assert time.monotonic() < deadline, "pooled interpreters outlived their parent"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("set", {1, (2, 3)}),
+        ("frozenset", frozenset({"a"})),
+        ("tuple", (1, [2])),
+        ("nested", {"s": [1, 2]}),
+    ],
+)
+def test_an_unannotated_set_or_tuple_comes_back_as_itself(kind: str, expected: object) -> None:
+    value = targets.returns_containers(kind)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_a_value_that_cannot_travel_names_the_function_and_what_can() -> None:
+    with pytest.raises(TypeError) as err:
+        targets.returns_opaque()
+    said = str(err.value)
+    assert "'returns_opaque' returned 'Opaque' data that cannot travel back" in said
+    assert "msgspec Structs, dataclasses" in said and "annotate the return type" in said

@@ -220,3 +220,20 @@ def test_the_supervisor_has_limits_of_its_own_and_its_workers_keep_theirs() -> N
 def test_the_supervisors_own_limits_refuse_what_cannot_bound_it(field: str) -> None:
     with pytest.raises(PolicyError, match=f"Limits.{field} cannot bound the supervisor"):
         Supervisor(own_limits=Limits(**{field: 3}))
+
+
+def test_a_run_that_times_out_names_the_workers_still_running_and_keeps_its_time() -> None:
+    def run() -> tuple[str, float]:
+        sup = Supervisor(grace=0.5)
+        sup.add_worker("slow", _spin_worker, args=(30,), policy=Policy(Time.everything()))
+        sup.add_worker("quick", _allocate_worker, args=(1,))
+        began = time.monotonic()
+        try:
+            sup.run(timeout=1.5)
+        except TimeoutError as exc:
+            return str(exc), time.monotonic() - began
+        return "no timeout", 0.0
+
+    said, took = in_child(run).unwrap()
+    assert said == "still running after 1.5 s: 'slow' (released)"
+    assert took < 1.5 + 0.5 + 1.0  # the timeout counts from run(), then the grace

@@ -214,3 +214,20 @@ def test_greedy_prefers_coverage_then_prunes_what_became_redundant() -> None:
 
     assert _greedy(calls, sizes, covered) == {"q", "r"}  # p went first, then was redundant
     assert _greedy(calls, {"s": 1}, covered) == {"s"}  # covers what it can, then stops
+
+
+def test_a_tcp_clients_cover_is_allow_tcp_clients_not_a_servers(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    handler = http.server.SimpleHTTPRequestHandler
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        done, report = cli(tmp_path, "curl", "-s", "-o", "/dev/null", url)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0
+    builtins = " ".join(report["builtins"]["cover"])
+    assert "allow_tcp_clients" in builtins and "allow_start_tcp_servers" not in builtins

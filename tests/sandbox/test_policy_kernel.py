@@ -271,3 +271,17 @@ def test_run_reraises_the_exception_raised_in_the_thread() -> None:
 
 def test_run_passes_arguments_and_keywords() -> None:
     assert Policy().run(lambda a, *, b: a + b, 2, b=3) == 5
+
+
+def test_the_runtime_reads_who_it_runs_as_but_cannot_change_it() -> None:
+    def child() -> tuple[int, int, tuple[int, int, int], str]:
+        Policy().apply()
+        try:
+            os.setuid(os.getuid())
+            changed = "setuid ran"
+        except PermissionError:
+            changed = "setuid denied"
+        return os.getuid(), os.getegid(), os.getresuid(), changed
+
+    uid = os.getuid()
+    assert in_child(child).unwrap() == (uid, os.getegid(), (uid, uid, uid), "setuid denied")
