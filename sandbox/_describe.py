@@ -98,9 +98,9 @@ def _names(prefix: str, source: object, *, skip: Iterable[str] = ()) -> dict[int
 
 
 _OPEN_FLAGS: Final = {
-    v: k
-    for k, v in sorted(_names("O_", os, skip=("O_RDONLY", "O_ACCMODE", "O_RSYNC")).items())
-    if v and v & (v - 1) == 0  # one bit each; O_SYNC's two bits are spelled below
+    bit: name
+    for bit, name in sorted(_names("O_", os, skip=("O_RDONLY", "O_ACCMODE", "O_RSYNC")).items())
+    if bit and bit & (bit - 1) == 0  # one bit each; O_SYNC's two bits are spelled below
 } | {os.O_SYNC: "O_SYNC"}
 _ACCMODE: Final = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
 _CLONE_FLAGS: Final = {
@@ -144,6 +144,7 @@ _U64: Final = (1 << 64) - 1
 def describe(nr: int, args: Sequence[int], read: Reader | None = None) -> str:
     """The call ``nr(*args)`` in words; pointers read through ``read`` where given."""
     name = name_of(nr)
+    args = (*args, *(0,) * (6 - len(args)))  # a notification always carries six
     kinds = SIGNATURES.get(name)
     if kinds is None:
         shown = [_number(a) for a in args[: _arity(args)]]
@@ -214,7 +215,7 @@ def _socket_type(value: int) -> str:
 def _flags(value: int, names: dict[int, str]) -> str:
     value &= _U64
     parts, left = [], value
-    for bit, name in sorted(names.items()):
+    for bit, name in sorted(names.items(), key=lambda item: (-item[0].bit_count(), item[0])):
         if bit and left & bit == bit:
             parts.append(name)
             left &= ~bit
@@ -241,9 +242,11 @@ def _named(table: dict[int, str]) -> Callable[[int], str]:
 
 _SPELLERS: Final[dict[int, Callable[[int], str]]] = {
     _OPEN: _open_flags,
-    _MODE: lambda v: f"{v & 0o7777:#o}",
-    _CLONE: lambda v: _flags(v & 0xFFFFFF00, _CLONE_FLAGS)
-    + (f"|{_SIGNALS.get(v & 0xFF, v & 0xFF)}" if v & 0xFF else ""),
+    _MODE: lambda v: f"0{v & 0o7777:o}" if v & 0o7777 else "0",
+    _CLONE: lambda v: (
+        _flags(v & 0xFFFFFF00, _CLONE_FLAGS)
+        + (f"|{_SIGNALS.get(v & 0xFF, v & 0xFF)}" if v & 0xFF else "")
+    ),
     _FAMILY: _named(_FAMILIES),
     _SOCKTYPE: _socket_type,
     _AT: lambda v: _flags(v, _AT_FLAGS),

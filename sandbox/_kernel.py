@@ -36,6 +36,7 @@ from ._uapi import (
     SECCOMP_FILTER_FLAG_TSYNC,
     SECCOMP_FILTER_FLAG_TSYNC_ESRCH,
     SECCOMP_GET_ACTION_AVAIL,
+    SECCOMP_IOCTL_NOTIF_ID_VALID,
     SECCOMP_IOCTL_NOTIF_RECV,
     SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_SET_MODE_FILTER,
@@ -219,11 +220,20 @@ def deny_notification(listener: int, notification_id: int, err: int) -> None:
     _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, buf)
 
 
+def notification_valid(listener: int, notification_id: int) -> bool:
+    """Whether the call behind ``notification_id`` is still parked: what was read of its
+    process (/proc/PID/mem) since the notification came was read of that process, not
+    of one that took its pid after it died."""
+    buf = ctypes.create_string_buffer(struct.pack("=Q", notification_id))
+    return bool(_libc.ioctl(listener, ctypes.c_ulong(SECCOMP_IOCTL_NOTIF_ID_VALID), buf) == 0)
+
+
 def continue_notification(listener: int, notification_id: int) -> None:
     """Answer a notification: let the syscall run as if the filter had allowed it.
 
-    Only safe for observing (the tracer): the arguments may change between our look and
-    the kernel's, so this never stands in for a security decision.
+    The arguments in memory may change between our look and the kernel's: this stands
+    in for a security decision only where that decision reads registers alone, as a
+    seccomp filter's own do (the orchestrator's processes limit); the tracer observes.
     """
     resp = _NOTIF_RESP.pack(notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
     _ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, ctypes.create_string_buffer(resp))

@@ -12,7 +12,9 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
   ``set_no_new_privs``,
   ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
-  ``deny_notification``, ``continue_notification``;
+  ``deny_notification``, ``continue_notification``, ``notification_valid``;
+- a call in words: ``describe_call`` (flags by name, paths read through
+  ``memory_reader``);
 - the tracer's child: ``notify_program``, ``exec_traced``, ``set_child_subreaper``;
 - Landlock: ``LandlockPlan``, ``LandlockStatus``, ``apply_plan``;
 - syscalls by name and number: ``syscall_number``, ``syscall_name``; the BPF evaluator:
@@ -46,11 +48,14 @@ if TYPE_CHECKING:
     from ._confine import rehearse as rehearse_confinement
     from ._decide import decide as decide_policy
     from ._decide import decide_rules as decide_rules
+    from ._describe import describe as describe_call
+    from ._describe import memory_reader as memory_reader
     from ._kernel import Notification as Notification
     from ._kernel import continue_notification as continue_notification
     from ._kernel import deny_notification as deny_notification
     from ._kernel import load_seccomp as load_seccomp
     from ._kernel import lower_rlimits as lower_rlimits
+    from ._kernel import notification_valid as notification_valid
     from ._kernel import receive_notification as receive_notification
     from ._kernel import set_no_new_privs as set_no_new_privs
     from ._kernel import set_parent_death_signal as set_parent_death_signal
@@ -80,6 +85,8 @@ _EXPORTS = {
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
     "decide_policy": "._decide:decide", "decide_rules": "._decide",
     "Notification": "._kernel", "continue_notification": "._kernel",
+    "notification_valid": "._kernel", "describe_call": "._describe:describe",
+    "memory_reader": "._describe",
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
     "set_parent_death_signal": "._kernel", "syscall": "._kernel",
@@ -94,14 +101,44 @@ _EXPORTS = {
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
-    "NATIVE_ARCH", "Cmp", "Entry", "LandlockPlan", "LandlockStatus", "Notification",
-    "action_of", "apply_plan", "capability_names", "capability_numbers", "confine",
-    "continue_notification", "decide", "decide_policy", "decide_rules", "deny_notification",
+    "NATIVE_ARCH",
+    "Cmp",
+    "Entry",
+    "LandlockPlan",
+    "LandlockStatus",
+    "Notification",
+    "action_of",
+    "apply_plan",
+    "capability_names",
+    "capability_numbers",
+    "confine",
+    "continue_notification",
+    "decide",
+    "decide_policy",
+    "decide_rules",
+    "deny_notification",
+    "describe_call",
     "did_you_mean",
-    "evaluate", "exec_traced", "lazy_exports", "load_seccomp", "lower_rlimits", "mapped_files",
+    "evaluate",
+    "exec_traced",
+    "lazy_exports",
+    "load_seccomp",
+    "lower_rlimits",
+    "mapped_files",
+    "memory_reader",
+    "notification_valid",
     "notify_program",
-    "ns", "package_dirs", "preload_runtime", "receive_notification", "rehearse_confinement",
+    "ns",
+    "package_dirs",
+    "preload_runtime",
+    "receive_notification",
+    "rehearse_confinement",
     "resolve_landlock",
-    "set_child_subreaper", "set_no_new_privs", "set_parent_death_signal", "syscall",
-    "syscall_name", "syscall_number", "uapi",
+    "set_child_subreaper",
+    "set_no_new_privs",
+    "set_parent_death_signal",
+    "syscall",
+    "syscall_name",
+    "syscall_number",
+    "uapi",
 ]  # fmt: skip

@@ -41,19 +41,27 @@ class IsolateViolation(WorkerFailed):
     """A worker made a syscall its policy kills for; it was stopped before the call ran.
 
     ``syscall`` is the name, ``nr`` the number and ``syscall_args`` the six raw arguments
-    the kernel reported (for pointer arguments these are addresses in the worker).
+    the kernel reported (for pointer arguments these are addresses in the worker);
+    ``call`` the call in words, flags by name and paths as read from the worker while
+    the call was parked: ``openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC)``.
     """
 
-    def __init__(self, name: str, syscall: str, nr: int, syscall_args: tuple[int, ...]) -> None:
-        shown = ", ".join(hex(a) if a > 0xFFFF else str(a) for a in syscall_args)
-        super().__init__(
-            name,
-            f"was killed by its policy for calling {syscall}({shown})",
-            signal=int(signal.SIGKILL),
-        )
+    def __init__(
+        self,
+        name: str,
+        syscall: str,
+        nr: int,
+        syscall_args: tuple[int, ...],
+        call: str | None = None,
+    ) -> None:
+        if call is None:
+            call = f"{syscall}({', '.join(hex(a) if a > 0xFFFF else str(a) for a in syscall_args)})"
+        super().__init__(name, f"was killed by its policy for calling {call}",
+                         signal=int(signal.SIGKILL))  # fmt: skip
         self.syscall = syscall
         self.nr = nr
         self.syscall_args = syscall_args
+        self.call = call
 
 
 class RemoteTraceback(Exception):

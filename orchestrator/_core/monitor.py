@@ -37,9 +37,23 @@ import socket
 import threading
 from collections.abc import Callable
 
-from isolates.sandbox.lowlevel import Notification, receive_notification
+from isolates.sandbox.lowlevel import (
+    Notification,
+    describe_call,
+    memory_reader,
+    notification_valid,
+    receive_notification,
+)
 
 OnViolation = Callable[[Notification], None]
+
+
+def described(listener: int, n: Notification) -> str:
+    """The parked call ``n`` in words, its paths and addresses read from its memory
+    while it is parked (``openat(AT_FDCWD, "/etc/passwd", O_RDONLY)``); only numbers if
+    the call is no longer parked by the time the read is done (its pid may be another's)."""
+    text = describe_call(n.nr, n.args, memory_reader(n.pid))
+    return text if notification_valid(listener, n.id) else describe_call(n.nr, n.args)
 
 
 class Monitor:

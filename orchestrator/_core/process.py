@@ -39,7 +39,7 @@ from .errors import IsolateViolation, WorkerFailed
 from .fork_server import ForkedChild, ForkServer
 from .lean_wire import send_pickled
 from .logs import IsolateLog
-from .monitor import Monitor
+from .monitor import Monitor, described
 from .orphans import kill_tree
 from .process_count import ProcessCount
 from .spawn import Spawner, popen
@@ -289,7 +289,8 @@ class IsolateProcess:
         self._violated(n)
 
     def _violated(self, n: Notification) -> None:
-        self.violation = IsolateViolation(self.name, name_of(n.nr), n.nr, n.args)
+        call = described(self.listener, n) if self.listener is not None else None
+        self.violation = IsolateViolation(self.name, name_of(n.nr), n.nr, n.args, call=call)
         self.kill()
 
     def kill(self) -> None:

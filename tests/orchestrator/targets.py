@@ -181,3 +181,16 @@ def returns_opaque():
 def returns_containers(kind: str):
     return {"set": {1, (2, 3)}, "frozenset": frozenset({"a"}), "tuple": (1, [2]),
             "nested": {"s": {1, 2}}}[kind]  # fmt: skip
+
+
+@isolate(Policy(default=Action.KILL_PROCESS))
+def read_passwd() -> str:
+    with open("/etc/passwd") as f:
+        return f.read()
+
+
+@isolate(Policy("socket", default=Action.KILL_PROCESS))
+def connect_out(port: int) -> None:
+    import socket
+
+    socket.socket().connect(("127.0.0.1", port))

@@ -324,3 +324,13 @@ def test_a_value_that_cannot_travel_names_the_function_and_what_can() -> None:
     said = str(err.value)
     assert "'returns_opaque' returned 'Opaque' data that cannot travel back" in said
     assert "msgspec Structs, dataclasses" in said and "annotate the return type" in said
+
+
+def test_a_violation_shows_the_call_with_its_path_and_flags_by_name() -> None:
+    with pytest.raises(IsolateViolation) as err:
+        targets.read_passwd()
+    assert err.value.call == 'openat(AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC, 0)'
+    assert str(err.value).endswith(f"for calling {err.value.call}")
+    with pytest.raises(IsolateViolation) as err:
+        targets.connect_out(9)
+    assert err.value.call.startswith("connect(") and "{AF_INET, 127.0.0.1:9}" in err.value.call
