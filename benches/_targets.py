@@ -25,3 +25,29 @@ def fork_many(count: int) -> int:
             os._exit(0)
         os.waitpid(pid, 0)
     return count
+
+
+def allowed_calls(count: int) -> float:
+    """Seconds for ``count`` getppid calls (the benchmark's policy allows them), timed
+    inside the isolate."""
+    import os
+    import time
+
+    start = time.perf_counter()
+    for _ in range(count):
+        os.getppid()
+    return time.perf_counter() - start
+
+
+def denied_calls(count: int) -> float:
+    """Seconds for ``count`` uname calls the policy denies, timed inside the isolate."""
+    import os
+    import time
+
+    start = time.perf_counter()
+    for _ in range(count):
+        try:
+            os.uname()
+        except OSError:
+            pass
+    return time.perf_counter() - start

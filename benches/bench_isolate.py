@@ -17,6 +17,8 @@ machine that slows down mid-run slows every contender alike.
 - limits: the warm call (fork server) with every limit set against none (target
   <= 1.05x), and what the processes limit costs a clone: a child forking
   ``FORKS`` children one by one with the limit and without;
+- denial reporting: a loop of allowed calls inside an isolate with its denials reported
+  and without (target: no slower, <= 1.02x), and what reporting costs a denied call;
 - memory: VmRSS and Pss (shared pages split among their users, fairer for forked
   children) of an idle pooled isolate and of the fork server, next to a bare interpreter.
 
@@ -43,7 +45,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _targets import fork_many, trivial
+from _targets import allowed_calls, denied_calls, fork_many, trivial
 from _util import table, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -541,12 +543,62 @@ def limits_table() -> None:
     ])  # fmt: skip
 
 
+# -- denial reporting ------------------------------------------------------------------
+
+CALLS_IN_LOOP = 200_000
+DENIED_IN_LOOP = 2_000
+
+
+def _denial_loops() -> dict[str, float | None]:
+    from isolates.orchestrator import isolate
+    from isolates.sandbox import Policy
+
+    allowed = Policy("getppid")
+    loops = {
+        "allowed, reported": isolate(allowed, start="exec")(allowed_calls),
+        "allowed, not reported": isolate(allowed, start="exec", report_denials=False)(
+            allowed_calls
+        ),
+        "denied, reported": isolate(start="exec")(denied_calls),
+        "denied, not reported": isolate(start="exec", report_denials=False)(denied_calls),
+    }
+    counts = {name: CALLS_IN_LOOP if name.startswith("allowed") else DENIED_IN_LOOP
+              for name in loops}  # fmt: skip
+    return alternate(
+        {name: partial(f, counts[name]) for name, f in loops.items()}, LIMIT_ROUNDS // 5
+    )
+
+
+def denials_table() -> None:
+    t = attempt(_denial_loops)
+    if t is None:
+        print(f"Denial reporting: {NA}")
+        return
+    ratio = over(t["allowed, reported"], t["allowed, not reported"])
+    per = None
+    if t["denied, reported"] is not None and t["denied, not reported"] is not None:
+        per = (t["denied, reported"] - t["denied, not reported"]) / DENIED_IN_LOOP
+    table(f"Denial reporting (inside the isolate, median of {LIMIT_ROUNDS // 5}, alternating)",
+          ["loop", "time", "ratio", "target", ""], [
+        [f"{CALLS_IN_LOOP:,} allowed calls, denials not reported",
+         ms(t["allowed, not reported"]), "1.00x", "", ""],
+        ["the same, denials reported", ms(t["allowed, reported"]), times(ratio), "<= 1.02x",
+         check(ratio, 1.02)],
+        [f"{DENIED_IN_LOOP:,} denied calls, not reported", ms(t["denied, not reported"]),
+         "1.00x", "", ""],
+        ["the same, reported", ms(t["denied, reported"]),
+         times(over(t["denied, reported"], t["denied, not reported"])), "", ""],
+        ["reporting costs a denied call", ms(per, 3), "", "documented", ""],
+    ])  # fmt: skip
+
+
 def main() -> None:
     cold_table()
     warm_table()
     executor_table(EXECUTOR_CALLS)
     ready_table()
     limits_table()
+    denials_table()
     memory_table()
     attempt(_stop_fork_server)
 

@@ -10,13 +10,13 @@ from typing import Any, Final
 
 from isolates.sandbox import Policy
 
-from ._core.boot_message import build_boot, compile_for
+from ._core.answers import Answers, with_denials
+from ._core.boot_message import answers_for, build_boot, compile_for
 from ._core.encode import decode_value, rebuild
 from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.process_count import ProcessCount
 from ._core.runtime import FORK_SERVER, FORKED, POOL
 from ._core.wire import Boot, Failure
 from ._limits import Limits, exceeded
@@ -35,6 +35,7 @@ class Options:
     start: str = "auto"
     capabilities: tuple[int, ...] = ()  # kept; every other is dropped
     limits: Limits = field(default_factory=Limits)
+    report_denials: bool = True  # its errno denials recorded, shown on a failure
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
@@ -63,12 +64,12 @@ class IsolatePlan:
         # to be our own child: it is exec'd whatever was asked (fork_server.py).
         self.forkable = options.start != "exec" and not self.reaping[0]
 
-    def process_count(self, pid: int) -> ProcessCount:
-        """The count of the processes of the isolate ``pid`` (its limit is set)."""
-        ns, limit = self.options.namespaces, self.options.limits.processes
-        assert limit is not None
-        verdict = compile_for(self.policy, pid, ns).bpf
-        return ProcessCount(limit, pid, verdict, mirror=ns is not None and ns.pid)
+    def answers(self, pid: int) -> Answers | None:
+        """How the isolate ``pid``'s parked calls are answered (answers.py)."""
+        opts = self.options
+        return answers_for(
+            self.policy, pid, opts.namespaces, opts.limits.processes, opts.report_denials
+        )
 
     def forked(self) -> bool:
         """Whether this call's isolate comes from the fork server."""
@@ -97,6 +98,8 @@ class IsolatedCall:
             count = None if self._proc is None else self._proc.processes
             refused = None if count is None else count.refused
             err = exceeded(exc, opts.name, opts.limits, refused)
+            if self._proc is not None:
+                with_denials(err, opts.name, self._proc.answers)
             if err is exc:
                 raise
             raise err from None  # its __cause__ is the failure itself
@@ -110,8 +113,9 @@ class IsolatedCall:
             if self._cancelled:
                 raise InterruptedError("cancelled")
             proc.boot(self.boot_message(proc.pid))
-            if opts.limits.processes is not None:
-                proc.count_processes(self.plan.process_count(proc.pid))
+            answers = self.plan.answers(proc.pid)
+            if answers is not None:
+                proc.answer_by(answers)
             proc.wait_ready(deadline)  # a single call holds no barrier: it runs at once
             outcome = proc.wait_outcome(deadline)
         except BaseException:
@@ -135,7 +139,9 @@ class IsolatedCall:
         """The Boot for the isolate of pid ``pid``."""
         plan, opts = self.plan, self.plan.options
         counted = opts.limits.processes is not None
-        compiled = compile_for(plan.policy, pid, opts.namespaces, counted=counted)
+        compiled = compile_for(
+            plan.policy, pid, opts.namespaces, counted=counted, reported=opts.report_denials
+        )
         arguments = (self.args, self.kwargs)
         return build_boot(
             opts.name,

@@ -87,6 +87,7 @@ def isolate(
     start: str = "auto",
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
+    report_denials: bool = True,
 ) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
@@ -101,6 +102,7 @@ def isolate(
     start: str = "auto",
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
+    report_denials: bool = True,
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -114,6 +116,7 @@ def isolate(
     start: str = "auto",
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
+    report_denials: bool = True,
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -141,6 +144,7 @@ def isolate(
             start=start,
             capabilities=capabilities,
             limits=limits,
+            report_denials=report_denials,
         )(policy)
     if policy is not None and not isinstance(policy, Policy):
         raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
@@ -153,7 +157,9 @@ def isolate(
     def decorate(fn: Callable[P, R]) -> IsolatedFunction[P, R]:
         label = name or fn.__qualname__
         wall = bounds.wall_time
-        options = Options(full, wall, dict(env or {}), namespaces, label, start, keep, bounds)
+        options = Options(
+            full, wall, dict(env or {}), namespaces, label, start, keep, bounds, report_denials
+        )
         return IsolatedFunction(fn, options)
 
     return decorate

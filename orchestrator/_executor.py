@@ -70,6 +70,7 @@ class IsolateExecutor(Executor):
         start: str = "auto",
         capabilities: Iterable[str] = (),
         limits: Limits | None = None,
+        report_denials: bool = True,
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise PolicyError(f"IsolateExecutor takes a Policy, not {policy!r}")
@@ -82,6 +83,7 @@ class IsolateExecutor(Executor):
         self._start = check_start(start)
         self._capabilities = capability_numbers(capabilities)
         self._limits = unified(limits, timeout, self._capabilities)
+        self._report_denials = report_denials
         self._timeout = self._limits.wall_time
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="IsolateExecutor")
         self._plans: dict[Callable[..., Any], IsolatePlan] = {}
@@ -138,6 +140,7 @@ class IsolateExecutor(Executor):
                 self._start,
                 self._capabilities,
                 self._limits,
+                self._report_denials,
             )
             plan = self._plans[fn] = IsolatePlan(options, unwrap(fn))
         return plan

@@ -108,6 +108,8 @@ class Worker:
     capabilities: tuple[int, ...] = ()
     #: What it may consume (each restart starts afresh under the same limits).
     limits: Limits = field(default_factory=Limits)
+    #: Its errno denials recorded, and shown on its failure (``WorkerFailed.denials``).
+    report_denials: bool = True
     lifecycle: Lifecycle = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -18,14 +18,14 @@ import msgspec
 from isolates.channels import Channel, ChannelError, open_pair
 from isolates.sandbox import CompiledPolicy
 
-from ._core.boot_message import build_boot, compile_for
+from ._core.answers import with_denials
+from ._core.boot_message import answers_for, build_boot, compile_for
 from ._core.encode import decode_value, rebuild
 from ._core.errors import WorkerFailed
 from ._core.functions import is_async
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.process_count import ProcessCount
 from ._core.runtime import spawn_isolate
 from ._core.wire import MAX_FDS, Boot, CompiledPolicyData, Failure, PeerRestarted, converted
 from ._graph import ChannelSpec, Worker
@@ -70,14 +70,16 @@ class Runner:
 
     def _new_isolate(self) -> tuple[IsolateProcess, CompiledPolicy]:
         """An interpreter for this worker and its policy compiled for it; with a
-        processes limit, a fresh count of its own (a restart starts from zero)."""
+        processes limit, a fresh count of its own (a restart starts from zero), and a
+        fresh record of its denials."""
         proc = spawn_isolate()
-        ns, limit = self.worker.namespaces, self.worker.limits.processes
-        if limit is not None:
-            verdict = compile_for(self._policy, proc.pid, ns).bpf
-            mirror = ns is not None and ns.pid
-            proc.count_processes(ProcessCount(limit, proc.pid, verdict, mirror=mirror))
-        return proc, compile_for(self._policy, proc.pid, ns, counted=limit is not None)
+        w = self.worker
+        ns, limit, reported = w.namespaces, w.limits.processes, w.report_denials
+        answers = answers_for(self._policy, proc.pid, ns, limit, reported)
+        if answers is not None:
+            proc.answer_by(answers)
+        counted = limit is not None
+        return proc, compile_for(self._policy, proc.pid, ns, counted=counted, reported=reported)
 
     def boot(self, ends: dict[str, Channel[Any]], barrier: socket.socket | None = None) -> None:
         """Send the boot message with this worker's channel ends (then close ours)."""
@@ -184,8 +186,12 @@ class Runner:
         """Failed for good, stopped, or restarted; True when the worker is done for good."""
         w = self.worker
         count = self.proc.processes if self.proc is not None else None
-        exc = exceeded(exc, w.name, w.limits, None if count is None else count.refused)
-        if self._fail(_as_failure(w.name, exc)) is not State.FAILED:
+        failure = _as_failure(
+            w.name, exceeded(exc, w.name, w.limits, None if count is None else count.refused)
+        )
+        if self.proc is not None:
+            with_denials(failure, w.name, self.proc.answers)
+        if self._fail(failure) is not State.FAILED:
             return True  # stopped
         if not w.restart.allows(w.restarts):
             return True

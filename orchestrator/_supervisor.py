@@ -95,13 +95,16 @@ class Supervisor:
         restart: Restart | str = "never",
         capabilities: Iterable[str] = (),
         limits: Limits | None = None,
+        report_denials: bool = True,
     ) -> Worker:
         """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate.
 
         ``capabilities``: the few it keeps (capabilities(7) names, e.g.
         ``{"NET_BIND_SERVICE"}``); it drops every other before it runs. ``limits``: what
         it may consume (default: the supervisor's ``limits``); its ``wall_time`` counts
-        from each start, restarts included."""
+        from each start, restarts included. ``report_denials``: the calls its policy
+        fails with an errno are recorded (at a round trip to this process each) and
+        shown on its failure; False: they fail in the kernel alone."""
         self._not_started("add a worker")
         policy = Policy() if policy is None else policy
         check_worker(name, fn, policy, namespaces, env, self.workers)
@@ -118,6 +121,7 @@ class Supervisor:
             Restart.parse(restart, name),
             capabilities=keep,
             limits=bounds,
+            report_denials=report_denials,
         )
         self.workers[name] = worker
         return worker

@@ -83,6 +83,18 @@ def evaluate(
     return _machine(bpf, nr, args, arch, ip).run()
 
 
+def evaluate_reading(
+    bpf: bytes, nr: int, args: Sequence[int] = (), arch: int = NATIVE_ARCH, ip: int = 0
+) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """``evaluate``, and the words of ``seccomp_data`` past nr and arch that the program
+    read on its way, as (offset, value): any call with the same nr, arch and those words
+    gets the same answer (the program is a function of what it reads)."""
+    machine = _machine(bpf, nr, args, arch, ip)
+    machine.reads = []
+    ret = machine.run()
+    return ret, tuple(machine.reads or ())
+
+
 def steps(bpf: bytes, nr: int, args: Sequence[int] = (), arch: int = NATIVE_ARCH) -> int:
     """How many instructions the kernel runs for this call (what a filter costs it)."""
     machine = _machine(bpf, nr, args, arch, 0)
@@ -197,11 +209,17 @@ def _check(pc: int, insn: tuple[int, int, int, int], length: int) -> None:
 class _Machine:
     """Accumulator A, index X, 16 words of scratch memory, a program counter."""
 
-    def __init__(self, program: list[tuple[int, int, int, int]], data: bytes) -> None:
+    def __init__(
+        self,
+        program: list[tuple[int, int, int, int]],
+        data: bytes,
+        reads: list[tuple[int, int]] | None = None,
+    ) -> None:
         self.program, self.data = program, data
         self.a = self.x = 0
         self.mem: list[int | None] = [None] * _MEMWORDS
         self.executed = 0
+        self.reads = reads  # with a list: the words of data read past nr and arch
 
     def run(self) -> int:
         pc = 0
@@ -242,7 +260,10 @@ class _Machine:
     def _value(self, code: int, k: int) -> int:
         mode = code & 0xE0
         if mode == _ABS:
-            return int.from_bytes(self.data[k : k + 4], sys.byteorder)
+            word = int.from_bytes(self.data[k : k + 4], sys.byteorder)
+            if self.reads is not None and k >= 8:
+                self.reads.append((k, word))
+            return word
         if mode == _MEM:
             value = self.mem[k]
             if value is None:  # the kernel's checker refuses such a program

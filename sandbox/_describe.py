@@ -83,7 +83,29 @@ SIGNATURES: Final[dict[str, tuple[int, ...]]] = {
     "read": (_FD, _PTR, _INT),
     "write": (_FD, _PTR, _INT),
     "close": (_FD,),
-}
+    "uname": (_PTR,), "times": (_PTR,), "sysinfo": (_PTR,), "brk": (_PTR,),
+    "getcwd": (_PTR, _INT), "getdents64": (_FD, _PTR, _INT), "fstat": (_FD, _PTR),
+    "statfs": (_PATH, _PTR), "fstatfs": (_FD, _PTR), "lseek": (_FD, _INT, _INT),
+    "dup": (_FD,), "dup2": (_FD, _FD), "dup3": (_FD, _FD, _OPEN), "pipe2": (_PTR, _OPEN),
+    "listen": (_FD, _INT), "accept": (_FD, _PTR, _PTR), "accept4": (_FD, _PTR, _PTR, _INT),
+    "shutdown": (_FD, _INT), "sendmsg": (_FD, _PTR, _INT), "recvmsg": (_FD, _PTR, _INT),
+    "recvfrom": (_FD, _PTR, _INT, _INT, _PTR, _PTR),
+    "getsockopt": (_FD, _INT, _INT, _PTR, _PTR), "setsockopt": (_FD, _INT, _INT, _PTR, _INT),
+    "getsockname": (_FD, _PTR, _PTR), "getpeername": (_FD, _PTR, _PTR),
+    "nanosleep": (_PTR, _PTR), "clock_nanosleep": (_INT, _INT, _PTR, _PTR),
+    "wait4": (_INT, _PTR, _INT, _PTR), "getrandom": (_PTR, _INT, _INT),
+    "munmap": (_PTR, _INT), "madvise": (_PTR, _INT, _INT),
+    "prlimit64": (_INT, _INT, _PTR, _PTR), "setrlimit": (_INT, _PTR),
+    "ptrace": (_INT, _INT, _PTR, _PTR), "setuid": (_INT,), "setgid": (_INT,),
+    "mount": (_PATH, _PATH, _PATH, _INT, _PTR), "umount2": (_PATH, _INT),
+    "pivot_root": (_PATH, _PATH), "seccomp": (_INT, _INT, _PTR),
+    "prctl": (_INT, _INT, _INT, _INT, _INT), "sched_getaffinity": (_INT, _INT, _PTR),
+    "pidfd_open": (_INT, _INT), "pidfd_getfd": (_FD, _FD, _INT),
+    "memfd_create": (_PATH, _INT), "inotify_add_watch": (_FD, _PATH, _INT),
+    "getxattr": (_PATH, _PATH, _PTR, _INT), "setxattr": (_PATH, _PATH, _PTR, _INT, _INT),
+    "fchdir": (_FD,), "fchmod": (_FD, _MODE), "fchown": (_FD, _INT, _INT),
+    "ftruncate": (_FD, _INT), "fsync": (_FD,), "flock": (_FD, _INT),
+}  # fmt: skip
 
 _MAX_PATH: Final = 4096
 

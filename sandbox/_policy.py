@@ -7,7 +7,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast, overload
+from typing import Any, Final, TypeVar, cast
 
 from . import _bpf
 from ._builtins_proc import PythonRuntime
@@ -79,7 +79,7 @@ class Policy:
     _guards: dict[bool, tuple[Guard, ...]]
     _uses_pid: bool
     _landlock: Landlock | None
-    _compiled: dict[tuple[int | None, bool, bool, frozenset[str]], CompiledPolicy]
+    _compiled: dict[tuple[int | None, bool, bool, frozenset[str], bool], CompiledPolicy]
 
     def __init__(
         self,
@@ -170,6 +170,7 @@ class Policy:
         notify_kills: bool = False,
         all_threads: bool = False,
         notify_calls: frozenset[str] = frozenset(),
+        notify_errnos: bool = False,
     ) -> CompiledPolicy:
         """Compile to plain data (BPF bytes and a Landlock plan); cached per policy.
 
@@ -183,23 +184,30 @@ class Policy:
         ``notify_calls``: syscalls handed to the listener whenever no guard and no
         stricter rule answers them first (whatever the policy would answer: the
         listener decides, e.g. the orchestrator counting an isolate's processes).
+        ``notify_errnos``: every errno answer becomes NOTIFY too, for a listener that
+        answers it with the same errno and reports it (all but clone3's ENOSYS, which
+        only tells libc to use clone).
         """
         pid = os.getpid() if pid is None else pid
-        key = (pid if self._uses_pid else None, notify_kills, all_threads, notify_calls)
+        key = (pid if self._uses_pid else None, notify_kills, all_threads, notify_calls,
+               notify_errnos)  # fmt: skip
         cache = self._compiled
         if key not in cache:
-            cache[key] = self._compile(pid, notify_kills, all_threads, notify_calls)
+            notify = _Notify(notify_kills, notify_errnos, notify_calls)
+            cache[key] = self._compile(pid, all_threads, notify)
         return cache[key]
 
-    def _compile(
-        self, pid: int, notify_kills: bool, all_threads: bool, notify_calls: frozenset[str]
-    ) -> CompiledPolicy:
+    def _compile(self, pid: int, all_threads: bool, notify: _Notify) -> CompiledPolicy:
         entries, default = self.entries(), self.default
         guard = self.guards(all_threads=all_threads)
-        if notify_kills:
-            entries = tuple(_notify_if_kill(e) for e in entries)
-            guard = tuple(dataclasses.replace(g, action=_notify_if_kill(g.action)) for g in guard)
-            default = _notify_if_kill(default)
+        if notify.kills or notify.errnos:
+            entries = tuple(dataclasses.replace(e, action=notify.of(e.action)) for e in entries)
+            guard = tuple(
+                g if _compat_guard(g) else dataclasses.replace(g, action=notify.of(g.action))
+                for g in guard
+            )
+            default = notify.of(default)
+        notify_calls = notify.calls
         # An unconditional NOTIFY entry outranks every allowing (and logging) entry of
         # its syscall, and yields to the stricter ones and to the guards.
         notified = tuple(Entry(s, number(s), Action.NOTIFY, ()) for s in sorted(notify_calls))
@@ -260,14 +268,24 @@ class Policy:
         return f"Policy({names}, default={self.default!r})"
 
 
-@overload
-def _notify_if_kill(item: Entry) -> Entry: ...
-@overload
-def _notify_if_kill(item: Action) -> Action: ...
-def _notify_if_kill(item: Entry | Action) -> Entry | Action:
-    if isinstance(item, Entry):
-        return dataclasses.replace(item, action=_notify_if_kill(item.action))
-    return Action.NOTIFY if item.kind in ("kill_process", "kill_thread") else item
+@dataclasses.dataclass(frozen=True)
+class _Notify:
+    """Which answers of a filter go to its listener instead (see ``Policy.compile``)."""
+
+    kills: bool
+    errnos: bool
+    calls: frozenset[str]
+
+    def of(self, action: Action) -> Action:
+        killing = action.kind in ("kill_process", "kill_thread")
+        if (self.kills and killing) or (self.errnos and action.kind == "errno"):
+            return Action.NOTIFY
+        return action
+
+
+def _compat_guard(guard: Guard) -> bool:
+    """clone3's ENOSYS: no denial, only libc's cue to use clone (whose flags we read)."""
+    return guard.syscall == "clone3" and guard.action == Action.ERRNO(errno.ENOSYS)
 
 
 def _name(fn: object) -> str:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._bpf import action_of as action_of
     from ._bpf import decide as decide
     from ._bpf import evaluate as evaluate
+    from ._bpf import evaluate_reading as evaluate_reading
     from ._capabilities import capability_names as capability_names
     from ._capabilities import capability_numbers as capability_numbers
     from ._confine import confine as confine
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
 # Lazy (PEP 562), so an isolate that takes one name loads one module.
 _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
+    "evaluate_reading": "._bpf",
     "preload_runtime": "._confine", "confine": "._confine", "lower_rlimits": "._kernel",
     "capability_names": "._capabilities", "capability_numbers": "._capabilities",
     "rehearse_confinement": "._confine:rehearse",
@@ -119,7 +121,7 @@ __all__ = [
     "deny_notification",
     "describe_call",
     "did_you_mean",
-    "evaluate",
+    "evaluate", "evaluate_reading",
     "exec_traced",
     "lazy_exports",
     "load_seccomp",

@@ -44,6 +44,7 @@ from isolates.sandbox.lowlevel import (
     syscall_name,
 )
 
+from .._core.answers import Answers
 from .._core.process_count import COUNTED, ProcessCount, tree_tasks
 
 #: What the program's listener decides: its clones, and its execs (the rendezvous).
@@ -66,9 +67,8 @@ class Counted:
         verdict = policy.compile(all_threads=True).bpf
         # Counted from this process, the subreaper (not counted itself): orphans of the
         # program's tree are re-parented to us, out of the program's own subtree.
-        self.count = ProcessCount(
-            limit, os.getpid(), verdict, mirror=True, passed=frozenset({"execve"})
-        )
+        self.count = ProcessCount(limit, os.getpid(), mirror=True)
+        self.answers = Answers(verdict, count=self.count)
         self.listener: int | None = None
         self.violation: str | None = None
 
@@ -102,7 +102,7 @@ class Counted:
             n = receive_notification(self.listener)
         except OSError:  # the caller died before we read it
             return
-        if not self.count.answer(self.listener, n):
+        if not self.answers.answer(self.listener, n):
             self._kill_caller(n)
 
     def _kill_caller(self, n: Notification) -> None:

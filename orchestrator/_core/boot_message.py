@@ -17,21 +17,43 @@ from isolates.sandbox import CompiledPolicy, Policy
 from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 
 from .._namespaces.options import Namespaces
+from .answers import Answers, Denials
 from .encode import dump, needs_msgspec
 from .functions import unwrap
-from .process_count import COUNTED
+from .process_count import COUNTED, ProcessCount
 from .spawn import explicit_sys_path
 from .wire import Boot, CompiledPolicyData, NamespacesData, converted
 
 
 def compile_for(
-    policy: Policy, pid: int, ns: Namespaces | None, *, counted: bool = False
+    policy: Policy,
+    pid: int,
+    ns: Namespaces | None,
+    *,
+    counted: bool = False,
+    reported: bool = False,
 ) -> CompiledPolicy:
-    """Compile an isolate's policy: for the pid it will have, with kills reported, and
-    with ``counted`` its clones handed to its parent (a processes limit: process_count.py)."""
+    """Compile an isolate's policy: for the pid it will have, with kills reported; with
+    ``counted`` its clones handed to its parent (a processes limit: process_count.py),
+    with ``reported`` its errno denials (answers.py)."""
     pid = ns.pid_inside(pid) if ns else pid
     calls = COUNTED if counted else frozenset()
-    return policy.compile(pid=pid, notify_kills=True, all_threads=True, notify_calls=calls)
+    return policy.compile(
+        pid=pid, notify_kills=True, all_threads=True, notify_calls=calls, notify_errnos=reported
+    )
+
+
+def answers_for(
+    policy: Policy, pid: int, ns: Namespaces | None, processes: int | None, reported: bool
+) -> Answers | None:
+    """How the parent answers the isolate ``pid``'s parked calls beyond its violations:
+    its clones counted against ``processes``, its denials recorded (None: neither)."""
+    if processes is None and not reported:
+        return None
+    verdict = compile_for(policy, pid, ns).bpf  # the policy alone: what the kernel would say
+    mirror = ns is not None and ns.pid
+    count = None if processes is None else ProcessCount(processes, pid, mirror=mirror)
+    return Answers(verdict, count=count, denials=Denials() if reported else None)
 
 
 def build_boot(

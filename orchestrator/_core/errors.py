@@ -4,6 +4,7 @@ the isolate machinery here, public as ``isolates.orchestrator.WorkerFailed`` and
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 
 class WorkerFailed(Exception):
@@ -12,7 +13,10 @@ class WorkerFailed(Exception):
     ``name`` is the worker; ``exitcode`` / ``signal`` how its process ended (None when it
     is unknown or the process still ran); ``remote_type`` and ``remote_traceback`` the
     exception it raised, as text (exceptions cross the boundary as data, never as pickle).
+    ``denials``: the calls its policy failed with an errno, in words (answers.Denial).
     """
+
+    denials: tuple[Any, ...] = ()
 
     def __init__(
         self,

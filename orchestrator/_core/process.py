@@ -33,6 +33,7 @@ from isolates.sandbox.lowlevel import Notification, deny_notification
 from isolates.sandbox.lowlevel import syscall_name as name_of
 
 from .._namespaces.options import NamespaceStatus
+from .answers import Answers
 from .boot_message import for_the_isolate
 from .encode import rebuild
 from .errors import IsolateViolation, WorkerFailed
@@ -107,7 +108,7 @@ class IsolateProcess:
         self._send_lock = threading.Lock()
         self.name = f"isolate-{proc.pid}"
         self.violation: IsolateViolation | None = None
-        self.processes: ProcessCount | None = None  # its processes limit, if it has one
+        self.answers: Answers | None = None  # how its parked calls are answered
         self.logs = IsolateLog()  # its log records, bounded (see _logs)
         self._idle = False  # IDLE seen: the one message it may send before Boot
         # Booted with a policy that may fork: it waits after its result, and ending it
@@ -276,15 +277,20 @@ class IsolateProcess:
         self.kill()
         return self.failure(what)
 
-    def count_processes(self, count: ProcessCount) -> None:
-        """Answer this isolate's clones by ``count`` (set before READY: its listener comes
-        with READY, and the kernel parks its calls until someone answers)."""
-        self.processes = count
+    def answer_by(self, answers: Answers) -> None:
+        """Answer this isolate's parked calls by ``answers`` (set before READY: its
+        listener comes with READY, and the kernel parks its calls until then)."""
+        self.answers = answers
+
+    @property
+    def processes(self) -> ProcessCount | None:
+        """Its processes count, if it has a limit."""
+        return None if self.answers is None else self.answers.count
 
     def _notified(self, n: Notification) -> None:
         """A notification from this isolate's listener (on the monitor thread)."""
-        count, listener = self.processes, self.listener
-        if count is not None and listener is not None and count.answer(listener, n):
+        answers, listener = self.answers, self.listener
+        if answers is not None and listener is not None and answers.answer(listener, n):
             return
         self._violated(n)
 

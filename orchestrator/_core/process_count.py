@@ -3,14 +3,13 @@
 RLIMIT_NPROC counts per user, not per isolate, and root ignores it, so the count is ours.
 An isolate with the limit is loaded with ``notify_calls``: wherever its policy would let
 clone, clone3, fork or vfork run, the call goes to its seccomp listener, which the
-monitor thread (monitor.py) reads and hands to ``ProcessCount.answer``. That runs the
-isolate's own policy (its BPF program without the counting) on the call's registers:
+monitor thread (monitor.py) reads. ``Answers`` (answers.py) runs the isolate's own
+policy on the call's registers: a call it fails keeps its errno, a call it kills is a
+violation, and a call it allows comes here, to ``ProcessCount.answer``:
 
-- where the policy allows it, the call runs (SECCOMP_USER_NOTIF_FLAG_CONTINUE) while the
-  isolate's tree holds fewer tasks than the limit, and fails with EAGAIN, as Linux's own
-  limits fail a fork, once it holds as many;
-- where the policy fails it with an errno, the answer is that errno;
-- anything else (a kill) is a violation, reported and ended as every other;
+- the call runs (SECCOMP_USER_NOTIF_FLAG_CONTINUE) while the isolate's tree holds fewer
+  tasks than the limit, and fails with EAGAIN, as Linux's own limits fail a fork, once
+  it holds as many;
 - and two ways out of the count are closed: clone3 fails with ENOSYS (its flags are in
   memory, which no filter reads; libc then uses clone), and clone(CLONE_PARENT) by the
   isolate itself fails with EPERM (its child would be its parent's, outside the tree).
@@ -31,11 +30,8 @@ seconds (the call failed, or its task came and went between two counts).
 
 Safety argument:
 
-- CONTINUE lets the kernel run a call exactly where the isolate's policy alone would:
-  the verdict is that policy's own program, run on the registers the kernel parked the
-  call with, and a parked thread's registers cannot change. clone's flags are in a
-  register; clone3's struct is in memory, which no filter reads: its verdict never
-  depended on it (and the guard fails clone3 with ENOSYS unless a rule names it).
+- CONTINUE is answered only to calls the isolate's policy alone allows (answers.py says
+  why that verdict holds); clone3, whose flags no filter reads, never runs under a count.
 - The counting only reads /proc and never signals: a /proc entry whose number was
   reused by an unrelated process makes the count too high (a clone refused), never too
   low. The walk visits each number once, so it ends.
@@ -56,10 +52,8 @@ from isolates.sandbox import PolicyError
 from isolates.sandbox.lowlevel import (
     NATIVE_ARCH,
     Notification,
-    action_of,
     continue_notification,
     deny_notification,
-    evaluate,
     syscall_name,
     syscall_number,
     uapi,
@@ -89,57 +83,36 @@ _CLONE_PARENT: Final = uapi.CLONE_PARENT
 
 
 class ProcessCount:
-    """The tasks of the isolate rooted at ``root`` (pid), at most ``limit``; ``verdict``
-    is its policy's BPF program without the counting. ``mirror``: ``root`` is a pid
-    namespace's mirror, not counted. ``passed``: other notified syscalls, answered by
-    the verdict alone (``isolates run`` notifies execve)."""
+    """The tasks of the isolate rooted at ``root`` (pid), at most ``limit``. ``mirror``:
+    ``root`` is a pid namespace's mirror (or ``isolates run`` itself), not counted.
+    ``Answers`` (answers.py) hands it the clones the isolate's policy lets run."""
 
-    def __init__(
-        self,
-        limit: int,
-        root: int,
-        verdict: bytes,
-        *,
-        mirror: bool = False,
-        passed: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, limit: int, root: int, *, mirror: bool = False) -> None:
         self.limit = limit
-        self._passed = frozenset(syscall_number(name) for name in passed)
         self.root = root
         self.mirror = mirror
-        self._verdict = verdict
         self._pending: dict[int, float] = {}  # thread that asked -> when its clone ran
         self._seen: frozenset[int] = frozenset()  # the tasks of the last count
         #: The first clone refused, in words ("clone refused (EAGAIN) with 4 tasks live").
         self.refused: str | None = None
         self.refusals = 0
 
-    def answer(self, listener: int, n: Notification) -> bool:
-        """Answer ``n`` if it is a clone the policy lets run or fails; False: it is not
-        ours to answer (a violation)."""
-        if n.arch != NATIVE_ARCH or n.nr not in _NUMBERS | self._passed:
-            return False
-        action = action_of(evaluate(self._verdict, n.nr, n.args))
-        try:
-            if action.kind == "errno":
-                deny_notification(listener, n.id, action.errno)
-            elif action.denies:
-                return False
-            elif n.nr in self._passed:
-                continue_notification(listener, n.id)
-            elif n.nr == _CLONE3:  # its flags are in memory, unread: libc falls back
-                deny_notification(listener, n.id, errno.ENOSYS)
-            elif self._leaves_the_tree(n):
-                deny_notification(listener, n.id, errno.EPERM)
-            elif (live := self._live(n.pid)) < self.limit:
-                continue_notification(listener, n.id)
-                self._pending[n.pid] = time.monotonic()
-            else:
-                deny_notification(listener, n.id, errno.EAGAIN)
-                self._refuse(n, live)
-        except OSError:  # ENOENT: the caller died while parked; nothing ran
-            pass
-        return True
+    def counts(self, n: Notification) -> bool:
+        """Whether ``n`` is a call this count answers (a clone, fork, vfork or clone3)."""
+        return n.arch == NATIVE_ARCH and n.nr in _NUMBERS
+
+    def answer(self, listener: int, n: Notification) -> None:
+        """Answer a clone the isolate's policy lets run: run it while there is room."""
+        if n.nr == _CLONE3:  # its flags are in memory, unread: libc falls back to clone
+            deny_notification(listener, n.id, errno.ENOSYS)
+        elif self._leaves_the_tree(n):
+            deny_notification(listener, n.id, errno.EPERM)
+        elif (live := self._live(n.pid)) < self.limit:
+            continue_notification(listener, n.id)
+            self._pending[n.pid] = time.monotonic()
+        else:
+            deny_notification(listener, n.id, errno.EAGAIN)
+            self._refuse(n, live)
 
     def _leaves_the_tree(self, n: Notification) -> bool:
         """clone(CLONE_PARENT) by the root: the child would be our sibling's, outside
