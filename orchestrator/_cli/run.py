@@ -116,6 +116,11 @@ def register(subparsers: Subparsers) -> None:
         help="keep this capability (capabilities(7) name, e.g. NET_BIND_SERVICE); every "
         "other is dropped, even for root",
     )
+    add(
+        "--report",
+        action="store_true",
+        help="say at exit which calls the policy denied (run stays as the program's parent)",
+    )
     add("--dry-run", action="store_true", help="print the policy and what run adds; exit")
     add("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
     parser.set_defaults(command=main)
@@ -179,8 +184,13 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_report(plan))
         return 0
-    if limits is not None:  # a parent stays, to enforce the wall time and report
-        return run_limited(limits, plan.policy, lambda notify: execute(plan, notify))
+    if limits is not None or args.report:  # a parent stays, to enforce and report
+        return run_limited(
+            limits,
+            plan.policy,
+            lambda notify, errnos: execute(plan, notify, errnos),
+            report=args.report,
+        )
     try:
         execute(plan)
     except SandboxError as exc:
@@ -320,14 +330,15 @@ def _environment(args: argparse.Namespace) -> dict[str, str]:
 # -- applying it ---------------------------------------------------------------------------
 
 
-def execute(plan: Plan, notify: frozenset[str] = frozenset()) -> NoReturn:
+def execute(plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = False) -> NoReturn:
     """Confine this process (all threads) and exec the program. Returns only by raising:
     SandboxError before anything was applied or while applying, OSError if exec failed.
     ``notify``: syscalls its seccomp listener decides (``--processes``: run_limits.py
-    takes the listener while the exec is parked on it)."""
+    takes the listener while the exec is parked on it); ``errnos``: its errno denials
+    too (``--report``)."""
     # Compiled first: libseccomp needs syscalls the policy may deny. For the whole
     # process: the program may stack filters of its own on all its threads.
-    compiled = plan.policy.compile(all_threads=True, notify_calls=notify)
+    compiled = plan.policy.compile(all_threads=True, notify_calls=notify, notify_errnos=errnos)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess: not ignored after exec
         signal.signal(sig, signal.SIG_DFL)
     if plan.start is not None:

@@ -80,48 +80,82 @@ def limits_of(args: argparse.Namespace) -> Limits | None:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def run_limited(limits: Limits, policy: Policy, execute: Callable[[frozenset[str]], Any]) -> int:
+def run_limited(
+    limits: Limits | None,
+    policy: Policy,
+    execute: Callable[[frozenset[str], bool], Any],
+    *,
+    report: bool = False,
+) -> int:
     """Fork; the child lowers its rlimits and calls ``execute`` (apply, exec: it never
-    returns) with the syscalls its listener is to decide (``--processes``); we wait,
-    and report a limit that stopped it. Our exit status is the program's (128 + the
+    returns) with the syscalls its listener is to decide and whether its errno denials
+    go to it too; we wait, answer, and report a limit that stopped it and, with
+    ``report``, what its policy denied. Our exit status is the program's (128 + the
     signal that killed it)."""
-    counted: Counted | None = None
-    if limits.processes is not None:
-        from .run_processes import NOTIFIED, prepare
+    bounds = limits if limits is not None else Limits()
+    counting = bounds.processes is not None
+    answering = counting or report
+    if counting:
+        from .run_processes import prepare
 
         prepare()
+    notify = _notified(counting) if answering else frozenset()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
-        notify = NOTIFIED if limits.processes is not None else frozenset()
-        _become_program(parent, limits, lambda: execute(notify))
+        rlimits = bounds.rlimits() if limits is not None else []
+        _become_program(parent, rlimits, lambda: execute(notify, report))
     pidfd = os.pidfd_open(pid)
+    counted: Counted | None = None
     try:
-        if limits.processes is not None:
-            counted = _counted(pid, pidfd, limits.processes, policy)
-        status, timed_out = _wait(pid, pidfd, limits.wall_time, counted)
+        if answering:
+            counted = _counted(pid, pidfd, policy, bounds.processes, report)
+        status, timed_out = _wait(pid, pidfd, bounds.wall_time, counted)
     finally:
         if counted is not None:
             counted.end_leftovers()
         os.close(pidfd)
-    return _report(status, timed_out, limits, counted)
+    if counted is not None and counted.denials:
+        _say_denials(counted)
+    return _report(status, timed_out, bounds, counted)
 
 
-def _counted(pid: int, pidfd: int, limit: int, policy: Policy) -> Counted:
+def _notified(counting: bool) -> frozenset[str]:
+    from .run_processes import NOTIFIED, RENDEZVOUS_CALLS
+
+    return NOTIFIED if counting else RENDEZVOUS_CALLS
+
+
+def _counted(pid: int, pidfd: int, policy: Policy, limit: int | None, report: bool) -> Counted:
     from .run_processes import Counted
 
-    counted = Counted(pid, pidfd, limit, policy)
+    counted = Counted(pid, pidfd, policy, limit, report)
     if not counted.take_listener():  # it ended before its exec, or never got there
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     return counted
 
 
-def _become_program(parent: int, limits: Limits, execute: Callable[[], Any]) -> None:
+def _say_denials(counted: Counted) -> None:
+    assert counted.denials is not None
+    listed = counted.denials.listed()
+    total = sum(d.times for d in listed) + counted.denials.dropped
+    _say(f"{total} calls denied by the policy:")
+    for d in listed:
+        again = f" ({d.times} times)" if d.times > 1 else ""
+        name = d.call.split("(", 1)[0]
+        print(f"  {d.call} -> {d.error}{again}; allowed by --allow {name}", file=sys.stderr)
+    if counted.denials.dropped:
+        print(f"  and {counted.denials.dropped} more", file=sys.stderr)
+
+
+def _become_program(
+    parent: int, rlimits: list[tuple[int, int, int]], execute: Callable[[], Any]
+) -> None:
     try:
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)
-        lower_rlimits(limits.rlimits())
+        lower_rlimits(rlimits)
         execute()
     except BaseException as exc:  # never back into the parent's code
         print(f"isolates run: {exc}", file=sys.stderr)
@@ -194,7 +228,7 @@ def _report(status: int, timed_out: bool, limits: Limits, counted: Counted | Non
     elif code < 0 and -code in _SIGNALS:
         field, words = _SIGNALS[signal.Signals(-code)]
         _say(f"killed: {words} ({said[field]})")
-    elif code != 0 and counted is not None and counted.count.refused is not None:
+    elif code != 0 and counted is not None and counted.count and counted.count.refused:
         _say(
             f"processes limit {limits.processes}: {counted.count.refusals} clones refused, "
             f"the first: {counted.count.refused}; exit status {code}"

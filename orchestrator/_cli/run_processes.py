@@ -44,11 +44,13 @@ from isolates.sandbox.lowlevel import (
     syscall_name,
 )
 
-from .._core.answers import Answers
+from .._core.answers import Answers, Denials
 from .._core.process_count import COUNTED, ProcessCount, tree_tasks
 
-#: What the program's listener decides: its clones, and its execs (the rendezvous).
-NOTIFIED: Final = COUNTED | {"execve"}
+#: What the program's listener decides: its execs (the rendezvous), and its clones
+#: under a count.
+RENDEZVOUS_CALLS: Final = frozenset({"execve"})
+NOTIFIED: Final = COUNTED | RENDEZVOUS_CALLS
 _LISTENER: Final = "anon_inode:seccomp notify"
 #: How long run waits for the program to reach its exec before giving up on it.
 RENDEZVOUS: Final = 30.0
@@ -60,15 +62,19 @@ def prepare() -> None:
 
 
 class Counted:
-    """The program ``pid`` (our child, through ``pidfd``) and its count of ``limit``."""
+    """The program ``pid`` (our child, through ``pidfd``): its count of ``limit``
+    processes, its denials recorded with ``report``."""
 
-    def __init__(self, pid: int, pidfd: int, limit: int, policy: Policy) -> None:
+    def __init__(
+        self, pid: int, pidfd: int, policy: Policy, limit: int | None, report: bool
+    ) -> None:
         self.pid, self.pidfd = pid, pidfd
         verdict = policy.compile(all_threads=True).bpf
         # Counted from this process, the subreaper (not counted itself): orphans of the
         # program's tree are re-parented to us, out of the program's own subtree.
-        self.count = ProcessCount(limit, os.getpid(), mirror=True)
-        self.answers = Answers(verdict, count=self.count)
+        self.count = None if limit is None else ProcessCount(limit, os.getpid(), mirror=True)
+        self.denials = Denials() if report else None
+        self.answers = Answers(verdict, count=self.count, denials=self.denials)
         self.listener: int | None = None
         self.violation: str | None = None
 
@@ -118,7 +124,11 @@ class Counted:
             os.close(fd)
 
     def end_leftovers(self) -> None:
-        """Kill and reap every process the program left behind (ours, as subreaper)."""
+        """Kill and reap every process the program left behind (ours, as subreaper),
+        when a count is kept: nothing outlives it."""
+        if self.count is None:
+            self._close()
+            return
         me = os.getpid()
         for _ in range(64):
             left = {group for group, _ in tree_tasks(me).values() if group != me}
@@ -128,6 +138,9 @@ class Counted:
             for pid in left:
                 _kill(pid)
             reap_orphans(self.pid)
+        self._close()
+
+    def _close(self) -> None:
         if self.listener is not None:
             os.close(self.listener)
             self.listener = None

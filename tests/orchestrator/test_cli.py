@@ -6,6 +6,7 @@ and looks at what the confined program could and could not do, side by side.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -370,3 +371,35 @@ def test_a_namespaced_isolate_under_run_blames_runs_filter_not_a_sysctl() -> Non
     assert done.returncode != 0
     assert "already runs under a seccomp filter, which refuses unshare" in done.stderr
     assert "--allow unshare" in done.stderr and "sysctl" not in done.stderr
+
+
+DENIED_TWICE = """
+import os, socket, sys
+for _ in range(2):
+    try:
+        socket.socket()
+    except OSError as exc:
+        print(exc.errno)
+try:
+    os.mkdir(sys.argv[1])
+except OSError as exc:
+    print(exc.errno)
+sys.exit(3)
+"""
+
+
+def test_run_report_names_each_denied_call_with_its_path_and_keeps_the_status(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "made"
+    python = ["--read", os.path.realpath(sys.base_exec_prefix), "--read", sys.prefix]
+    done = isolates("run", "--report", "--pledge", "stdio rpath", *python, "--",
+                    sys.executable, "-I", "-c", DENIED_TWICE, str(target))  # fmt: skip
+    assert done.returncode == 3 and done.stdout.split() == ["1", "1", "1"]
+    assert "isolates run: 3 calls denied by the policy:" in done.stderr
+    assert "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) -> EPERM (2 times)" in done.stderr
+    assert f'mkdir("{target}", 0777) -> EPERM; allowed by --allow mkdir' in done.stderr
+    assert not target.exists()  # reported, and never run
+    quiet = isolates("run", "--pledge", "stdio rpath", *python, "--",
+                     sys.executable, "-I", "-c", DENIED_TWICE, str(target))  # fmt: skip
+    assert quiet.returncode == 3 and "denied" not in quiet.stderr
