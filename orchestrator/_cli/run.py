@@ -41,11 +41,13 @@ import argparse
 import errno
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 from isolates.sandbox import (
     AccessFs,
@@ -62,7 +64,12 @@ from isolates.sandbox import (
     SandboxError,
     profiles,
 )
-from isolates.sandbox.lowlevel import apply_plan, capability_names, capability_numbers
+from isolates.sandbox.lowlevel import (
+    apply_plan,
+    capability_names,
+    capability_numbers,
+    did_you_mean,
+)
 from isolates.sandbox.lowlevel import syscall_number as number
 
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
@@ -155,6 +162,27 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
         dest="execute",
         help="execute (and read) beneath PATH",
     )
+    for flag, what in (
+        ("--create", "create files and directories in the directory PATH"),
+        ("--delete", "delete files and empty directories in the directory PATH"),
+        ("--rw", "read, write, create and delete beneath PATH (a working directory)"),
+    ):
+        add(flag, metavar="PATH", action="append", default=[], help=what)
+    add(
+        "--allow-fs",
+        metavar="PATH:RIGHTS",
+        action="append",
+        default=[],
+        help="rights by name beneath PATH, e.g. /srv/db:read,write,create,remove,make_sym "
+        "(groups: read write create delete list execute tmp; or any AccessFs name)",
+    )
+    add("--ssl-certs", action="store_true", help="read the CA certificates TLS verifies with")
+    add("--dns", action="store_true", help="read what the resolver reads (resolv.conf, ...)")
+    add(
+        "--tmp",
+        action="store_true",
+        help="a private writable directory, as TMPDIR, removed when the program ends",
+    )
     add(
         "--net-connect",
         metavar="PORT",
@@ -174,6 +202,15 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    args.tmp_dir = tempfile.mkdtemp(prefix="isolates-run-") if args.tmp else None
+    try:
+        return _main(args)
+    finally:
+        if args.tmp_dir is not None:  # only this process returns here: run's parent
+            shutil.rmtree(args.tmp_dir, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         plan = build(args)
         limits = limits_of(args)
@@ -184,7 +221,8 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_report(plan))
         return 0
-    if limits is not None or args.report:  # a parent stays, to enforce and report
+    # A parent stays to enforce limits, report denials or remove --tmp at the end.
+    if limits is not None or args.report or args.tmp_dir is not None:
         return run_limited(
             limits,
             plan.policy,
@@ -274,25 +312,89 @@ def _unveil(args: argparse.Namespace) -> dict[str, str]:
     --write is "wc" (write, and create in it), --exec "x"; the promises still decide
     which rights each letter brings, and the options keep their own rights besides."""
     letters: dict[str, str] = {}
-    for paths, permissions in ((args.read, "r"), (args.write, "wc"), (args.execute, "x")):
+    fs_specs = [spec.rpartition(":") for spec in args.allow_fs]
+    for paths, permissions in (
+        (args.read, "r"),
+        (args.write, "wc"),
+        (args.execute, "x"),
+        (args.create, "c"),
+        (args.delete, "c"),
+        (args.rw, "rwc"),
+        *(([path], _letters(names)) for path, _, names in fs_specs),
+        ([args.tmp_dir] if args.tmp_dir else [], "rwc"),
+    ):
         for path in paths:
             full = os.path.abspath(path)
             letters[full] = letters.get(full, "") + permissions
     return letters
 
 
+_UNVEIL_LETTERS: Final = (
+    ("r", frozenset({"read", "list", "read_file", "read_dir", "tmp"})),
+    ("w", frozenset({"write", "write_file", "truncate", "tmp"})),
+    ("x", frozenset({"execute"})),
+    ("c", frozenset({"create", "delete", "tmp", "remove_file", "remove_dir", "make_dir",
+                     "make_reg", "make_sym", "make_sock", "make_fifo", "refer"})),
+)  # fmt: skip
+
+
+def _letters(names: str) -> str:
+    """unveil's letters for --allow-fs rights: r(ead), w(rite), x (execute), c(reate or
+    remove); the promises still decide which calls each letter brings."""
+    words = {n.strip().lower() for n in names.split(",")}
+    return "".join(letter for letter, of in _UNVEIL_LETTERS if words & of)
+
+
 def _paths(args: argparse.Namespace) -> list[Landlock]:
     out: list[Landlock] = []
-    for flag, paths, method in (
-        ("--read", args.read, Landlock.read),
-        ("--write", args.write, Landlock.write),
-        ("--exec", args.execute, Landlock.execute),
+    for flag, paths, methods in (
+        ("--read", args.read, (Landlock.read,)),
+        ("--write", args.write, (Landlock.write,)),
+        ("--exec", args.execute, (Landlock.execute,)),
+        ("--create", args.create, (Landlock.create,)),
+        ("--delete", args.delete, (Landlock.delete,)),
+        ("--rw", args.rw, (Landlock.read, Landlock.write, Landlock.create, Landlock.delete)),
     ):
         for path in paths:
             if not os.path.exists(path):
                 raise UsageError(f"{flag} {path}: no such file or directory")
-            out.append(_option(flag, path, method, Landlock(name=f"{flag} {path}"), path))
+            ll = Landlock(name=f"{flag} {path}")
+            for method in methods:
+                ll = _option(flag, path, method, ll, path)
+            out.append(ll)
+    out += [_allow_fs(spec) for spec in args.allow_fs]
+    if args.ssl_certs:
+        out.append(Landlock(name="--ssl-certs").ssl_certs())
+    if args.dns:
+        out.append(Landlock(name="--dns").dns())
+    if args.tmp_dir is not None:
+        out.append(Landlock(name="--tmp").tmp(args.tmp_dir))
     return out
+
+
+#: What --allow-fs calls its groups of rights (Landlock's builders of the same names).
+_FS_GROUPS: Final = ("read", "write", "create", "delete", "list", "execute", "tmp")
+
+
+def _allow_fs(spec: str) -> Landlock:
+    """``--allow-fs PATH:RIGHTS``: groups and AccessFs names, comma-separated."""
+    path, sep, names = spec.rpartition(":")
+    if not sep or not path or not names:
+        raise UsageError(f"--allow-fs {spec}: expected PATH:RIGHTS, e.g. /srv/db:read,write")
+    if not os.path.exists(path):
+        raise UsageError(f"--allow-fs {spec}: {path}: no such file or directory")
+    ll, bits = Landlock(name=f"--allow-fs {spec}"), AccessFs(0)
+    for name in (n.strip().lower() for n in names.split(",")):
+        if name in _FS_GROUPS:
+            ll = _option("--allow-fs", spec, getattr(ll, name), path)
+        elif name.upper() in AccessFs.__members__:
+            bits |= AccessFs[name.upper()]
+        else:
+            known = [*_FS_GROUPS, *(m.lower() for m in AccessFs.__members__)]
+            raise UsageError(
+                f"--allow-fs {spec}: unknown right {name!r}{did_you_mean(name, known)}"
+            )
+    return _option("--allow-fs", spec, ll.allow, path, bits) if bits else ll
 
 
 def _network(args: argparse.Namespace) -> list[RuleSet | Landlock]:
@@ -316,6 +418,8 @@ def _allowed(args: argparse.Namespace) -> list[RuleSet]:
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = {} if args.clear_env else dict(os.environ)
+    if args.tmp_dir is not None:
+        env["TMPDIR"] = args.tmp_dir
     for item in args.env:
         name, sep, value = item.partition("=")
         if not name:

@@ -403,3 +403,60 @@ def test_run_report_names_each_denied_call_with_its_path_and_keeps_the_status(
     quiet = isolates("run", "--pledge", "stdio rpath", *python, "--",
                      sys.executable, "-I", "-c", DENIED_TWICE, str(target))  # fmt: skip
     assert quiet.returncode == 3 and "denied" not in quiet.stderr
+
+
+WRITE_PROMISES = "stdio rpath wpath cpath flock"
+
+
+def test_rw_lets_sqlite_keep_a_database_and_nothing_else(tmp_path: Path) -> None:
+    db = tmp_path / "db" / "data.sqlite"
+    db.parent.mkdir()
+    sql = "create table t(x); insert into t values (41), (1); select sum(x) from t;"
+    done = isolates("run", "--pledge", WRITE_PROMISES, "--rw", str(db.parent), "--",
+                    "sqlite3", str(db), sql)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "42\n"), done.stderr
+    assert sorted(p.name for p in db.parent.iterdir()) == ["data.sqlite"]  # no hot journal
+    outside = isolates("run", "--pledge", WRITE_PROMISES, "--rw", str(db.parent), "--",
+                       "sqlite3", str(tmp_path / "elsewhere.sqlite"), sql)  # fmt: skip
+    assert outside.returncode != 0 and not (tmp_path / "elsewhere.sqlite").exists()
+
+
+def test_allow_fs_grants_rights_by_name_such_as_making_symlinks(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "file").write_text("x")
+    (source / "link").symlink_to("file")
+    archive = tmp_path / "a.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(source), "."], check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    # no promises: the path options alone confine (a pledge's "c" would bring symlinks)
+    base = ["run", "--read", str(archive)]
+    untar = ["--", "tar", "--no-same-owner", "-xf", str(archive), "-C", str(out)]
+    refused = isolates(*base, "--allow-fs", f"{out}:read,write,create,delete", *untar)
+    assert refused.returncode != 0 and not (out / "link").is_symlink()
+    for left in out.iterdir():
+        left.unlink()
+    made = isolates(*base, "--allow-fs", f"{out}:read,write,create,delete,make_sym", *untar)
+    assert made.returncode == 0, made.stderr
+    assert (out / "link").is_symlink() and (out / "link").read_text() == "x"
+    bad = isolates("run", "--allow-fs", f"{out}:reed", "--", "true")
+    assert bad.returncode == 2 and "unknown right 'reed'" in bad.stderr and "'read'" in bad.stderr
+
+
+def test_tmp_is_a_private_writable_directory_removed_at_the_end(tmp_path: Path) -> None:
+    script = 'echo hi > "$TMPDIR/f" && read l < "$TMPDIR/f" && echo "$l $TMPDIR" && : > /var/tmp/no'
+    done = isolates("run", "--pledge", WRITE_PROMISES, "--read", "/", "--tmp",
+                    "--", "sh", "-c", script)  # fmt: skip
+    lines = done.stdout.split()
+    assert lines[0] == "hi" and "isolates-run-" in lines[1], done.stderr
+    assert done.returncode != 0  # /var/tmp/no: outside, refused
+    assert not os.path.exists(lines[1]) and not os.path.exists("/var/tmp/no")
+
+
+def test_dns_lets_the_resolver_read_its_files_and_nothing_more() -> None:
+    code = "print(len(open('/etc/hosts').read()) > 0); open('/etc/shadow')"
+    python = ["--read", os.path.realpath(sys.base_exec_prefix), "--read", sys.prefix]
+    done = isolates("run", "--pledge", "stdio rpath", *python, "--dns", "--",
+                    sys.executable, "-I", "-c", code)  # fmt: skip
+    assert done.stdout == "True\n" and "PermissionError" in done.stderr
