@@ -89,6 +89,10 @@ class CompiledPolicy:
     #: confined process could no longer read (``encodings.idna`` for socket addresses).
     preload: tuple[str, ...] = ()
     self_pid: int | None = None
+    #: For a program whose kills (or errnos) notify a listener: the same policy with its
+    #: own answers, loaded without a listener where one is already installed above this
+    #: process (the kernel allows one per filter stack: under ``isolates trace``).
+    fallback_bpf: bytes | None = None
 
     def apply(
         self,
@@ -143,6 +147,7 @@ class CompiledPolicy:
             covered=covered,
             capabilities=keep,
             for_exec=for_exec,
+            fallback=self.fallback_bpf if listener else None,
         )
         names = None if kept is None else capability_names(kept)
         return Status(True, all_threads, status_of(enforced), names), fd

@@ -43,6 +43,7 @@ def confine(
     covered: Collection[int] = (),
     capabilities: tuple[int, ...] | None = None,
     for_exec: bool = False,
+    fallback: bytes | None = None,
 ) -> tuple[tuple[str, int, tuple[str, ...]], int | None, tuple[int, ...] | None]:
     """Drop capabilities, then Landlock, then seccomp (last, so Landlock's own syscalls
     stay allowed). Returns what Landlock enforces (enforcement, abi, dropped), with
@@ -52,7 +53,9 @@ def confine(
     thread of a program that keeps its own); a tuple drops every capability but those,
     locked against regaining any (isolates and ``isolates run``: ``for_exec`` keeps them
     across the exec). ``self_pid``: the process SELF_PID rules were resolved to;
-    ``covered``: threads that applied the Landlock plan themselves already."""
+    ``covered``: threads that applied the Landlock plan themselves already. ``fallback``:
+    the program to load, without a listener, when a listener is asked for and one is
+    already installed above us (the descriptor returned is then None)."""
     check_pid(self_pid)
     preload_runtime(preload)
     # CAP_SYS_ADMIN or CAP_PERFMON let a domain still read other processes'
@@ -70,7 +73,12 @@ def confine(
 
         refuse_hard(landlock)
     enforced = enforce_resolved(landlock)
-    fd = load_seccomp(bpf, all_threads=all_threads, listener=listener)
+    try:
+        fd = load_seccomp(bpf, all_threads=all_threads, listener=listener)
+    except SandboxError as exc:
+        if not (listener and fallback is not None and exc.errno == errno.EBUSY):
+            raise
+        fd = load_seccomp(fallback, all_threads=all_threads)  # its answers, in the kernel
     return enforced, fd, kept
 
 

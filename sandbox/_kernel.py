@@ -167,7 +167,8 @@ def _explain_seccomp(exc: OSError) -> SandboxError:
         errno.EINVAL: "the kernel refused the filter or its flags (CONFIG_SECCOMP_FILTER; "
         "TSYNC needs Linux 3.17, user notification 5.0, TSYNC with a listener 5.7)",
         errno.EACCES: "the caller lacks CAP_SYS_ADMIN and NO_NEW_PRIVS is not set",
-        errno.EBUSY: "a filter with a notification listener is already installed",
+        errno.EBUSY: "a filter with a notification listener is already installed above this "
+        "process (the kernel allows one per filter stack: under `isolates trace`?)",
         errno.ENOMEM: "the filter stack is over the kernel's limit of instructions",
         errno.EFAULT: "the kernel could not read the filter",
         errno.EPERM: "a filter already loaded here forbids seccomp(2) or prctl(2)",

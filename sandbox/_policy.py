@@ -213,11 +213,16 @@ class Policy:
         notified = tuple(Entry(s, number(s), Action.NOTIFY, ()) for s in sorted(notify_calls))
         entries = notified + tuple(entries)
         landlock = self.landlock if self.landlock is not None else Landlock()
+        # Without a listener of its own the same filter answers everything itself; a
+        # count of processes has no such answer (it needs its listener): no fallback.
+        plain = (notify.kills or notify.errnos) and not notify.calls
+        fallback = self.compile(pid, all_threads=all_threads).bpf if plain else None
         return CompiledPolicy(
             bpf=compile_filter(entries, guard, default, pid),
             landlock=landlock.plan(self.compat),
             preload=self._preload(),
             self_pid=pid if self._uses_pid else None,
+            fallback_bpf=fallback,
         )
 
     def _preload(self) -> tuple[str, ...]:

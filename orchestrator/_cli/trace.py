@@ -132,7 +132,8 @@ def _answer_all(
     poll.register(wakeup, select.POLLIN)
     started, status = False, None
     while True:
-        events = dict(poll.poll())
+        events = dict(poll.poll(_SIGNAL_CHECK_MS))
+        _forward_signals(main if status is None else None)
         if wakeup in events:
             _drain(wakeup)
             reaped = _reap(main)
@@ -143,23 +144,44 @@ def _answer_all(
             return status
 
 
+#: Signals passed on to the command, and how often they are looked for (they are blocked
+#: while we trace, and taken with sigtimedwait, which says who sent each).
+FORWARDED: Final = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
+_SIGNAL_CHECK_MS: Final = 100
+_SI_KERNEL: Final = 0x80  # si_code of a signal the kernel sent (a terminal's ^C)
+
+
 @contextlib.contextmanager
 def _signal_wakeups() -> Iterator[int]:
-    """A pipe that becomes readable when a signal arrives (SIGCHLD: a child exited), with
-    SIGINT and SIGQUIT ignored meanwhile (a ^C at the terminal reaches the command too:
-    it decides whether to end, and we answer its calls until it does); all restored after."""
+    """A pipe that becomes readable when a child exits (SIGCHLD), with SIGTERM, SIGHUP and
+    SIGINT blocked meanwhile, for ``_forward_signals`` to pass on, and SIGQUIT ignored
+    (the command decides whether to end, and we answer its calls until it does, so its
+    report is still written); all restored after."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    handlers = {signal.SIGQUIT: signal.signal(signal.SIGQUIT, signal.SIG_IGN)}
     handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
     old_wakeup = signal.set_wakeup_fd(wake_w)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         yield wake_r
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         signal.set_wakeup_fd(old_wakeup)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         os.close(wake_r)
         os.close(wake_w)
+
+
+def _forward_signals(main: int | None) -> None:
+    """Pass on to the command (our unreaped child: its pid is its own; None once it is
+    reaped) each pending SIGTERM, SIGHUP and SIGINT; but a ^C from the terminal, which
+    reached it already."""
+    while (info := signal.sigtimedwait(FORWARDED, 0)) is not None:
+        if main is None or (info.si_signo == signal.SIGINT and info.si_code == _SI_KERNEL):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(main, info.si_signo)
 
 
 def _answer(listener: int, main: int, result: Trace, relevant: Relevance, started: bool) -> bool:

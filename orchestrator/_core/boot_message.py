@@ -104,6 +104,7 @@ def for_the_isolate(boot: Boot) -> dict[str, Any]:
         "landlock": resolve_landlock(plan),
         "preload": policy.preload,
         "self_pid": policy.self_pid,
+        "fallback": policy.fallback_bpf,
     }
     return plain
 

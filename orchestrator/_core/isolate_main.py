@@ -304,7 +304,9 @@ def _set_limits(rlimits: list[tuple[int, int, int]]) -> None:
 
 
 def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """Landlock, then seccomp, on every thread, loaded with a listener for the parent."""
+    """Landlock, then seccomp, on every thread, loaded with a listener for the parent
+    (without one where one is installed above us: then the kernel kills and denies by
+    itself, and the parent sees a SIGSYS death rather than a violation it names)."""
     failures.no_source_lookups()
     policy = boot["policy"]
     (enforcement, abi, dropped), listener, kept = confine(
@@ -315,6 +317,7 @@ def _confine(boot: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         all_threads=True,
         listener=True,
         capabilities=tuple(boot["capabilities"]),
+        fallback=policy["fallback"],
     )
     landlock = {"enforcement": enforcement, "abi": abi, "dropped": list(dropped)}
     status = {"seccomp": True, "all_threads": True, "landlock": landlock}

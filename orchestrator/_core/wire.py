@@ -62,6 +62,7 @@ class CompiledPolicyData(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     landlock: LandlockPlanData | None = None
     preload: tuple[str, ...] = ()
     self_pid: int | None = None
+    fallback_bpf: bytes | None = None
 
 
 class LandlockStatusData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

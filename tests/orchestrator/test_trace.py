@@ -231,3 +231,32 @@ def test_a_tcp_clients_cover_is_allow_tcp_clients_not_a_servers(tmp_path: Path) 
     assert done.returncode == 0
     builtins = " ".join(report["builtins"]["cover"])
     assert "allow_tcp_clients" in builtins and "allow_start_tcp_servers" not in builtins
+
+
+NESTED = """
+from isolates.orchestrator import isolate
+from isolates.sandbox import Action, Policy
+def add(x: int) -> int:
+    return x + 1
+print(isolate(Policy(default=Action.KILL_PROCESS))(add)(1))
+"""
+
+
+def test_a_program_that_uses_isolates_itself_can_be_traced(tmp_path: Path) -> None:
+    done, report = cli(tmp_path, PYTHON, "-c", NESTED)
+    assert (done.returncode, done.stdout, report["exit_code"]) == (0, "2\n", 0), done.stderr
+    assert report["tasks"] >= 2 and report["syscalls"]["seccomp"] >= 2
+
+
+def test_sigterm_to_trace_reaches_the_program_and_the_report_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    script = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
+        "print('up', flush=True); time.sleep(30)"
+    )
+    proc = subprocess.Popen([*CLI, "trace", "--json", "-o", str(out), "--", PYTHON, "-c", script],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 7  # the program's own exit, through its handler
+    assert json.loads(out.read_text())["exit_code"] == 7
