@@ -139,6 +139,31 @@ class Policy:
         mine = self.rulesets[1:]  # PythonRuntime is added again by the constructor
         return Policy(*mine, *rulesets, default=default or self.default, compat=self.compat)
 
+    # -- policy files (docs/sandbox.md, "Policy files") -----------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Policy:
+        """The Policy in the TOML file at ``path``; PolicyError names its line and key."""
+        from ._policy_file import load
+
+        policy: Policy = load(os.fspath(path))
+        return policy
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        """The Policy ``text`` (a policy file's TOML) describes."""
+        from ._policy_file import from_toml
+
+        policy: Policy = from_toml(text, source)
+        return policy
+
+    def to_toml(self) -> str:
+        """This policy as a policy file: loading it gives a policy that compiles to the
+        same filter and the same Landlock plan."""
+        from ._policy_file import to_toml
+
+        return to_toml(self)
+
     def allows(self, syscall: str) -> bool:
         """True when some rule allows ``syscall`` (outright or under a condition)."""
         number(syscall)

@@ -139,6 +139,11 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--pledge", metavar="PROMISES", help='OpenBSD promises: "stdio rpath"')
     profile.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="a policy file (docs/sandbox.md, 'Policy files'); the other options add to it",
+    )
+    profile.add_argument(
         "--systemd",
         metavar="SPEC",
         action="append",
@@ -270,6 +275,11 @@ def _options_policy(args: argparse.Namespace) -> Policy:
             spec = " ".join(map(repr, args.systemd))
             base = _option("--systemd", spec, _systemd, args.systemd, args.kill)
             policy = base.extend(*rulesets)
+        elif args.profile is not None:
+            base = _option("--profile", args.profile, Policy.load, args.profile)
+            kill = Action.KILL_PROCESS if args.kill else None
+            policy = base.extend(*rulesets, default=kill)
+            compat = Compat.HARD if args.hard else base.compat
         else:
             policy = Policy(*rulesets, default=Action.ALLOW)
         return Policy(*policy.rulesets[1:], default=policy.default, compat=compat)

@@ -460,3 +460,19 @@ def test_dns_lets_the_resolver_read_its_files_and_nothing_more() -> None:
     done = isolates("run", "--pledge", "stdio rpath", *python, "--dns", "--",
                     sys.executable, "-I", "-c", code)  # fmt: skip
     assert done.stdout == "True\n" and "PermissionError" in done.stderr
+
+
+def test_run_profile_runs_a_policy_file_and_names_its_mistakes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("inside\n")
+    profile = tmp_path / "cat.toml"
+    profile.write_text(f'version = 1\n[profile]\npledge = "stdio rpath"\n\n'
+                       f'[[ruleset]]\nkind = "landlock"\nread = ["{data}"]\n')  # fmt: skip
+    done = isolates("run", "--profile", str(profile), "--", "cat", str(data / "a.txt"))
+    assert (done.returncode, done.stdout) == (0, "inside\n"), done.stderr
+    denied = isolates("run", "--profile", str(profile), "--", "cat", "/etc/hostname")
+    assert denied.returncode == 1 and "Permission denied" in denied.stderr
+    profile.write_text('version = 1\ndefault = "EPERM"\nrulez = 1\n')
+    bad = isolates("run", "--profile", str(profile), "--", "true")
+    assert bad.returncode == 2 and f"{profile}:3: rulez: unknown key" in bad.stderr
