@@ -193,6 +193,9 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
             return started
         raise
     call = call_of(note, relevant)
+    started = started or (note.pid == main and call.name == "execve")
+    if started:  # read what it names while it is parked: before it runs
+        result.resources.record(note)
     try:
         if answered_enosys(call):
             deny_notification(listener, note.id, errno.ENOSYS)
@@ -201,7 +204,6 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise
-    started = started or (note.pid == main and call.name == "execve")
     if started:  # our child's own calls before its exec are not the program's
         result.calls[call] += 1
         result.tasks.add(note.pid)
@@ -271,6 +273,11 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="the report as one JSON object")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE")
+    parser.add_argument(
+        "--emit",
+        metavar="FILE",
+        help="write a tight policy file from the trace: run it with isolates run --profile FILE",
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
     parser.set_defaults(command=main)
 
@@ -288,8 +295,16 @@ def main(args: argparse.Namespace) -> int:
     except (TraceError, SandboxError) as exc:
         print(f"isolates trace: cannot trace {argv[0]}: {exc}", file=sys.stderr)
         return 126
+    from .trace_emit import described, emit, render_resources
+
     found = covers(result)
-    text = json.dumps(report(result, found)) + "\n" if args.json else render(result, found)
+    if args.emit:
+        with open(args.emit, "w") as f:
+            f.write(emit(result, found[0]))
+    if args.json:
+        text = json.dumps({**report(result, found), **described(result.resources)}) + "\n"
+    else:
+        text = render(result, found) + render_resources(result.resources)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)

@@ -17,6 +17,8 @@ from isolates.sandbox.lowlevel import NATIVE_ARCH
 from isolates.sandbox.lowlevel import syscall_name as name_of
 from isolates.sandbox.lowlevel import syscall_number as number
 
+from .traced_paths import Resources
+
 #: Stands for "the calling process's own pid" in a call's arguments (never a u64 value).
 SELF: Final = -1
 _CLONE3: Final = number("clone3")
@@ -48,6 +50,8 @@ class Trace:
     calls: Counter[TracedCall] = field(default_factory=Counter)
     tasks: set[int] = field(default_factory=set)
     exit_code: int = 0
+    #: The paths, ports and sockets the calls named (traced_paths.py).
+    resources: Resources = field(default_factory=Resources)
 
     def counts(self) -> dict[str, int]:
         """Calls per syscall name, most frequent first."""
