@@ -87,6 +87,24 @@ def decide_rules(
     return min(matching, key=lambda a: a.rank) if matching else default
 
 
+def deciding(
+    policy: Policy, nr: int, args: Sequence[int] = (), *, all_threads: bool = True
+) -> tuple[Action, Guard | Entry | None]:
+    """``decide``, and what decided: the guard or the merged entry that matched (None:
+    the default; also for a call of another architecture, which is killed)."""
+    values = [a & _U64 for a in args] + [0] * (6 - len(args))
+    for guard in policy.guards(all_threads=all_threads):
+        if number(guard.syscall) == nr and all(_check_holds(c, values) for c in guard.checks):
+            return guard.action, guard
+    matching = [
+        e for e in policy.entries() if e.nr == nr and all(holds(c, values) for c in e.conditions)
+    ]
+    if not matching:
+        return policy.default, None
+    entry = min(matching, key=lambda e: e.action.rank)
+    return entry.action, entry
+
+
 def holds(cmp: Cmp, args: Sequence[int], self_pid: int | None = None) -> bool:
     """Whether comparison ``cmp`` holds for these (64-bit) arguments."""
     if cmp.value is SELF_PID:

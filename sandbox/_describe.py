@@ -283,6 +283,20 @@ _SPELLERS: Final[dict[int, Callable[[int], str]]] = {
 }
 
 
+#: What each argument of the calls in SIGNATURES holds, for those who spell values.
+SIGNATURE_KINDS: Final = SIGNATURES
+
+
+def spell_argument(kind: int, value: int) -> str:
+    """``value`` as an argument of ``kind`` (one of SIGNATURE_KINDS's) is written."""
+    if kind == _DIRFD:
+        return "AT_FDCWD" if _signed32(value) == _AT_FDCWD else str(_signed32(value))
+    if kind in (_FD, _PATH, _ADDR):
+        return _number(value)
+    spell = _SPELLERS.get(kind)
+    return spell(value) if spell is not None else _number(value)
+
+
 def memory_reader(pid: int) -> Reader:
     """Reads from /proc/PID/mem (the caller's own view of process ``pid``: a parent's of
     its child, root's of anyone); None where the read fails."""

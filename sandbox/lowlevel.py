@@ -49,8 +49,12 @@ if TYPE_CHECKING:
     from ._confine import rehearse as rehearse_confinement
     from ._decide import decide as decide_policy
     from ._decide import decide_rules as decide_rules
+    from ._decide import deciding as deciding
+    from ._describe import SIGNATURE_KINDS as SIGNATURE_KINDS
     from ._describe import describe as describe_call
     from ._describe import memory_reader as memory_reader
+    from ._describe import spell_argument as spell_argument
+    from ._guard import Guard as Guard
     from ._kernel import Notification as Notification
     from ._kernel import continue_notification as continue_notification
     from ._kernel import deny_notification as deny_notification
@@ -85,10 +89,11 @@ _EXPORTS = {
     "capability_names": "._capabilities", "capability_numbers": "._capabilities",
     "rehearse_confinement": "._confine:rehearse",
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
-    "decide_policy": "._decide:decide", "decide_rules": "._decide",
+    "decide_policy": "._decide:decide", "decide_rules": "._decide", "deciding": "._decide",
     "Notification": "._kernel", "continue_notification": "._kernel",
     "notification_valid": "._kernel", "describe_call": "._describe:describe",
-    "memory_reader": "._describe",
+    "memory_reader": "._describe", "SIGNATURE_KINDS": "._describe",
+    "spell_argument": "._describe",
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
     "set_parent_death_signal": "._kernel", "syscall": "._kernel",
@@ -97,6 +102,7 @@ _EXPORTS = {
     "mapped_files": "._landlock_paths", "package_dirs": "._landlock_paths",
     "LandlockPlan": "._landlock_plan", "LandlockStatus": "._landlock_plan",
     "apply_plan": "._landlock_plan", "lazy_exports": "._lazy", "Entry": "._merge",
+    "Guard": "._guard",
     "Cmp": "._rules", "syscall_name": "._syscalls:name_of",
     "syscall_number": "._syscalls:number", "ns": "._kernel_ns:", "uapi": "._uapi:",
 }  # fmt: skip
@@ -104,8 +110,10 @@ __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "NATIVE_ARCH",
+    "SIGNATURE_KINDS",
     "Cmp",
     "Entry",
+    "Guard",
     "LandlockPlan",
     "LandlockStatus",
     "Notification",
@@ -118,10 +126,12 @@ __all__ = [
     "decide",
     "decide_policy",
     "decide_rules",
+    "deciding",
     "deny_notification",
     "describe_call",
     "did_you_mean",
-    "evaluate", "evaluate_reading",
+    "evaluate",
+    "evaluate_reading",
     "exec_traced",
     "lazy_exports",
     "load_seccomp",
@@ -139,6 +149,7 @@ __all__ = [
     "set_child_subreaper",
     "set_no_new_privs",
     "set_parent_death_signal",
+    "spell_argument",
     "syscall",
     "syscall_name",
     "syscall_number",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from . import run, trace
+from . import explain, run, trace
 from .command import Subparsers
 
 Command: TypeAlias = Callable[[argparse.Namespace], int]
@@ -19,7 +22,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     command: Command = args.command
-    return command(args)
+    try:
+        return command(args)
+    except BrokenPipeError:  # its reader went away (`| head`): end quietly, as tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _subcommands() -> list[Callable[[Subparsers], None]]:
-    return [_register_demo, run.register, trace.register]
+    return [_register_demo, run.register, trace.register, explain.register]
 
 
 def _register_demo(subparsers: Subparsers) -> None:

@@ -102,7 +102,7 @@ def register(subparsers: Subparsers) -> None:
         "--systemd every syscall is allowed but those isolates always denies, and only "
         "the path and port options restrict. Violations fail with EPERM unless --kill.",
     )
-    _add_policy_options(parser)
+    add_policy_options(parser)
     add_limit_options(parser)
     add = parser.add_argument
     add(
@@ -133,7 +133,7 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(command=main)
 
 
-def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+def add_policy_options(parser: argparse.ArgumentParser) -> None:
     """The options that build the policy: a profile, syscalls, paths and ports."""
     add = parser.add_argument
     profile = parser.add_mutually_exclusive_group()
@@ -255,7 +255,7 @@ def build(args: argparse.Namespace) -> Plan:
     argv = program_argv(args.argv, USAGE)
     env = _environment(args)
     path = resolve(argv[0], env)
-    start = with_startup(_options_policy(args), path, env)
+    start = with_startup(options_policy(args), path, env)
     try:
         keep = capability_numbers(args.cap_keep)
     except PolicyError as exc:
@@ -263,7 +263,7 @@ def build(args: argparse.Namespace) -> Plan:
     return Plan(path, argv, env, start.policy, start.added, start.grants, start.domain, keep)
 
 
-def _options_policy(args: argparse.Namespace) -> Policy:
+def options_policy(args: argparse.Namespace) -> Policy:
     rulesets = [*_paths(args), *_network(args), *_allowed(args)]
     compat = Compat.HARD if args.hard else Compat.BEST_EFFORT
     try:
