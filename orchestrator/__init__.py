@@ -12,6 +12,8 @@ from isolates.sandbox.lowlevel import lazy_exports
 
 TYPE_CHECKING = False  # not typing's: an isolate imports this package before it is confined
 if TYPE_CHECKING:
+    from ._commands import Popen as Popen
+    from ._commands import run as run
     from ._core.context import WorkerContext as WorkerContext
     from ._core.errors import IsolateViolation as IsolateViolation
     from ._core.errors import RemoteTraceback as RemoteTraceback
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from ._supervisor import Supervisor as Supervisor
 
 _EXPORTS = {
+    "Popen": "._commands",
+    "run": "._commands",
     "WorkerContext": "._core.context",
     "IsolateViolation": "._core.errors",
     "RemoteTraceback": "._core.errors",
@@ -71,6 +75,7 @@ __all__ = [
     "Mount",
     "NamespaceStatus",
     "Namespaces",
+    "Popen",
     "RemoteTraceback",
     "ResourceExceeded",
     "Restart",
@@ -81,4 +86,5 @@ __all__ = [
     "WorkerContext",
     "WorkerFailed",
     "isolate",
+    "run",
 ]  # fmt: skip

@@ -38,6 +38,7 @@ Safety argument (``execute``: apply, then exec):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -277,6 +278,7 @@ def options_policy(args: argparse.Namespace) -> Policy:
             policy = base.extend(*rulesets)
         elif args.profile is not None:
             base = _option("--profile", args.profile, Policy.load, args.profile)
+            _not_inherited(args.profile)
             kill = Action.KILL_PROCESS if args.kill else None
             policy = base.extend(*rulesets, default=kill)
             compat = Compat.HARD if args.hard else base.compat
@@ -285,6 +287,15 @@ def options_policy(args: argparse.Namespace) -> Policy:
         return Policy(*policy.rulesets[1:], default=policy.default, compat=compat)
     except PolicyError as exc:
         raise UsageError(f"the options conflict: {exc}") from None
+
+
+def _not_inherited(path: str) -> None:
+    """A profile read from a descriptor (``/proc/self/fd/N``: what ``orchestrator.run``
+    passes) is not the program's: it does not survive the exec."""
+    match = re.fullmatch(r"/(?:proc/self|dev)/fd/(\d+)", path)
+    if match is not None:
+        with contextlib.suppress(OSError):
+            os.set_inheritable(int(match[1]), False)
 
 
 def _pledge(promises: str, ignore: list[str], unveil: dict[str, str] | None) -> Policy:
