@@ -125,6 +125,12 @@ def register(subparsers: Subparsers) -> None:
         "other is dropped, even for root",
     )
     add(
+        "--learn",
+        action="store_true",
+        help="with --profile: let what the profile would deny run, and say what it was",
+    )
+    add("--update", action="store_true", help="with --learn: add what was learned to the profile")
+    add(
         "--report",
         action="store_true",
         help="say at exit which calls the policy denied (run stays as the program's parent)",
@@ -217,6 +223,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.learn:
+        return _learn(args)
     try:
         plan = build(args)
         limits = limits_of(args)
@@ -241,6 +249,20 @@ def _main(args: argparse.Namespace) -> int:
         return _fail(f"cannot confine {plan.argv[0]}: {exc}", 126)
     except OSError as exc:  # execve failed: its message obeys the policy now in force
         return _fail(f"cannot execute {plan.path}: {exc.strerror}", 126)
+
+
+def _learn(args: argparse.Namespace) -> int:
+    """``--learn``: the program under the tracer, held against its profile (learn.py)."""
+    from .learn import learn
+
+    try:
+        if args.profile is None:
+            raise UsageError("--learn needs --profile FILE: the profile to learn against")
+        return learn(args.profile, program_argv(args.argv, USAGE), update=args.update)
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+    except CommandNotFound as exc:
+        return _fail(str(exc), exc.status)
 
 
 def _fail(message: str, status: int) -> int:

@@ -38,7 +38,7 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final
 
 from isolates.sandbox import SandboxError
@@ -64,15 +64,23 @@ class TraceError(Exception):
     """The tracer could not start the command (its message says why)."""
 
 
+#: Which calls a trace refuses after all, and with which errno (None: let it run).
+Refuse = Callable[[Notification], "int | None"]
+
+
 def trace(
-    argv: Sequence[str], env: Mapping[str, str] | None = None, relevant: Relevance | None = None
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    relevant: Relevance | None = None,
+    refuse: Refuse | None = None,
 ) -> Trace:
     """Run ``argv`` to completion under the tracer and return what it did.
 
     Meant for a process of its own (the ``isolates trace`` command): it becomes a child
     subreaper and reaps every child it has until the traced tasks are all gone.
-    ``relevant`` defaults to ``relevance()``. CommandNotFound if ``argv[0]`` names no
-    executable file.
+    ``relevant`` defaults to ``relevance()``. ``refuse``: calls to fail rather than let
+    run (``isolates run --learn``: what a profile denies whatever is learned).
+    CommandNotFound if ``argv[0]`` names no executable file.
     """
     path = resolve(argv[0], env)
     environ = dict(os.environ if env is None else env)
@@ -89,7 +97,7 @@ def trace(
         listener = _receive_listener(ours, pid)
     result = Trace(list(argv))
     try:
-        _serve(listener, pid, result, relevant)
+        _serve(listener, pid, result, relevant, refuse)
     finally:
         os.close(listener)
     return result
@@ -111,11 +119,13 @@ def _receive_listener(sock: socket.socket, pid: int) -> int:
     raise TraceError(why)
 
 
-def _serve(listener: int, main: int, result: Trace, relevant: Relevance) -> None:
+def _serve(
+    listener: int, main: int, result: Trace, relevant: Relevance, refuse: Refuse | None
+) -> None:
     """Answer notifications until no traced task is left (the listener hangs up), then
     collect the command's exit status."""
     with _signal_wakeups() as wakeup:
-        status = _answer_all(listener, wakeup, main, result, relevant)
+        status = _answer_all(listener, wakeup, main, result, relevant, refuse)
     # The filter lets go of a task as it exits, which can be before it is a zombie.
     status = os.waitpid(main, 0)[1] if status is None else status
     _reap(main)
@@ -123,7 +133,12 @@ def _serve(listener: int, main: int, result: Trace, relevant: Relevance) -> None
 
 
 def _answer_all(
-    listener: int, wakeup: int, main: int, result: Trace, relevant: Relevance
+    listener: int,
+    wakeup: int,
+    main: int,
+    result: Trace,
+    relevant: Relevance,
+    refuse: Refuse | None,
 ) -> int | None:
     """Answer notifications and reap exited children until the listener hangs up; the
     command's wait status if it was reaped meanwhile."""
@@ -139,7 +154,7 @@ def _answer_all(
             reaped = _reap(main)
             status = status if reaped is None else reaped
         if events.get(listener, 0) & select.POLLIN:
-            started = _answer(listener, main, result, relevant, started)
+            started = _answer(listener, main, result, relevant, started, refuse)
         elif events.get(listener, 0) & (select.POLLHUP | select.POLLERR):
             return status
 
@@ -184,7 +199,14 @@ def _forward_signals(main: int | None) -> None:
             os.kill(main, info.si_signo)
 
 
-def _answer(listener: int, main: int, result: Trace, relevant: Relevance, started: bool) -> bool:
+def _answer(
+    listener: int,
+    main: int,
+    result: Trace,
+    relevant: Relevance,
+    started: bool,
+    refuse: Refuse | None = None,
+) -> bool:
     """Take one notification, record it, let the call run; True once the exec was seen."""
     try:
         note = receive_notification(listener)
@@ -196,9 +218,12 @@ def _answer(listener: int, main: int, result: Trace, relevant: Relevance, starte
     started = started or (note.pid == main and call.name == "execve")
     if started:  # read what it names while it is parked: before it runs
         result.resources.record(note)
+    refused = refuse(note) if refuse is not None and started else None
     try:
         if answered_enosys(call):
             deny_notification(listener, note.id, errno.ENOSYS)
+        elif refused is not None:
+            deny_notification(listener, note.id, refused)
         else:
             continue_notification(listener, note.id)
     except OSError as exc:

@@ -148,7 +148,7 @@ def described(resources: Resources) -> dict[str, object]:
     it is), the conveniences, the ports, the sockets."""
     grants = grants_of(resources)
     paths = {
-        path: {"rights": sorted(_expanded(rights, path)), "what": grants.named.get(path, "")}
+        path: {"rights": sorted(rights_names(rights, path)), "what": grants.named.get(path, "")}
         for path, rights in sorted(grants.paths.items())
         if rights
     }
@@ -193,7 +193,7 @@ def emit(result: Trace, builtins: Cover) -> str:
         'default = "EPERM"',
     ]
     lines += _builtin_tables(builtins)
-    lines += _landlock_table(grants, result.resources)
+    lines += landlock_table(grants, result.resources, "traced")
     text = "\n".join(lines) + "\n"
     missing = _still_refused(result, text)
     if missing:  # supporting rules: they add to a builtin's rule on the same call
@@ -241,7 +241,9 @@ def _with_stderr(methods: list[str]) -> bool:
     return True
 
 
-def _landlock_table(grants: Grants, resources: Resources) -> list[str]:
+def landlock_table(grants: Grants, resources: Resources, name: str) -> list[str]:
+    """A ``landlock`` RuleSet table named ``name``: the grants, and the ports of
+    ``resources``; nothing if there is nothing to grant."""
     if (
         not grants.paths
         and not grants.conveniences
@@ -249,7 +251,7 @@ def _landlock_table(grants: Grants, resources: Resources) -> list[str]:
         and not resources.bind_tcp
     ):
         return []
-    out = ["", "[[ruleset]]", 'kind = "landlock"', 'name = "traced"']
+    out = ["", "[[ruleset]]", 'kind = "landlock"', f'name = "{name}"']
     if grants.conveniences:
         named = ", ".join(f'"{c}"' for c in sorted(grants.conveniences))
         out.append(f"conveniences = [{named}]")
@@ -259,7 +261,7 @@ def _landlock_table(grants: Grants, resources: Resources) -> list[str]:
             if not rights:
                 continue
             note = f"  # {grants.named[path]}" if path in grants.named else ""
-            names = ", ".join(f'"{r}"' for r in sorted(_expanded(rights, path)))
+            names = ", ".join(f'"{r}"' for r in sorted(rights_names(rights, path)))
             out.append(f'    {{ path = "{path}", rights = [{names}], missing_ok = true }},{note}')
         out.append("]")
     for key, ports in (("connect_tcp", resources.connect_tcp), ("bind_tcp", resources.bind_tcp)):
@@ -268,7 +270,7 @@ def _landlock_table(grants: Grants, resources: Resources) -> list[str]:
     return out
 
 
-def _expanded(rights: set[str], path: str) -> set[str]:
+def rights_names(rights: set[str], path: str) -> set[str]:
     """Groups as AccessFs names ("read": read_file, and read_dir on a directory); on a
     file, the rights a file can have."""
     out = set()
