@@ -15,6 +15,17 @@ so the program's process is confined exactly as ``isolates run --profile`` confi
 ``returncode`` is the program's; with limits or ``report_denials`` ``isolates run``
 stays as its parent, and a signal that killed the program reads 128 + N, as a shell
 says it, instead of subprocess's -N.
+
+Safety argument:
+
+- What starts is always ``python -I -m isolates.orchestrator._cli run --profile ... --
+  ARGV``: never a shell (``shell=True`` and ``executable=`` are refused), so the program
+  is exec'd by ``isolates run`` and only after it confined itself (run.py's argument:
+  everything decided first, nothing run half-confined).
+- The policy is the caller's Policy as a policy file, which loads back to the same
+  filter and plan (``to_toml``'s property test); it travels through a memfd, closed
+  here once the child started, and made non-inheritable by run once read, so the
+  program never holds it.
 """
 
 from __future__ import annotations

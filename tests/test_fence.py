@@ -32,6 +32,7 @@ ALLOWED = {
     "orchestrator/_namespaces/enter.py": "unshare: enters the namespaces",
     "orchestrator/_namespaces/pid.py": "forks the pid-1 mirror, closes its descriptors",
     "orchestrator/_cli/run.py": "isolates run: apply, then exec",
+    "orchestrator/_commands.py": "run and Popen: start isolates run for one command",
     "orchestrator/_cli/run_limits.py": "isolates run under limits: fork, wait, report",
     "orchestrator/_cli/run_processes.py": "run --processes: subreaper, takes the listener",
     "orchestrator/_cli/trace.py": "isolates trace: forks the traced program",
