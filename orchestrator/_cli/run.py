@@ -532,8 +532,10 @@ def _landlock_lines(plan: Plan) -> list[str]:
         handled = merged.plan()
         what = _handled(AccessFs(handled.handled_fs), AccessNet(handled.handled_net))
         lines.append(f"landlock, the options' domain, handling {what} (the rest is denied):")
-        lines += [_grant_line(g) for g in _policy_grants(plan)]
+        grants = _policy_grants(plan)
+        lines += [_grant_line(g) for g in grants]
         lines += _port_lines(plan.policy)
+        lines += _wider_lines(grants)
     if plan.start is not None:
         handled_fs = AccessFs(plan.start.handled_fs)
         lines.append(f"landlock, a domain of run's own, handling only {_flags(handled_fs)}:")
@@ -562,6 +564,21 @@ def _policy_grants(plan: Plan) -> list[Grant]:
         Grant(p, r, "the policy") for p, r in plan.policy.landlock.grants() if (p, r) not in named
     ]
     return list(dict.fromkeys(out))
+
+
+def _wider_lines(grants: list[Grant]) -> list[str]:
+    """A warning for each grant from a profile (not an option) that reaches beyond the
+    paths the options name: "/" itself, or a directory above one of them."""
+    named = [g.path for g in grants if g.source.startswith("--")]
+    out = []
+    for g in grants:
+        if g.source.startswith("--") or g.source == "the policy":
+            continue
+        above = [n for n in named if n != g.path and n.startswith(g.path.rstrip("/") + "/")]
+        if g.path == "/" or above:
+            why = "the whole filesystem" if g.path == "/" else f"above {', '.join(above)}"
+            out.append(f"  warning: {g.path} [{g.source}] is wider than the options' paths: {why}")
+    return out
 
 
 def _port_lines(policy: Policy) -> list[str]:

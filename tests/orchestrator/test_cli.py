@@ -476,3 +476,14 @@ def test_run_profile_runs_a_policy_file_and_names_its_mistakes(tmp_path: Path) -
     profile.write_text('version = 1\ndefault = "EPERM"\nrulez = 1\n')
     bad = isolates("run", "--profile", str(profile), "--", "true")
     assert bad.returncode == 2 and f"{profile}:3: rulez: unknown key" in bad.stderr
+
+
+def test_dry_run_warns_where_a_profile_grants_wider_than_the_options(tmp_path: Path) -> None:
+    wide = isolates("run", "--dry-run", "--pledge", "stdio rpath tmppath", "--read", str(tmp_path),
+                    "--", "true")  # fmt: skip
+    assert wide.returncode == 0
+    said = "warning: /tmp [pledge 'tmppath' (Landlock)] is wider than the options' paths"
+    assert f"{said}: above {tmp_path}" in wide.stdout
+    narrow = isolates("run", "--dry-run", "--pledge", "stdio rpath", "--read", str(tmp_path),
+                      "--", "true")  # fmt: skip
+    assert narrow.returncode == 0 and "warning:" not in narrow.stdout
