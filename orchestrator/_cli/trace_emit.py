@@ -159,6 +159,7 @@ def described(resources: Resources) -> dict[str, object]:
         "bind_tcp": sorted(resources.bind_tcp),
         "sockets": sorted(f"{family}/{kind}" for family, kind in resources.sockets),
         "unix": sorted(resources.unix),
+        "looked_at": len(resources.looked_at - set(resources.paths)),
     }
 
 
@@ -173,6 +174,11 @@ def render_resources(resources: Resources) -> str:
         lines.append(f"  {path}: {'|'.join(grant['rights'])}{what}")
     if said["conveniences"]:
         lines.append(f"  and: {', '.join(said['conveniences'])}")  # type: ignore[arg-type]
+    looked = said["looked_at"]
+    if looked:
+        lines.append(
+            f"  ({looked} more paths only looked at: stat, access, chdir; no grant needed)"
+        )
     for key in ("connect_tcp", "bind_tcp", "sockets", "unix"):
         if said[key]:
             lines.append(f"{key.replace('_', ' ')}: {', '.join(map(str, said[key]))}")  # type: ignore[call-overload]

@@ -14,8 +14,9 @@ What is recorded is what Landlock checks, by kind: ``read`` (a file opened for r
 ``execute`` (execve), and on a directory the entries made or removed in it:
 ``make_reg``, ``make_dir``, ``make_sym``, ``make_sock``, ``make_fifo``, ``remove_file``,
 ``remove_dir``, ``refer`` (a link or rename across directories). stat, access, readlink
-and chdir are not Landlock's business and are not recorded; nor is a file that did not
-exist when it was opened without O_CREAT (the program saw ENOENT, and will again).
+and chdir are not Landlock's business: their paths are kept apart (``looked_at``), for
+the report, and need no grant; nor does a file that did not exist when it was opened
+without O_CREAT (the program saw ENOENT, and will again).
 
 Safety argument (the one raw call, pidfd_getfd, in ``_is_tcp``):
 
@@ -52,6 +53,7 @@ class Resources:
     bind_tcp: set[int] = field(default_factory=set)
     sockets: set[tuple[str, str]] = field(default_factory=set)
     unix: set[str] = field(default_factory=set)  # unix socket paths connected to
+    looked_at: set[str] = field(default_factory=set)  # stat, access, readlink, chdir
 
     def record(self, note: Notification) -> None:
         """Note what the parked call ``note`` names (nothing if it names nothing here)."""
@@ -214,6 +216,19 @@ def _mknod(i: int, mode: int, dirfd: int | None = None) -> Handler:
     return handler
 
 
+def _looked(i: int, dirfd: int | None = None) -> Handler:
+    def handler(res: Resources, call: _Call) -> None:
+        path = call.path(i, dirfd)
+        if path is not None and len(res.looked_at) < _MAX_LOOKED:
+            res.looked_at.add(path)
+
+    return handler
+
+
+#: Paths only looked at, kept (a program that stats its whole tree stays bounded).
+_MAX_LOOKED: Final = 10_000
+
+
 def _socket(res: Resources, call: _Call) -> None:
     family, kind = call.number(0), call.number(1) & 0xF
     res.sockets.add((_FAMILIES.get(family, str(family)), _TYPES.get(kind, str(kind))))
@@ -292,4 +307,8 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "link": _linked(0, 1), "linkat": _linked(1, 3, 0, 2),
     "truncate": _truncate, "mknod": _mknod(0, 1), "mknodat": _mknod(1, 2, dirfd=0),
     "socket": _socket, "connect": _address(bind=False), "bind": _address(bind=True),
+    "stat": _looked(0), "lstat": _looked(0), "newfstatat": _looked(1, dirfd=0),
+    "statx": _looked(1, dirfd=0), "access": _looked(0), "faccessat": _looked(1, dirfd=0),
+    "faccessat2": _looked(1, dirfd=0), "readlink": _looked(0),
+    "readlinkat": _looked(1, dirfd=0), "chdir": _looked(0),
 }  # fmt: skip
