@@ -50,7 +50,9 @@ def answers_for(
     its clones counted against ``processes``, its denials recorded (None: neither)."""
     if processes is None and not reported:
         return None
-    verdict = compile_for(policy, pid, ns).bpf  # the policy alone: what the kernel would say
+    # The policy alone, its kills as kills: what the kernel would say without us (the
+    # same program as the isolate's fallback_bpf, so one compile serves both).
+    verdict = policy.compile(pid=ns.pid_inside(pid) if ns else pid, all_threads=True).bpf
     mirror = ns is not None and ns.pid
     count = None if processes is None else ProcessCount(processes, pid, mirror=mirror)
     return Answers(verdict, count=count, denials=Denials() if reported else None)
