@@ -335,7 +335,7 @@ def _landlock_check(policy: Policy, call: Call) -> tuple[bool, list[str]]:
         if not plan.handled_fs:
             said.append(f"{path}: the filesystem is not handled")
             continue
-        grant = _granting(plan.paths, path, needed)
+        grant = granting(plan.paths, path, needed)
         names = "|".join(str(f.name) for f in AccessFs if f & needed)
         if grant is None:
             ok = False
@@ -390,7 +390,7 @@ def _open_needs(path: str, flags: int) -> Iterable[tuple[str, AccessFs]]:
     yield path, rights
 
 
-def _granting(grants: Iterable[tuple[object, ...]], path: str, needed: AccessFs) -> str | None:
+def granting(grants: Iterable[tuple[object, ...]], path: str, needed: AccessFs) -> str | None:
     """The granted path beneath which ``path`` gets every right in ``needed`` (rights
     add up across the grants above it, as Landlock adds a hierarchy's rules)."""
     real = os.path.realpath(path)

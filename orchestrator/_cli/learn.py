@@ -15,7 +15,6 @@ supporting rules) and a ``landlock`` one with the grants (trace_emit.py groups t
 from __future__ import annotations
 
 import errno
-import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from isolates.sandbox import AccessFs, Policy, PolicyError
 from isolates.sandbox.lowlevel import NATIVE_ARCH, Guard, Notification, deciding
 
 from .command import UsageError
+from .explain import granting
 from .trace import Refuse, trace
 from .trace_cover import relevance
 from .trace_emit import grants_of, landlock_table
@@ -109,12 +109,7 @@ _RIGHTS = {
 
 
 def _granted(grants: Sequence[tuple[object, ...]], path: str, needed: AccessFs) -> bool:
-    real, have = os.path.realpath(path), AccessFs(0)
-    for grant in grants:
-        granted = os.path.realpath(str(grant[0]))
-        if real == granted or real.startswith(granted.rstrip("/") + "/"):
-            have |= AccessFs(int(str(grant[1])))
-    return needed & ~have == 0
+    return granting(grants, path, needed) is not None
 
 
 def _port(granted: set[tuple[int, int]], port: int, bit: int) -> bool:
