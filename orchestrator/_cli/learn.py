@@ -22,7 +22,7 @@ from isolates.sandbox import AccessFs, Policy, PolicyError
 from isolates.sandbox.lowlevel import NATIVE_ARCH, Guard, Notification, deciding
 
 from .command import UsageError
-from .explain import granting
+from .explain_policy import granting
 from .trace import Refuse, trace
 from .trace_cover import relevance
 from .trace_emit import grants_of, landlock_table
