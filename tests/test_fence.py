@@ -36,7 +36,7 @@ ALLOWED = {
     "orchestrator/_cli/run_limits.py": "isolates run under limits: fork, wait, report",
     "orchestrator/_cli/run_processes.py": "run --processes: subreaper, takes the listener",
     "orchestrator/_cli/trace.py": "isolates trace: forks the traced program",
-    "orchestrator/_cli/traced_paths.py": "the trace: a socket's type through pidfd_getfd",
+    "orchestrator/_core/resources.py": "what a call names: a socket's type through pidfd_getfd",
     "orchestrator/testing.py": "in_child: fork, report through shared memory, _exit",
 }
 

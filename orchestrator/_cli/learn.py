@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from isolates.sandbox import AccessFs, Policy, PolicyError
 from isolates.sandbox.lowlevel import NATIVE_ARCH, Guard, Notification, deciding
 
+from .._core.grants import grants_of
+from .._core.resources import Resources
 from .command import UsageError
 from .explain_policy import granting
 from .trace import Refuse, trace
 from .trace_cover import relevance
-from .trace_emit import grants_of, landlock_table
+from .trace_emit import landlock_table
 from .traced import SELF, Relevance, Trace, TracedCall, answered_enosys
-from .traced_paths import Resources
 
 
 def learn(profile: str, argv: Sequence[str], *, update: bool) -> int:

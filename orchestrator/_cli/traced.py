@@ -17,7 +17,7 @@ from isolates.sandbox.lowlevel import NATIVE_ARCH
 from isolates.sandbox.lowlevel import syscall_name as name_of
 from isolates.sandbox.lowlevel import syscall_number as number
 
-from .traced_paths import Resources
+from .._core.resources import Resources
 
 #: Stands for "the calling process's own pid" in a call's arguments (never a u64 value).
 SELF: Final = -1
@@ -50,7 +50,7 @@ class Trace:
     calls: Counter[TracedCall] = field(default_factory=Counter)
     tasks: set[int] = field(default_factory=set)
     exit_code: int = 0
-    #: The paths, ports and sockets the calls named (traced_paths.py).
+    #: The paths, ports and sockets the calls named (_core/resources.py).
     resources: Resources = field(default_factory=Resources)
 
     def counts(self) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""What a trace sees beyond syscalls: the paths a program touched and how, the TCP ports
-it connected to or bound, the sockets it made.
+"""What parked calls name beyond their syscall: the paths a program touched and how, the
+TCP ports it connected to or bound, the sockets it made (``isolates trace``, and an
+isolate learning its policy).
 
 Read from the tracee's memory and /proc at notification time, before the call is let
 run: a path is resolved against the caller's cwd (``/proc/TID/cwd``) or the directory
