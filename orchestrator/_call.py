@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from isolates.sandbox import Policy
 
-from ._core.answers import Answers, with_denials
+from ._core.answers import Answers, Learned, with_denials
 from ._core.boot_message import answers_for, build_boot, compile_for
 from ._core.encode import decode_value, rebuild
 from ._core.functions import is_async, unwrap
@@ -36,6 +36,7 @@ class Options:
     capabilities: tuple[int, ...] = ()  # kept; every other is dropped
     limits: Limits = field(default_factory=Limits)
     report_denials: bool = True  # its errno denials recorded, shown on a failure
+    learn: bool = False  # what the policy would deny is let run and learned (answers.Learned)
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
@@ -63,12 +64,19 @@ class IsolatePlan:
         # An isolate that may start processes is ended by process group, which needs it
         # to be our own child: it is exec'd whatever was asked (fork_server.py).
         self.forkable = options.start != "exec" and not self.reaping[0]
+        #: What its calls learned, with ``learn=True`` (answers.Learned).
+        self.learned = Learned(options.policy, self.policy) if options.learn else None
 
     def answers(self, pid: int) -> Answers | None:
         """How the isolate ``pid``'s parked calls are answered (answers.py)."""
         opts = self.options
         return answers_for(
-            self.policy, pid, opts.namespaces, opts.limits.processes, opts.report_denials
+            self.policy,
+            pid,
+            opts.namespaces,
+            opts.limits.processes,
+            opts.report_denials,
+            self.learned,
         )
 
     def forked(self) -> bool:
@@ -140,7 +148,12 @@ class IsolatedCall:
         plan, opts = self.plan, self.plan.options
         counted = opts.limits.processes is not None
         compiled = compile_for(
-            plan.policy, pid, opts.namespaces, counted=counted, reported=opts.report_denials
+            plan.policy,
+            pid,
+            opts.namespaces,
+            counted=counted,
+            reported=opts.report_denials,
+            learning=opts.learn,
         )
         arguments = (self.args, self.kwargs)
         return build_boot(

@@ -11,6 +11,7 @@ from isolates.sandbox import Landlock, Policy, PolicyError
 from isolates.sandbox.lowlevel import capability_numbers
 
 from ._call import IsolatedCall, IsolatePlan, Options, check_start
+from ._core.answers import Learned
 from ._core.functions import identity
 from ._limits import Limits, unified
 from ._namespaces.options import Namespaces
@@ -50,6 +51,16 @@ class IsolatedFunction(Generic[P, R]):
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.__wrapped__(*args, **kwargs)
 
+    @property
+    def learned(self) -> Learned:
+        """What its calls learned (``learn=True``): ``.calls``, ``.resources`` and
+        ``.policy()``, the policy widened by exactly what they were let do."""
+        learned = self._plan.learned
+        if learned is None:
+            name = getattr(self.__wrapped__, "__qualname__", "this function")
+            raise AttributeError(f"{name} does not learn: decorate it with learn=True")
+        return learned
+
     @functools.cached_property
     def _plan(self) -> IsolatePlan:
         """Worked out on the first call, not when the module defining us is imported."""
@@ -88,6 +99,7 @@ def isolate(
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
     report_denials: bool = True,
+    learn: bool = False,
 ) -> IsolatedFunction[P, R]: ...
 @overload
 def isolate(
@@ -103,6 +115,7 @@ def isolate(
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
     report_denials: bool = True,
+    learn: bool = False,
 ) -> Callable[[Callable[P, R]], IsolatedFunction[P, R]]: ...
 def isolate(
     policy: Policy | Callable[..., Any] | None = None,
@@ -117,6 +130,7 @@ def isolate(
     capabilities: Iterable[str] = (),
     limits: Limits | None = None,
     report_denials: bool = True,
+    learn: bool = False,
 ) -> Any:
     """Run the decorated function in a fresh isolate confined by ``policy``.
 
@@ -145,6 +159,7 @@ def isolate(
             capabilities=capabilities,
             limits=limits,
             report_denials=report_denials,
+            learn=learn,
         )(policy)
     if policy is not None and not isinstance(policy, Policy):
         raise PolicyError(f"@isolate takes a Policy, not {policy!r}: @isolate(Policy(...))")
@@ -158,8 +173,9 @@ def isolate(
         label = name or fn.__qualname__
         wall = bounds.wall_time
         options = Options(
-            full, wall, dict(env or {}), namespaces, label, start, keep, bounds, report_denials
-        )
+            full, wall, dict(env or {}), namespaces, label, start, keep, bounds, report_denials,
+            learn,
+        )  # fmt: skip
         return IsolatedFunction(fn, options)
 
     return decorate

@@ -88,16 +88,23 @@ def decide_rules(
 
 
 def deciding(
-    policy: Policy, nr: int, args: Sequence[int] = (), *, all_threads: bool = True
+    policy: Policy,
+    nr: int,
+    args: Sequence[int] = (),
+    *,
+    all_threads: bool = True,
+    self_pid: int | None = None,
 ) -> tuple[Action, Guard | Entry | None]:
     """``decide``, and what decided: the guard or the merged entry that matched (None:
-    the default; also for a call of another architecture, which is killed)."""
+    the default). ``self_pid``: the pid SELF_PID conditions stand for."""
     values = [a & _U64 for a in args] + [0] * (6 - len(args))
     for guard in policy.guards(all_threads=all_threads):
         if number(guard.syscall) == nr and all(_check_holds(c, values) for c in guard.checks):
             return guard.action, guard
     matching = [
-        e for e in policy.entries() if e.nr == nr and all(holds(c, values) for c in e.conditions)
+        e
+        for e in policy.entries()
+        if e.nr == nr and all(holds(c, values, self_pid) for c in e.conditions)
     ]
     if not matching:
         return policy.default, None

@@ -36,6 +36,7 @@ from isolates.sandbox.lowlevel import (
     syscall_number,
 )
 
+from .._core.grants import granting
 from .command import UsageError
 
 #: Constants a checked call may name, by name.
@@ -338,16 +339,3 @@ def _open_needs(path: str, flags: int) -> Iterable[tuple[str, AccessFs]]:
     if flags & os.O_TRUNC:
         rights |= AccessFs.TRUNCATE
     yield path, rights
-
-
-def granting(grants: Iterable[tuple[object, ...]], path: str, needed: AccessFs) -> str | None:
-    """The granted path beneath which ``path`` gets every right in ``needed`` (rights
-    add up across the grants above it, as Landlock adds a hierarchy's rules)."""
-    real = os.path.realpath(path)
-    have, where = AccessFs(0), None
-    for grant in grants:
-        granted, bits = os.path.realpath(str(grant[0])), AccessFs(int(str(grant[1])))
-        if real == granted or real.startswith(granted.rstrip("/") + "/"):
-            have |= bits
-            where = where or str(grant[0])
-    return where if needed & ~have == 0 else None

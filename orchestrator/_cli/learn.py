@@ -18,13 +18,12 @@ import errno
 import sys
 from collections.abc import Sequence
 
-from isolates.sandbox import AccessFs, Policy, PolicyError
+from isolates.sandbox import Policy, PolicyError
 from isolates.sandbox.lowlevel import NATIVE_ARCH, Guard, Notification, deciding
 
-from .._core.grants import grants_of
+from .._core.grants import beyond, grants_of
 from .._core.resources import Resources
 from .command import UsageError
-from .explain_policy import granting
 from .trace import Refuse, trace
 from .trace_cover import relevance
 from .trace_emit import landlock_table
@@ -40,7 +39,7 @@ def learn(profile: str, argv: Sequence[str], *, update: bool) -> int:
     relevant = _relevance(policy)
     result = trace(list(argv), None, relevant, _refusing(policy))
     calls = _denied_calls(policy, result)
-    paths = _denied_paths(policy, result.resources)
+    paths = beyond(policy, result.resources)
     _say(calls, paths)
     if update and (calls or paths.paths or paths.connect_tcp or paths.bind_tcp):
         with open(profile, "a") as f:
@@ -83,38 +82,6 @@ def _denied_calls(policy: Policy, result: Trace) -> list[TracedCall]:
         if action.kind not in ("allow", "log") and not isinstance(decider, Guard):
             denied.append(call)
     return denied
-
-
-def _denied_paths(policy: Policy, resources: Resources) -> Resources:
-    """The paths (with the rights) and ports the profile's Landlock would refuse."""
-    out = Resources()
-    plan = policy.landlock.plan() if policy.landlock is not None else None
-    if plan is None:
-        return out
-    for path, rights in resources.paths.items():
-        missing = {r for r in rights if not _granted(plan.paths, path, _RIGHTS.get(r, AccessFs(0)))}
-        if missing and plan.handled_fs:
-            out.paths[path] |= missing
-    granted = {(port, bits) for port, bits in plan.ports}
-    if plan.handled_net:
-        out.connect_tcp = {p for p in resources.connect_tcp if not _port(granted, p, 2)}
-        out.bind_tcp = {p for p in resources.bind_tcp if not _port(granted, p, 1)}
-    return out
-
-
-_RIGHTS = {
-    "read": AccessFs.READ_FILE, "list": AccessFs.READ_DIR, "write": AccessFs.WRITE_FILE,
-    "truncate": AccessFs.TRUNCATE, "execute": AccessFs.EXECUTE | AccessFs.READ_FILE,
-    **{name.lower(): flag for name, flag in AccessFs.__members__.items()},
-}  # fmt: skip
-
-
-def _granted(grants: Sequence[tuple[object, ...]], path: str, needed: AccessFs) -> bool:
-    return granting(grants, path, needed) is not None
-
-
-def _port(granted: set[tuple[int, int]], port: int, bit: int) -> bool:
-    return any(p == port and b & bit for p, b in granted)
 
 
 def _say(calls: list[TracedCall], paths: Resources) -> None:

@@ -32,22 +32,28 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Final
 
-from isolates.sandbox import Action
+from isolates.sandbox import AccessFs, Action, Arg, Landlock, Policy, Rule, RuleSet
 from isolates.sandbox.lowlevel import (
     NATIVE_ARCH,
+    Guard,
     Notification,
     action_of,
     continue_notification,
+    deciding,
     deny_notification,
     evaluate_reading,
     syscall_name,
+    syscall_number,
 )
 
+from .grants import Grants, beyond, grants_of, rights_names
 from .monitor import described
 from .process_count import ProcessCount
+from .resources import NAMED_CALLS, Resources
 
 #: Distinct denials kept per isolate; more are counted, not kept.
 MAX_DENIALS: Final = 64
@@ -143,13 +149,21 @@ class Answers:
         *,
         count: ProcessCount | None = None,
         denials: Denials | None = None,
+        learning: tuple[Learned, int] | None = None,
     ) -> None:
         self._verdicts = Verdicts(verdict)
         self.count = count
         self.denials = denials
+        self.learning = learning  # what learns, and the isolate's pid (for SELF_PID)
 
     def answer(self, listener: int, n: Notification) -> bool:
         """Answer ``n``; False: its verdict kills (a violation, not answered)."""
+        if self.learning is not None:
+            learned, pid = self.learning
+            try:
+                return learned.answer(listener, n, self.count, pid)
+            except OSError:  # ENOENT: the caller died while parked
+                return True
         if n.arch != NATIVE_ARCH:
             return False
         action = self._verdicts.of(n.nr, n.args)
@@ -186,3 +200,98 @@ def with_denials(failure: BaseException, name: str, answers: Answers | None) -> 
 
 
 _LOG: Final = logging.getLogger("isolates")
+
+
+# -- learning ---------------------------------------------------------------------------
+
+
+class Learned:
+    """What isolates learning a policy were let do beyond it (``@isolate(learn=True)``):
+    the calls the policy would deny, with the arguments its rules compare, and what
+    their paths and ports were; ``policy()`` is the policy widened by exactly that.
+
+    While learning, an isolate's filter hands every denial and every call naming a path
+    to its parent, which lets them run (but what the guards refuse: EPERM, never
+    learned), and its Landlock is not loaded: Landlock has no mode that only reports.
+    """
+
+    def __init__(self, policy: Policy, judged_by: Policy | None = None) -> None:
+        self.base = policy  # what is widened
+        self._judge = judged_by or policy  # what decides (with the orchestrator's own calls)
+        self._compared = _compared(self._judge)
+        self._calls: set[tuple[str, tuple[tuple[int, int], ...]]] = set()
+        self.resources = Resources()
+        self._lock = threading.Lock()  # the monitor thread adds, the caller reads
+
+    def answer(self, listener: int, n: Notification, count: ProcessCount | None, pid: int) -> bool:
+        """Answer ``n`` of the learning isolate ``pid``; False: a call of another ABI."""
+        if n.arch != NATIVE_ARCH:
+            return False
+        with self._lock:
+            if n.nr in _NAMED:
+                self.resources.record(n)  # before it runs: its memory is as the call saw it
+            action, decider = deciding(self._judge, n.nr, n.args, self_pid=pid)
+            if isinstance(decider, Guard):
+                deny_notification(listener, n.id, action.errno if action.errno else errno.EPERM)
+                return True
+            if action.kind not in ("allow", "log"):
+                compared = self._compared.get(n.nr, ())
+                self._calls.add((syscall_name(n.nr), tuple((i, n.args[i]) for i in compared)))
+        if count is not None and count.counts(n):
+            count.answer(listener, n)
+        else:
+            continue_notification(listener, n.id)
+        return True
+
+    @property
+    def calls(self) -> list[str]:
+        """The calls learned, in words: ``"uname"``, ``"ioctl(arg1 == 0x5413)"``."""
+        with self._lock:
+            return [_spelled(name, args) for name, args in sorted(self._calls)]
+
+    def policy(self) -> Policy:
+        """The policy, plus exactly what was learned: a "learned" RuleSet of supporting
+        rules, and where the policy's Landlock confines, a "learned" one granting the
+        paths and ports used beyond it (grouped as ``isolates trace --emit`` groups)."""
+        with self._lock:
+            rules = [Rule(name, *(Arg(i) == v for i, v in args), implied=True)
+                     for name, args in sorted(self._calls)]  # fmt: skip
+            extra: list[RuleSet | Landlock] = [RuleSet(*rules, name="learned")] if rules else []
+            wider = beyond(self.base, self.resources)
+        landlock = _landlock_of(grants_of(wider), wider)
+        return self.base.extend(*extra, *([landlock] if landlock is not None else []))
+
+
+def _compared(policy: Policy) -> dict[int, tuple[int, ...]]:
+    """For each syscall, the arguments the policy's rules compare."""
+    out: dict[int, set[int]] = {}
+    for entry in policy.entries():
+        out.setdefault(entry.nr, set()).update(c.arg for c in entry.conditions)
+    return {nr: tuple(sorted(indices)) for nr, indices in out.items()}
+
+
+def _spelled(name: str, args: tuple[tuple[int, int], ...]) -> str:
+    shown = " and ".join(f"arg{i} == {v:#x}" if v > 9 else f"arg{i} == {v}" for i, v in args)
+    return f"{name}({shown})" if shown else name
+
+
+def _landlock_of(grants: Grants, wider: Resources) -> Landlock | None:
+    if not (grants.paths or grants.conveniences or wider.connect_tcp or wider.bind_tcp):
+        return None
+    ll = Landlock(name="learned")
+    for convenience in sorted(grants.conveniences):
+        ll = getattr(ll, convenience)()
+    for path, rights in sorted(grants.paths.items()):
+        flags = AccessFs(0)
+        for right in rights_names(rights, path):
+            flags |= AccessFs[right.upper()]
+        if flags:
+            ll = ll.allow(path, flags, missing_ok=True)
+    for port in sorted(wider.connect_tcp):
+        ll = ll.connect_tcp(port)
+    for port in sorted(wider.bind_tcp):
+        ll = ll.bind_tcp(port)
+    return ll
+
+
+_NAMED: Final = frozenset(syscall_number(name) for name in NAMED_CALLS)

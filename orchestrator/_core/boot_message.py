@@ -6,6 +6,7 @@ Both journeys come here: an ``@isolate`` call (``_call.py``) and a Supervisor's 
 
 from __future__ import annotations
 
+import dataclasses
 import linecache
 import os
 from collections.abc import Callable
@@ -17,10 +18,11 @@ from isolates.sandbox import CompiledPolicy, Policy
 from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 
 from .._namespaces.options import Namespaces
-from .answers import Answers, Denials
+from .answers import Answers, Denials, Learned
 from .encode import dump, needs_msgspec
 from .functions import unwrap
 from .process_count import COUNTED, ProcessCount
+from .resources import NAMED_CALLS
 from .spawn import explicit_sys_path
 from .wire import Boot, CompiledPolicyData, NamespacesData, converted
 
@@ -32,30 +34,47 @@ def compile_for(
     *,
     counted: bool = False,
     reported: bool = False,
+    learning: bool = False,
 ) -> CompiledPolicy:
     """Compile an isolate's policy: for the pid it will have, with kills reported; with
     ``counted`` its clones handed to its parent (a processes limit: process_count.py),
-    with ``reported`` its errno denials (answers.py)."""
+    with ``reported`` its errno denials (answers.py). ``learning``: every denial and
+    every call naming a path goes to the parent, and no Landlock is loaded (answers.py,
+    ``Learned``): no fallback either, the isolate learns or does not start."""
     pid = ns.pid_inside(pid) if ns else pid
-    calls = COUNTED if counted else frozenset()
-    return policy.compile(
-        pid=pid, notify_kills=True, all_threads=True, notify_calls=calls, notify_errnos=reported
+    calls = (COUNTED if counted else frozenset()) | (NAMED_CALLS if learning else frozenset())
+    compiled = policy.compile(
+        pid=pid,
+        notify_kills=True,
+        all_threads=True,
+        notify_calls=calls,
+        notify_errnos=reported or learning,
     )
+    return dataclasses.replace(compiled, landlock=None, fallback_bpf=None) if learning else compiled
 
 
 def answers_for(
-    policy: Policy, pid: int, ns: Namespaces | None, processes: int | None, reported: bool
+    policy: Policy,
+    pid: int,
+    ns: Namespaces | None,
+    processes: int | None,
+    reported: bool,
+    learned: Learned | None = None,
 ) -> Answers | None:
     """How the parent answers the isolate ``pid``'s parked calls beyond its violations:
-    its clones counted against ``processes``, its denials recorded (None: neither)."""
-    if processes is None and not reported:
+    its clones counted against ``processes``, its denials recorded, or, with ``learned``,
+    what it learns (None: none of these)."""
+    if processes is None and not reported and learned is None:
         return None
     # The policy alone, its kills as kills: what the kernel would say without us (the
     # same program as the isolate's fallback_bpf, so one compile serves both).
     verdict = policy.compile(pid=ns.pid_inside(pid) if ns else pid, all_threads=True).bpf
     mirror = ns is not None and ns.pid
     count = None if processes is None else ProcessCount(processes, pid, mirror=mirror)
-    return Answers(verdict, count=count, denials=Denials() if reported else None)
+    denials = Denials() if reported else None
+    inside = ns.pid_inside(pid) if ns else pid
+    learning = None if learned is None else (learned, inside)
+    return Answers(verdict, count=count, denials=denials, learning=learning)
 
 
 def build_boot(

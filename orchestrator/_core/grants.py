@@ -16,8 +16,11 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
+
+from isolates.sandbox import AccessFs, Policy
 
 from .resources import Resources
 
@@ -143,3 +146,49 @@ def rights_names(rights: set[str], path: str) -> set[str]:
 
 
 _FILE_RIGHTS: Final = frozenset({"execute", "write_file", "read_file", "truncate", "ioctl_dev"})
+
+
+# -- against a plan: what a policy's Landlock does not grant ---------------------------------
+
+
+def beyond(policy: Policy, resources: Resources) -> Resources:
+    """What of ``resources`` the Landlock of ``policy`` would refuse: the paths with the
+    rights no grant gives, the TCP ports not granted (nothing where it handles neither)."""
+    out = Resources()
+    plan = policy.landlock.plan() if policy.landlock is not None else None
+    if plan is None:
+        return out
+    for path, rights in resources.paths.items():
+        missing = {
+            r for r in rights if granting(plan.paths, path, _RIGHTS.get(r, AccessFs(0))) is None
+        }
+        if missing and plan.handled_fs:
+            out.paths[path] |= missing
+    if plan.handled_net:
+        out.connect_tcp = {p for p in resources.connect_tcp if not _port(plan.ports, p, 2)}
+        out.bind_tcp = {p for p in resources.bind_tcp if not _port(plan.ports, p, 1)}
+    return out
+
+
+_RIGHTS: Final = {
+    "read": AccessFs.READ_FILE, "list": AccessFs.READ_DIR, "write": AccessFs.WRITE_FILE,
+    "truncate": AccessFs.TRUNCATE, "execute": AccessFs.EXECUTE | AccessFs.READ_FILE,
+    **{name.lower(): flag for name, flag in AccessFs.__members__.items()},
+}  # fmt: skip
+
+
+def _port(ports: Iterable[tuple[int, int]], port: int, bit: int) -> bool:
+    return any(p == port and b & bit for p, b in ports)
+
+
+def granting(grants: Iterable[tuple[object, ...]], path: str, needed: AccessFs) -> str | None:
+    """The granted path beneath which ``path`` gets every right in ``needed`` (rights
+    add up across the grants above it, as Landlock adds a hierarchy's rules)."""
+    real = os.path.realpath(path)
+    have, where = AccessFs(0), None
+    for grant in grants:
+        granted, bits = os.path.realpath(str(grant[0])), AccessFs(int(str(grant[1])))
+        if real == granted or real.startswith(granted.rstrip("/") + "/"):
+            have |= bits
+            where = where or str(grant[0])
+    return where if needed & ~have == 0 else None

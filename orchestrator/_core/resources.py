@@ -37,7 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from isolates.sandbox import PolicyError
 from isolates.sandbox.lowlevel import Notification, memory_reader, syscall, syscall_name
+from isolates.sandbox.lowlevel import syscall_number as _number
 
 Handler = Callable[["Resources", "_Call"], None]
 _AT_FDCWD: Final = -100
@@ -297,6 +299,17 @@ def _tgid(tid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
 
 
+def _named_calls() -> frozenset[str]:
+    found = set()
+    for name in _HANDLERS:
+        try:
+            _number(name)
+        except PolicyError:  # not on this architecture (open and stat on arm64)
+            continue
+        found.add(name)
+    return frozenset(found)
+
+
 _HANDLERS: Final[dict[str, Handler]] = {
     "open": _open_plain, "openat": _openat, "openat2": _openat, "creat": _creat,
     "execve": _execve, "execveat": _execveat,
@@ -313,3 +326,6 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "faccessat2": _looked(1, dirfd=0), "readlink": _looked(0),
     "readlinkat": _looked(1, dirfd=0), "chdir": _looked(0),
 }  # fmt: skip
+
+#: The syscalls whose paths and addresses are recorded, as this architecture has them.
+NAMED_CALLS: Final = _named_calls()
