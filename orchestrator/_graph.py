@@ -110,6 +110,10 @@ class Worker:
     limits: Limits = field(default_factory=Limits)
     #: Its errno denials recorded, and shown on its failure (``WorkerFailed.denials``).
     report_denials: bool = True
+    #: Learning: what its policy would deny is let run and learned (``learned``).
+    learn: bool = False
+    #: What it learned, across its restarts (an ``answers.Learned``; None: not learning).
+    learned: Any = None
     lifecycle: Lifecycle = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

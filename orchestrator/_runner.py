@@ -18,7 +18,7 @@ import msgspec
 from isolates.channels import Channel, ChannelError, open_pair
 from isolates.sandbox import CompiledPolicy
 
-from ._core.answers import with_denials
+from ._core.answers import Learned, with_denials
 from ._core.boot_message import answers_for, build_boot, compile_for
 from ._core.encode import decode_value, rebuild
 from ._core.errors import WorkerFailed
@@ -58,6 +58,8 @@ class Runner:
         self._boot: Boot | None = None
         self._policy = worker_policy(worker.policy, channels=True, is_async=is_async(worker.fn))
         self._reaping = reaping(self._policy, worker.namespaces)
+        if worker.learn and worker.learned is None:
+            worker.learned = Learned(worker.policy, self._policy)
 
     # -- start ----------------------------------------------------------------------
 
@@ -75,11 +77,14 @@ class Runner:
         proc = spawn_isolate()
         w = self.worker
         ns, limit, reported = w.namespaces, w.limits.processes, w.report_denials
-        answers = answers_for(self._policy, proc.pid, ns, limit, reported)
+        answers = answers_for(self._policy, proc.pid, ns, limit, reported, w.learned)
         if answers is not None:
             proc.answer_by(answers)
         counted = limit is not None
-        return proc, compile_for(self._policy, proc.pid, ns, counted=counted, reported=reported)
+        compiled = compile_for(
+            self._policy, proc.pid, ns, counted=counted, reported=reported, learning=w.learn
+        )
+        return proc, compiled
 
     def boot(self, ends: dict[str, Channel[Any]], barrier: socket.socket | None = None) -> None:
         """Send the boot message with this worker's channel ends (then close ours)."""

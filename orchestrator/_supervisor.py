@@ -96,6 +96,7 @@ class Supervisor:
         capabilities: Iterable[str] = (),
         limits: Limits | None = None,
         report_denials: bool = True,
+        learn: bool = False,
     ) -> Worker:
         """Declare a worker: ``fn(ctx, *args, **kwargs)`` runs in its own isolate.
 
@@ -104,7 +105,9 @@ class Supervisor:
         it may consume (default: the supervisor's ``limits``); its ``wall_time`` counts
         from each start, restarts included. ``report_denials``: the calls its policy
         fails with an errno are recorded (at a round trip to this process each) and
-        shown on its failure; False: they fail in the kernel alone."""
+        shown on its failure; False: they fail in the kernel alone. ``learn``: what
+        its policy would deny is let run (but the guards; no Landlock is loaded) and
+        learned: ``worker.learned.policy()`` is the policy widened by exactly that."""
         self._not_started("add a worker")
         policy = Policy() if policy is None else policy
         check_worker(name, fn, policy, namespaces, env, self.workers)
@@ -122,6 +125,7 @@ class Supervisor:
             capabilities=keep,
             limits=bounds,
             report_denials=report_denials,
+            learn=learn,
         )
         self.workers[name] = worker
         return worker

@@ -52,3 +52,21 @@ def test_what_every_policy_denies_is_refused_while_learning_and_never_learned() 
 def test_a_function_that_does_not_learn_says_so() -> None:
     with pytest.raises(AttributeError, match="learn=True"):
         _ = isolate(Policy())(t.work).learned
+
+
+def test_a_worker_learns_too(tmp_path: Path) -> None:
+    from isolates.orchestrator import Supervisor
+    from tests.forked import in_child
+
+    inside, outside, _ = _dirs(tmp_path)
+    policy = Policy(SystemIO.nothing().allow_open().allow_read(), Landlock().read(inside))
+
+    def run() -> tuple[str, list[str], str]:
+        sup = Supervisor()
+        w = sup.add_worker("w", t.work_worker, args=(inside, outside), policy=policy, learn=True)
+        result = sup.run(timeout=60)["w"]
+        again = Supervisor()
+        again.add_worker("w", t.work_worker, args=(inside, outside), policy=w.learned.policy())
+        return result, w.learned.calls, again.run(timeout=60)["w"]
+
+    assert in_child(run).unwrap() == ("Linuxinout", ["uname"], "Linuxinout")
