@@ -9,6 +9,8 @@ automatically once isolates is installed).
   confined by ``policy`` (fixture values are pickled in; an assertion failure comes back
   as AssertionError with the isolate's traceback).
 - the ``in_child`` fixture: the function above, for tests that prefer fixtures.
+- ``assert_denied(fn, *args, policy=..., errno=..., syscall=...)``: run ``fn`` in a fresh
+  isolate under ``policy`` and check it was denied, and how (docs/testing.md).
 
 Safety argument (``in_child``'s fork):
 
@@ -117,6 +119,56 @@ def _wait(pid: int, timeout: float) -> int:
     raise AssertionError(f"child {pid} did not finish within {timeout}s")
 
 
+# -- proving a denial -------------------------------------------------------------------
+
+
+def assert_denied(
+    fn: Callable[..., Any],
+    *args: Any,
+    policy: Any,
+    errno: int | None = None,
+    syscall: str | None = None,
+    timeout: float = 30.0,
+) -> BaseException:
+    """Run ``fn(*args)`` in a fresh isolate under ``policy`` and check it was denied: it
+    raised (an OSError with ``errno``, when given; an IsolateViolation when the policy
+    kills), and the call denied was ``syscall`` (when given: the violation's call, or
+    one of the denials its parent recorded). Returns the exception; AssertionError
+    saying what happened instead."""
+    from ._core.errors import IsolateViolation
+    from ._decorator import isolate
+
+    try:
+        value = isolate(policy, timeout=timeout)(fn)(*args)
+    except BaseException as exc:
+        _check_denial(exc, errno, syscall, IsolateViolation)
+        return exc
+    raise AssertionError(f"{_name(fn)} was not denied: it returned {value!r}")
+
+
+def _check_denial(
+    exc: BaseException, err: int | None, syscall: str | None, violation: type
+) -> None:
+    if isinstance(exc, violation):
+        called = getattr(exc, "syscall", None)
+        if syscall is not None and called != syscall:
+            raise AssertionError(f"killed for {called}, not {syscall}: {exc}") from exc
+        if err is not None:
+            raise AssertionError(f"killed for {called} where errno {err} was expected") from exc
+        return
+    if err is not None and getattr(exc, "errno", None) != err:
+        raise AssertionError(f"expected an OSError with errno {err}, got {exc!r}") from exc
+    denied = [d.call.split("(", 1)[0] for d in getattr(exc, "denials", ())]
+    if syscall is not None and syscall not in denied:
+        raise AssertionError(
+            f"{syscall} was not among the calls denied ({', '.join(denied) or 'none'}): {exc!r}"
+        ) from exc
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
 # -- pytest plugin ----------------------------------------------------------------------
 
 
@@ -134,8 +186,29 @@ def pytest_pyfunc_call(pyfuncitem: Any) -> bool | None:
 
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    _crossable(kwargs)
     isolate(*marker.args, **marker.kwargs)(pyfuncitem.obj)(**kwargs)
     return True
+
+
+def _crossable(fixtures: dict[str, Any]) -> None:
+    """Every fixture value crosses into the isolate by pickle: one that cannot is named,
+    with why, before anything starts."""
+    import cloudpickle
+
+    for name, value in fixtures.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            import pytest
+
+            pytest.fail(
+                f"fixture {name!r} cannot cross into an isolate: its value "
+                f"({type(value).__name__}) does not pickle ({type(exc).__name__}: {exc}); "
+                "it holds the test runner's own state. Use it outside the isolated test, "
+                "or pass what it gives (a path, a value) through a fixture of your own",
+                pytrace=False,
+            )
 
 
 try:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests of isolates' own pytest plugin run small suites
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _scratch() -> Iterator[str]:

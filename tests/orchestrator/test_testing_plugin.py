@@ -1,0 +1,70 @@
+"""isolates' pytest plugin as a user meets it: small test files run by pytest itself
+(pytester), their outcomes and messages checked."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_a_fixture_that_cannot_cross_is_named_with_why(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        from isolates.sandbox import Policy
+
+        @pytest.mark.isolate(Policy())
+        def test_prints(capsys):
+            print("hello")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*fixture 'capsys' cannot cross into an isolate*"])
+
+
+def test_a_hanging_isolated_test_fails_with_its_timeout(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import time
+        import pytest
+        from isolates.sandbox import Policy, Time
+
+        @pytest.mark.isolate(Policy(Time.everything()), timeout=1)
+        def test_hangs():
+            time.sleep(60)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ResourceExceeded*wall_time*timed out*"])
+
+
+def test_assert_denied_proves_a_denial_and_how(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import errno, os
+        from isolates.orchestrator.testing import assert_denied
+        from isolates.sandbox import Action, Policy
+
+        def read_shadow():
+            with open("/etc/shadow") as f:
+                return f.read()
+
+        def test_errno_and_syscall():
+            exc = assert_denied(read_shadow, policy=Policy(), errno=errno.EPERM, syscall="openat")
+            assert isinstance(exc, PermissionError)
+
+        def test_a_kill_names_the_syscall():
+            assert_denied(os.uname, policy=Policy(default=Action.KILL_PROCESS), syscall="uname")
+
+        def test_not_denied_fails():
+            assert_denied(os.getpid, policy=Policy())
+
+        def test_the_wrong_syscall_fails():
+            assert_denied(read_shadow, policy=Policy(), syscall="uname")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*getpid was not denied: it returned *",
+            "*uname was not among the calls denied (openat)*",
+        ]
+    )
