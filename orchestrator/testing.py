@@ -187,8 +187,29 @@ def pytest_pyfunc_call(pyfuncitem: Any) -> bool | None:
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
     _crossable(kwargs)
-    isolate(*marker.args, **marker.kwargs)(pyfuncitem.obj)(**kwargs)
+    options = dict(marker.kwargs)
+    policy = _writable(marker.args[0] if marker.args else options.pop("policy", None),
+                       options.pop("writable", ()), kwargs)  # fmt: skip
+    isolate(policy, **options)(pyfuncitem.obj)(**kwargs)
     return True
+
+
+def _writable(policy: Any, names: Any, fixtures: dict[str, Any]) -> Any:
+    """``writable=["tmp_path"]``: the policy, plus every right beneath those fixtures'
+    paths (a test's own scratch directory); the rest of the filesystem as it was."""
+    if not names:
+        return policy
+    from isolates.sandbox import Landlock, Policy
+
+    base = policy if policy is not None else Policy()
+    grants = Landlock(name="the test's writable paths")
+    for name in [names] if isinstance(names, str) else names:
+        if name not in fixtures:
+            import pytest
+
+            pytest.fail(f"writable={name!r}: the test takes no fixture of that name", pytrace=False)
+        grants = grants.tmp(os.fspath(fixtures[name]))
+    return base.extend(grants)
 
 
 def _crossable(fixtures: dict[str, Any]) -> None:

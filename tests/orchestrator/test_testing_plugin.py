@@ -68,3 +68,24 @@ def test_assert_denied_proves_a_denial_and_how(pytester: pytest.Pytester) -> Non
             "*uname was not among the calls denied (openat)*",
         ]
     )
+
+
+def test_writable_lets_the_isolated_test_write_its_tmp_path_only(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        from isolates.sandbox import Policy, SystemIO
+
+        POLICY = Policy(SystemIO.everything())
+
+        @pytest.mark.isolate(POLICY, writable=["tmp_path"])
+        def test_writes(tmp_path):
+            (tmp_path / "out.txt").write_text("x")
+            assert (tmp_path / "out.txt").read_text() == "x"
+
+        @pytest.mark.isolate(POLICY, writable=["tmp_path"])
+        def test_elsewhere_refused(tmp_path):
+            with pytest.raises(PermissionError):
+                open("/etc/hostname")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
