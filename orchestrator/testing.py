@@ -190,8 +190,29 @@ def pytest_pyfunc_call(pyfuncitem: Any) -> bool | None:
     options = dict(marker.kwargs)
     policy = _writable(marker.args[0] if marker.args else options.pop("policy", None),
                        options.pop("writable", ()), kwargs)  # fmt: skip
-    isolate(policy, **options)(pyfuncitem.obj)(**kwargs)
+    isolate(policy, **options)(_by_value(pyfuncitem.obj))(**kwargs)
     return True
+
+
+def _by_value(fn: Any) -> Any:
+    """The test function as pytest imported it, its asserts rewritten, as a copy that
+    travels by value: by reference the isolate would import the module again, without
+    pytest's rewriting, and a failed assert would lose its values. (A test whose globals
+    do not pickle travels by reference, as before: plain asserts, but it runs.)"""
+    import types
+
+    import cloudpickle
+
+    copy = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    try:
+        cloudpickle.dumps(copy)
+    except Exception:
+        return fn
+    return copy  # no __wrapped__: the isolate would follow it back to the module
 
 
 def _writable(policy: Any, names: Any, fixtures: dict[str, Any]) -> Any:

@@ -89,3 +89,21 @@ def test_writable_lets_the_isolated_test_write_its_tmp_path_only(pytester: pytes
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_a_failed_assert_in_an_isolated_test_shows_its_values(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        from isolates.sandbox import Policy
+
+        def double(x):
+            return x * 2
+
+        @pytest.mark.isolate(Policy())
+        def test_values():
+            got = double(2)
+            assert got == 5
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: assert 4 == 5*"])
