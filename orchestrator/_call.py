@@ -17,7 +17,7 @@ from ._core.functions import is_async, unwrap
 from ._core.orphans import reaping
 from ._core.policies import worker_policy
 from ._core.process import IsolateProcess
-from ._core.runtime import FORK_SERVER, FORKED, POOL
+from ._core.runtime import FORK_SERVER, FORKED, POOL, spawn_isolate
 from ._core.wire import Boot, Failure
 from ._limits import Limits, exceeded
 from ._namespaces.options import Namespaces
@@ -37,6 +37,9 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     report_denials: bool = True  # its errno denials recorded, shown on a failure
     learn: bool = False  # what the policy would deny is let run and learned (answers.Learned)
+    #: Take a pooled interpreter (False: spawn one now, with the stdout and stderr we have
+    #: now: the pytest plugin's, whose capture swaps them per test).
+    pooled: bool = True
 
 
 #: How a call's isolate starts: forked from the fork server (fork_server.py), or a fresh
@@ -115,8 +118,8 @@ class IsolatedCall:
     def _run(self) -> Any:
         opts = self.plan.options
         deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
-        pool = FORKED if self.plan.forked() else POOL
-        proc = self._proc = pool.take()
+        pool = (FORKED if self.plan.forked() else POOL) if opts.pooled else None
+        proc = self._proc = pool.take() if pool is not None else spawn_isolate()
         try:
             if self._cancelled:
                 raise InterruptedError("cancelled")
@@ -131,7 +134,8 @@ class IsolatedCall:
             raise
         finally:
             proc.reap()
-            pool.replenish()  # now: starting an isolate would take the call's core
+            if pool is not None:
+                pool.replenish()  # now: starting an isolate would take the call's core
             if self.plan.forkable and pool is POOL:  # "auto": the server, for next time
                 FORK_SERVER.start_soon()
         if isinstance(outcome, Failure):

@@ -34,15 +34,18 @@ Safety argument (``in_child``'s fork):
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import mmap
 import os
 import pickle
 import signal
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _SHARED = 1 << 20
 
@@ -186,12 +189,79 @@ def pytest_pyfunc_call(pyfuncitem: Any) -> bool | None:
 
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    for name in _CAPTURES & set(kwargs):  # stand in for pytest's, inside the isolate
+        kwargs[name] = _CaptureRecipe(binary=name.endswith("binary"))
     _crossable(kwargs)
     options = dict(marker.kwargs)
     policy = _writable(marker.args[0] if marker.args else options.pop("policy", None),
                        options.pop("writable", ()), kwargs)  # fmt: skip
-    isolate(policy, **options)(_by_value(pyfuncitem.obj))(**kwargs)
+    test = isolate(_with_output(policy), **options)(_by_value(pyfuncitem.obj))
+    # A fresh interpreter, with the stdout and stderr pytest's capture has for this test.
+    test.options = dataclasses.replace(test.options, pooled=False)
+    test(**kwargs)
     return True
+
+
+_CAPTURES = frozenset({"capsys", "capfd", "capsysbinary", "capfdbinary"})
+
+
+def _with_output(policy: Any) -> Any:
+    """The test's policy, plus writing to its stdout and stderr: the harness owns those
+    descriptors, and what a test prints reaches pytest's report whatever its policy
+    (supporting rules: a policy that denies write outright keeps denying it)."""
+    from isolates.sandbox import Arg, Policy, Rule
+
+    from ._core.policies import Orchestration
+
+    base = policy if policy is not None else Policy()
+    writes = [
+        Rule(call, Arg(0) == fd, implied=True) for call in ("write", "writev") for fd in (1, 2)
+    ]
+    return base.extend(Orchestration(*writes, name="the test's stdout and stderr"))
+
+
+class CaptureResult(NamedTuple):
+    """What ``readouterr()`` returns, as pytest's: ``out`` and ``err``."""
+
+    out: Any
+    err: Any
+
+
+class _CaptureRecipe:
+    """Made in the test runner, where nothing is taken: it becomes a
+    ``CapturedInIsolate`` when the isolate unpickles it."""
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CapturedInIsolate, (self.binary,))
+
+
+class CapturedInIsolate:
+    """``capsys``/``capfd`` inside an isolated test: made in the isolate (it travels as
+    a recipe), it takes ``sys.stdout`` and ``sys.stderr`` there, and ``readouterr()``
+    returns and empties what was written, as pytest's does. (Output written below
+    Python's streams, to descriptors 1 and 2 directly, is not taken: it reaches pytest's
+    own capture of the test, and its report.)"""
+
+    def __init__(self, binary: bool = False) -> None:
+        self.binary = binary
+        self._out, self._err = io.StringIO(), io.StringIO()
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = self._out, self._err
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CapturedInIsolate, (self.binary,))
+
+    def readouterr(self) -> CaptureResult:
+        out, err = self._out.getvalue(), self._err.getvalue()
+        for stream in (self._out, self._err):
+            stream.seek(0)
+            stream.truncate()
+        if self.binary:
+            return CaptureResult(out.encode(), err.encode())
+        return CaptureResult(out, err)
 
 
 def _by_value(fn: Any) -> Any:

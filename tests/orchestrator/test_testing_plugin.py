@@ -14,12 +14,12 @@ def test_a_fixture_that_cannot_cross_is_named_with_why(pytester: pytest.Pytester
         from isolates.sandbox import Policy
 
         @pytest.mark.isolate(Policy())
-        def test_prints(capsys):
-            print("hello")
+        def test_asks(request):
+            assert request.node
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*fixture 'capsys' cannot cross into an isolate*"])
+    result.stdout.fnmatch_lines(["*fixture 'request' cannot cross into an isolate*"])
 
 
 def test_a_hanging_isolated_test_fails_with_its_timeout(pytester: pytest.Pytester) -> None:
@@ -107,3 +107,43 @@ def test_a_failed_assert_in_an_isolated_test_shows_its_values(pytester: pytest.P
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: assert 4 == 5*"])
+
+
+def test_an_isolated_tests_output_reaches_the_report_whatever_its_policy(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("""
+        import sys
+        import pytest
+        from isolates.sandbox import Action, Policy
+
+        @pytest.mark.isolate(Policy(default=Action.KILL_PROCESS))  # no write of its own
+        def test_prints_then_fails():
+            print("printed by the isolated test")
+            print("and to stderr", file=sys.stderr)
+            assert False
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Captured stdout call*", "printed by the isolated test",
+                                 "*Captured stderr call*", "and to stderr"])  # fmt: skip
+
+
+def test_capsys_works_inside_an_isolated_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        from isolates.sandbox import Policy
+
+        @pytest.mark.isolate(Policy())
+        def test_reads_its_output(capsys):
+            print("hello")
+            assert capsys.readouterr().out == "hello\\n"
+            assert capsys.readouterr().out == ""
+
+        @pytest.mark.isolate(Policy())
+        def test_binary(capsysbinary):
+            print("bytes")
+            assert capsysbinary.readouterr().out == b"bytes\\n"
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
