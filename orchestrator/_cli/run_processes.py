@@ -45,7 +45,7 @@ from isolates.sandbox.lowlevel import (
 )
 
 from .._core.answers import Answers, Denials
-from .._core.process_count import COUNTED, ProcessCount, tree_tasks
+from .._core.process_count import COUNTED, ProcessCount, tgid_of, tree_tasks
 
 #: What the program's listener decides: its execs (the rendezvous), and its clones
 #: under a count.
@@ -112,16 +112,12 @@ class Counted:
             self._kill_caller(n)
 
     def _kill_caller(self, n: Notification) -> None:
-        """A call the program's policy kills for: its process is killed, unanswered."""
+        """A call the program's policy kills for: its process is killed, unanswered (the
+        caller may be any thread: a pidfd names the process, its thread group)."""
         self.violation = f"{syscall_name(n.nr)} is not allowed by the policy"
-        try:
-            fd = os.pidfd_open(n.pid)
-        except OSError:
-            return
-        try:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-        finally:
-            os.close(fd)
+        tgid = tgid_of(n.pid)
+        if tgid is not None:
+            _kill(tgid)
 
     def end_leftovers(self) -> None:
         """Kill and reap every process the program left behind (ours, as subreaper),

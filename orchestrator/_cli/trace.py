@@ -53,6 +53,7 @@ from isolates.sandbox.lowlevel import (
     set_child_subreaper,
 )
 
+from .._core.process_count import tgid_of
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
 from .trace_cover import covers, relevance, render, report
 from .traced import SELF, Relevance, Trace, TracedCall, answered_enosys
@@ -241,19 +242,11 @@ def call_of(note: Notification, relevant: Relevance) -> TracedCall:
     if note.arch != NATIVE_ARCH:
         return TracedCall(note.nr, arch=note.arch)
     indices, selfs = relevant.get(note.nr, ((), frozenset()))
-    tgid = _tgid(note.pid) if selfs else 0
+    tgid = (tgid_of(note.pid) or note.pid) if selfs else 0
     args = [0] * 6
     for i in indices:
         args[i] = SELF if i in selfs and note.args[i] == tgid else note.args[i]
     return TracedCall(note.nr, tuple(args))
-
-
-def _tgid(tid: int) -> int:
-    try:
-        with open(f"/proc/{tid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
-    except (OSError, StopIteration, ValueError):
-        return tid
 
 
 def _drain(fd: int) -> None:

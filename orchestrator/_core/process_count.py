@@ -119,12 +119,8 @@ class ProcessCount:
         the tree counted (and outside the isolate's reaping)."""
         if n.nr != _CLONE or not n.args[0] & _CLONE_PARENT or self.mirror:
             return False
-        try:
-            with open(f"/proc/{n.pid}/status", "rb") as f:
-                tgid = next(line for line in f if line.startswith(b"Tgid:"))
-        except (OSError, StopIteration):
-            return True  # gone, or unreadable: refused, never counted wrong
-        return int(tgid.split()[1]) == self.root
+        tgid = tgid_of(n.pid)
+        return tgid is None or tgid == self.root  # gone, or unreadable: refused
 
     def _live(self, caller: int) -> int:
         """The tasks of the tree now, pending clones included (the limit itself, so that
@@ -161,6 +157,16 @@ class ProcessCount:
         self.refusals += 1
         if self.refused is None:
             self.refused = f"{syscall_name(n.nr)} refused (EAGAIN) with {live} tasks live"
+
+
+def tgid_of(tid: int) -> int | None:
+    """The process (thread group) of task ``tid``, from /proc; None if it is gone or
+    cannot be read."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(b"Tgid:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def tree_tasks(

@@ -41,6 +41,8 @@ from isolates.sandbox import PolicyError
 from isolates.sandbox.lowlevel import Notification, memory_reader, syscall, syscall_name
 from isolates.sandbox.lowlevel import syscall_number as _number
 
+from .process_count import tgid_of
+
 Handler = Callable[["Resources", "_Call"], None]
 _AT_FDCWD: Final = -100
 _AT_REMOVEDIR: Final = 0x200
@@ -274,8 +276,10 @@ def _is_tcp(call: _Call) -> bool:
     """Whether the descriptor of a connect or bind is a TCP socket (Landlock's ports are
     TCP's only): a copy of it (pidfd_getfd, from our own traced child's tree) asked for
     its protocol. Unknown counts as TCP: a port too many beats a program refused."""
+    tgid = tgid_of(call.tid)
+    if tgid is None:
+        return True
     try:
-        tgid = _tgid(call.tid)
         pidfd = os.pidfd_open(tgid)
     except OSError:
         return True
@@ -292,11 +296,6 @@ def _is_tcp(call: _Call) -> bool:
     except OSError:
         return True
     return bool(kind == socket.SOCK_STREAM and proto in (0, socket.IPPROTO_TCP))
-
-
-def _tgid(tid: int) -> int:
-    with open(f"/proc/{tid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Tgid:"))
 
 
 def _named_calls() -> frozenset[str]:

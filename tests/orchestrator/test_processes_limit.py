@@ -219,3 +219,24 @@ def test_no_clone_leaves_the_count_through_clone_parent_or_clone3() -> None:
     anything = Policy(Rule("clone"), "clone3", "wait4", "getpid")
     f = isolate(anything, limits=Limits(processes=8))(t.escape_the_count)
     assert f() == ("EPERM", "ENOSYS", "forked")
+
+
+THREAD_FORKS = """
+import os, threading, time
+t = threading.Thread(target=os.fork)
+t.start(); t.join()
+time.sleep(30)
+"""
+
+
+def test_isolates_run_kills_a_killed_for_fork_made_from_a_thread() -> None:
+    python = ["--read", os.path.realpath(sys.base_exec_prefix), "--read", sys.prefix]
+    done = _run("--processes", "8", "--kill", "--pledge", "stdio rpath", *python, "--",
+                sys.executable, "-I", "-c", THREAD_FORKS, timeout=30)  # fmt: skip
+    assert done.returncode == 128 + 9
+    assert "isolates run: killed: clone is not allowed by the policy" in done.stderr
+    # the allowed neighbour: a thread alone runs under the same options
+    thread = "import threading; threading.Thread().start()"
+    alone = _run("--processes", "8", "--kill", "--pledge", "stdio rpath", *python, "--",
+                 sys.executable, "-I", "-c", thread)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
