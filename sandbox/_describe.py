@@ -297,6 +297,18 @@ def spell_argument(kind: int, value: int) -> str:
     return spell(value) if spell is not None else _number(value)
 
 
+def named_values() -> dict[str, int]:
+    """Every name this module spells a value with, to that value (``isolates explain
+    --check`` reads calls written with them)."""
+    out: dict[str, int] = {}
+    tables = (_OPEN_FLAGS, _ACCMODE, _CLONE_FLAGS, _AT_FLAGS, _PROT_FLAGS, _MAP_FLAGS,
+              _ACCESS_FLAGS, _FAMILIES, _TYPES, _SOCK_FLAGS, _SIGNALS, _IOCTLS,
+              _FCNTLS)  # fmt: skip
+    for table in tables:
+        out.update({name: value for value, name in table.items()})
+    return {**out, "AT_FDCWD": _AT_FDCWD, "NULL": 0, "PROT_NONE": 0, "F_OK": 0}
+
+
 def memory_reader(pid: int) -> Reader:
     """Reads from /proc/PID/mem (the caller's own view of process ``pid``: a parent's of
     its child, root's of anyone); None where the read fails."""

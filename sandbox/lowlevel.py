@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._describe import SIGNATURE_KINDS as SIGNATURE_KINDS
     from ._describe import describe as describe_call
     from ._describe import memory_reader as memory_reader
+    from ._describe import named_values as named_values
     from ._describe import spell_argument as spell_argument
     from ._guard import Guard as Guard
     from ._kernel import Notification as Notification
@@ -93,6 +94,7 @@ _EXPORTS = {
     "Notification": "._kernel", "continue_notification": "._kernel",
     "notification_valid": "._kernel", "describe_call": "._describe:describe",
     "memory_reader": "._describe", "SIGNATURE_KINDS": "._describe",
+    "named_values": "._describe",
     "spell_argument": "._describe",
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
@@ -138,6 +140,7 @@ __all__ = [
     "lower_rlimits",
     "mapped_files",
     "memory_reader",
+    "named_values",
     "notification_valid",
     "notify_program",
     "ns",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import signal
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from isolates.sandbox.lowlevel import (
     Entry,
     Guard,
     deciding,
+    named_values,
     spell_argument,
     syscall_number,
 )
@@ -41,20 +41,9 @@ from .command import UsageError
 
 #: Constants a checked call may name, by name.
 _CONSTANTS: Final[dict[str, int]] = {
-    "AT_FDCWD": -100, "AT_REMOVEDIR": 0x200, "AT_EMPTY_PATH": 0x1000,
-    "AT_SYMLINK_NOFOLLOW": 0x100, "NULL": 0,
-    **{n: int(getattr(os, n)) for n in dir(os) if n.startswith(("O_", "F_", "R_OK", "W_OK", "X_OK"))
-       and isinstance(getattr(os, n), int)},
-    **{n: int(getattr(socket, n)) for n in dir(socket) if n.startswith(("AF_", "SOCK_", "IPPROTO_"))
-       and isinstance(getattr(socket, n), int)},
-    **{s.name: int(s) for s in signal.Signals},
-    "PROT_READ": 1, "PROT_WRITE": 2, "PROT_EXEC": 4, "PROT_NONE": 0,
-    "MAP_SHARED": 1, "MAP_PRIVATE": 2, "MAP_ANONYMOUS": 0x20, "MAP_FIXED": 0x10,
-    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
-    "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000, "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000, "CLONE_NEWNET": 0x40000000, "CLONE_PARENT": 0x8000,
-    "TCGETS": 0x5401, "TIOCSTI": 0x5412, "FIONBIO": 0x5421, "FIONREAD": 0x541B,
-}  # fmt: skip
+    **{n: int(getattr(socket, n)) for n in dir(socket) if n.startswith("IPPROTO_")},
+    **named_values(),  # the names a call is described with (lowlevel.describe_call)
+}
 
 
 # -- the table ----------------------------------------------------------------------------
