@@ -14,7 +14,7 @@ from typing import Final
 
 from ._capabilities import capability_names
 from ._confine import PTRACE_BYPASS as PTRACE_BYPASS
-from ._confine import check_pid, confine
+from ._confine import check_pid, confine, program_for_pid
 from ._landlock_plan import (
     Enforcement,
     LandlockPlan,
@@ -93,6 +93,13 @@ class CompiledPolicy:
     #: own answers, loaded without a listener where one is already installed above this
     #: process (the kernel allows one per filter stack: under ``isolates trace``).
     fallback_bpf: bytes | None = None
+    #: The instructions of ``bpf`` whose ``k`` is ``self_pid`` (the low half of a SELF_PID
+    #: comparison): ``for_pid`` patches them to give the program to another process.
+    pid_slots: tuple[int, ...] = ()
+
+    def for_pid(self, pid: int) -> bytes:
+        """``bpf`` with its SELF_PID rules made for process ``pid``."""
+        return program_for_pid(self.bpf, self.pid_slots, pid)
 
     def apply(
         self,

@@ -79,6 +79,7 @@ class _Assembler:
 
     def __init__(self) -> None:
         self.items: list[list[object]] = []
+        self.pid_slots: tuple[int, ...] = ()  # set by assemble: where each PidHalf is
 
     def op(self, code: int, k: int = 0) -> None:
         self.items.append([code, k, None, None])
@@ -106,6 +107,7 @@ class _Assembler:
                 f"limit of {MAX_INSNS}: split it, or use fewer argument conditions"
             )
         flat: list[object] = []
+        self.pid_slots = tuple(pc for pc, item in enumerate(code) if isinstance(item[1], PidHalf))
         for pc, (op, k, jt, jf) in enumerate(code):
             if op == _JA:
                 flat += (op, 0, 0, where[jt] - pc - 1)
@@ -170,16 +172,26 @@ class _Assembler:
 # -- conditions ----------------------------------------------------------------------------
 
 
+class PidHalf(int):
+    """The low half of the pid a SELF_PID condition compares with, as an instruction's
+    ``k``: ``assemble`` notes where each one lands, so that a compiled program can be
+    given to another process by patching those words (``CompiledPolicy.pid_slots``).
+    The high half of a pid is 0 whatever the pid (pid_max is at most 2**22)."""
+
+
 def _resolve(cmp: Cmp, pid: int) -> tuple[int, str, int, int]:
-    value = pid if cmp.value is SELF_PID else cmp.value
-    assert isinstance(value, int)
-    return cmp.arg, cmp.op, value & _U64, cmp.mask & _U64
+    if cmp.value is SELF_PID:
+        return cmp.arg, cmp.op, PidHalf(pid & _U32), cmp.mask & _U64
+    assert isinstance(cmp.value, int)
+    return cmp.arg, cmp.op, cmp.value & _U64, cmp.mask & _U64
 
 
 def _emit_cmp(a: _Assembler, cmp: tuple[int, str, int, int], ok: object, no: object) -> None:
     """Go to ``ok`` when the comparison holds, else to ``no`` (64-bit, unsigned)."""
     arg, op, value, mask = cmp
     hi, lo = value >> 32, value & _U32
+    if isinstance(value, PidHalf):
+        lo = PidHalf(lo)
     if op == "&==":  # a half whose mask is 0 always matches (the value fits the mask)
         halves = [
             (off, m, v)
@@ -219,11 +231,13 @@ def compile_filter(
     default: Action,
     pid: int,
     arch: str = MACHINE,
+    pid_slots: list[int] | None = None,
 ) -> bytes:
     """The filter for ``entries`` and ``guards`` on ``arch`` (``SELF_PID`` is ``pid``).
 
     Syscalls are looked up by name in ``arch``'s table; those it does not have are left
-    out (they cannot be called there).
+    out (they cannot be called there). ``pid_slots`` receives the index of every
+    instruction whose ``k`` is ``pid`` (see ``PidHalf``).
     """
     table = TABLES.get(arch)
     if arch not in AUDIT_ARCH or table is None:
@@ -243,7 +257,10 @@ def compile_filter(
         _emit_block(a, nr, blocks[nr], default, pid)
     a.place("kill")
     a.ret(SECCOMP_RET_KILL_PROCESS)
-    return a.assemble()
+    program = a.assemble()
+    if pid_slots is not None:
+        pid_slots += a.pid_slots
+    return program
 
 
 @dataclass

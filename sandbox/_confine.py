@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 from ._errors import SandboxError
 from ._kernel import load_seccomp, rehearse_seccomp
 from ._kernel import preload_runtime as _preload
 from ._kernel_ns import drop_capabilities_of, keep_only_capabilities
-from ._landlock_sys import enforce_resolved, for_threads, kernel_abi
+from ._landlock_sys import enforce_resolved, enforcement_of, for_threads, kernel_abi
 from ._landlock_sys import rehearse as rehearse_landlock
 from ._uapi import CAP_PERFMON, CAP_SYS_ADMIN
 
@@ -80,6 +81,41 @@ def confine(
             raise
         fd = load_seccomp(fallback, all_threads=all_threads)  # its answers, in the kernel
     return enforced, fd, kept
+
+
+def enforce_landlock(
+    landlock: Resolved, *, all_threads: bool = False
+) -> tuple[str, int, tuple[str, ...]]:
+    """Enforce a fitted plan alone, without seccomp (``apply_plan`` from plain data): what
+    ``isolates run`` loads as its own domain beneath the policy's. Refuses a Compat.HARD
+    plan the kernel cannot fully enforce before anything is enforced."""
+    landlock = for_threads(landlock, all_threads)
+    if landlock[8] and landlock[4]:
+        from ._landlock_plan import refuse_hard
+
+        refuse_hard(landlock)
+    return enforce_resolved(landlock)
+
+
+def landlock_enforcement(
+    landlock: Resolved, *, all_threads: bool = False
+) -> tuple[str, int, tuple[str, ...]]:
+    """What enforcing ``landlock`` here will report (enforcement, abi, dropped), without
+    enforcing it."""
+    return enforcement_of(for_threads(landlock, all_threads))
+
+
+def program_for_pid(program: bytes, pid_slots: Collection[int], pid: int) -> bytes:
+    """``program`` with its SELF_PID comparisons made for process ``pid``: the ``k`` word
+    (the last 4 bytes of an 8-byte ``sock_filter``) of each instruction in ``pid_slots``,
+    which the compiler noted (``CompiledPolicy.pid_slots``). A test holds this equal to
+    compiling for ``pid``."""
+    if not pid_slots:
+        return program
+    patched = bytearray(program)
+    for pc in pid_slots:
+        patched[8 * pc + 4 : 8 * pc + 8] = pid.to_bytes(4, sys.byteorder)
+    return bytes(patched)
 
 
 def check_pid(self_pid: int | None) -> None:

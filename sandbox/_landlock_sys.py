@@ -190,10 +190,19 @@ def enforce_resolved(resolved: Resolved) -> tuple[str, int, tuple[str, ...]]:
     """Enforce a fitted plan (see ``for_threads``): (enforcement, abi, dropped). The
     caller has refused a Compat.HARD plan that dropped anything (``_landlock_plan``
     words that error)."""
-    fs, net, scopes, restrict, dropped, paths, ports, version, _hard = resolved
+    fs, net, scopes, restrict, _dropped, paths, ports, version, _hard = resolved
+    if fs or net or scopes:
+        enforce((fs, net, scopes, restrict), paths, ports, version)
+    return enforcement_of(resolved)
+
+
+def enforcement_of(resolved: Resolved) -> tuple[str, int, tuple[str, ...]]:
+    """What ``enforce_resolved`` will report for ``resolved``, known before enforcing it
+    (``isolates run`` says a partial domain before the program's first call, whatever
+    its policy lets it write)."""
+    fs, net, scopes, _restrict, dropped, _paths, _ports, version, _hard = resolved
     if not (fs or net or scopes):
         return NONE, version, dropped
-    enforce((fs, net, scopes, restrict), paths, ports, version)
     return (PARTIAL if dropped else FULL), version, dropped
 
 

@@ -242,12 +242,14 @@ class Policy:
         # count of processes has no such answer (it needs its listener): no fallback.
         plain = (notify.kills or notify.errnos) and not notify.calls
         fallback = self.compile(pid, all_threads=all_threads).bpf if plain else None
+        slots: list[int] = []
         return CompiledPolicy(
-            bpf=compile_filter(entries, guard, default, pid),
+            bpf=compile_filter(entries, guard, default, pid, pid_slots=slots),
             landlock=landlock.plan(self.compat),
             preload=self._preload(),
             self_pid=pid if self._uses_pid else None,
             fallback_bpf=fallback,
+            pid_slots=tuple(slots),
         )
 
     def _preload(self) -> tuple[str, ...]:

@@ -8,7 +8,10 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 - ``lower_rlimits`` (prlimit64 on this process, only ever lowering);
 - loading: ``confine`` (a compiled policy from plain data, the Landlock plan fitted by
   ``resolve_landlock``: what an isolate runs; ``rehearse_confinement`` pays its
-  first-time costs ahead), ``load_seccomp``, ``preload_runtime``,
+  first-time costs ahead), ``enforce_landlock`` (a fitted plan alone),
+  ``landlock_enforcement`` (what it will report), ``landlock_abi`` (this kernel's),
+  ``program_for_pid`` (a program's SELF_PID rules made for another process),
+  ``load_seccomp``, ``preload_runtime``,
   ``set_no_new_privs``,
   ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
@@ -45,7 +48,10 @@ if TYPE_CHECKING:
     from ._capabilities import capability_names as capability_names
     from ._capabilities import capability_numbers as capability_numbers
     from ._confine import confine as confine
+    from ._confine import enforce_landlock as enforce_landlock
+    from ._confine import landlock_enforcement as landlock_enforcement
     from ._confine import preload_runtime as preload_runtime
+    from ._confine import program_for_pid as program_for_pid
     from ._confine import rehearse as rehearse_confinement
     from ._decide import decide as decide_policy
     from ._decide import decide_rules as decide_rules
@@ -75,6 +81,7 @@ if TYPE_CHECKING:
     from ._landlock_plan import LandlockStatus as LandlockStatus
     from ._landlock_plan import apply_plan as apply_plan
     from ._landlock_plan import resolve_here as resolve_landlock
+    from ._landlock_sys import kernel_abi as landlock_abi
     from ._lazy import lazy_exports as lazy_exports
     from ._merge import Entry as Entry
     from ._rules import Cmp as Cmp
@@ -87,6 +94,9 @@ _EXPORTS = {
     "NATIVE_ARCH": "._bpf", "action_of": "._bpf", "decide": "._bpf", "evaluate": "._bpf",
     "evaluate_reading": "._bpf",
     "preload_runtime": "._confine", "confine": "._confine", "lower_rlimits": "._kernel",
+    "enforce_landlock": "._confine", "program_for_pid": "._confine",
+    "landlock_enforcement": "._confine",
+    "landlock_abi": "._landlock_sys:kernel_abi",
     "capability_names": "._capabilities", "capability_numbers": "._capabilities",
     "rehearse_confinement": "._confine:rehearse",
     "resolve_landlock": "._landlock_plan:resolve_here", "did_you_mean": "._suggest",
@@ -132,9 +142,12 @@ __all__ = [
     "deny_notification",
     "describe_call",
     "did_you_mean",
+    "enforce_landlock",
     "evaluate",
     "evaluate_reading",
     "exec_traced",
+    "landlock_abi",
+    "landlock_enforcement",
     "lazy_exports",
     "load_seccomp",
     "lower_rlimits",
@@ -146,6 +159,7 @@ __all__ = [
     "ns",
     "package_dirs",
     "preload_runtime",
+    "program_for_pid",
     "receive_notification",
     "rehearse_confinement",
     "resolve_landlock",

@@ -1,7 +1,8 @@
 """The program ``isolates run`` and ``isolates trace`` start: one resolver for both.
 
 ``program_argv`` takes the command line after the options (``-- CMD ARG...``) and
-``resolve`` finds CMD as execvp would, failing the way a shell does: 127 when nothing is
+``resolve`` finds CMD as execvp would (``run_exec.which``, which the cached run uses
+too), failing the way a shell does: 127 when nothing is
 found, 126 when the file exists but is no executable.
 """
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from collections.abc import Mapping
 from typing import TypeAlias
+
+from .run_exec import which
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -40,9 +42,9 @@ def program_argv(remainder: list[str], usage: str) -> list[str]:
 def resolve(command: str, env: Mapping[str, str] | None = None) -> str:
     """The absolute path of the file ``command`` names, searched in ``env``'s $PATH (ours
     when None) as execvp would; CommandNotFound otherwise."""
-    found = shutil.which(command, path=(os.environ if env is None else env).get("PATH", os.defpath))
+    found = which(command, (os.environ if env is None else env).get("PATH", os.defpath))
     if found is not None:
-        return os.path.abspath(found)
+        return found
     if os.sep in command and os.path.exists(command):
         raise CommandNotFound(f"{command}: not an executable file", status=126)
     raise CommandNotFound(f"{command}: command not found")

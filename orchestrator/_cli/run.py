@@ -43,18 +43,19 @@ import errno
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 from isolates.sandbox import (
     AccessFs,
     AccessNet,
     Action,
     Compat,
+    CompiledPolicy,
+    Enforcement,
     Landlock,
     LandlockPlan,
     LandlockStatus,
@@ -66,16 +67,22 @@ from isolates.sandbox import (
     profiles,
 )
 from isolates.sandbox.lowlevel import (
-    apply_plan,
     capability_names,
     capability_numbers,
     did_you_mean,
+    landlock_enforcement,
+    resolve_landlock,
 )
 from isolates.sandbox.lowlevel import syscall_number as number
 
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
+from .run_cache import content_of, remember
+from .run_exec import environment, exec_confined, exec_ready, fail
 from .run_limits import add_limit_options, limits_of, run_limited
 from .run_startup import Grant, Grants, Need, StartPaths, with_startup
+
+if TYPE_CHECKING:
+    from .run_exec import Ready
 
 T = TypeVar("T")
 USAGE = "isolates run [OPTIONS] -- CMD [ARG ...]"
@@ -225,6 +232,7 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.learn:
         return _learn(args)
+    profile = None if args.profile is None else content_of(args.profile)
     try:
         plan = build(args)
         limits = limits_of(args)
@@ -244,11 +252,12 @@ def _main(args: argparse.Namespace) -> int:
             report=args.report,
         )
     try:
-        execute(plan)
+        ready, compiled = prepare(plan)
     except SandboxError as exc:
         return _fail(f"cannot confine {plan.argv[0]}: {exc}", 126)
-    except OSError as exc:  # execve failed: its message obeys the policy now in force
-        return _fail(f"cannot execute {plan.path}: {exc.strerror}", 126)
+    if getattr(args, "cache_tokens", None) is not None:
+        _remember(args, plan, ready, compiled, profile)
+    return exec_ready(ready, plan.argv, plan.env)
 
 
 def _learn(args: argparse.Namespace) -> int:
@@ -265,9 +274,46 @@ def _learn(args: argparse.Namespace) -> int:
         return _fail(str(exc), exc.status)
 
 
-def _fail(message: str, status: int) -> int:
-    print(f"isolates run: {' '.join(message.split())}", file=sys.stderr)
-    return status
+_fail = fail
+
+
+def _patchable(plan: Plan, compiled: CompiledPolicy) -> bool:
+    """Whether the program, patched for another process, is what compiling for that
+    process gives: only then may a later run (another pid) take it from the cache. A
+    compile more, on a run that builds its policy anyway."""
+    if compiled.self_pid is None:
+        return not compiled.pid_slots
+    other = compiled.self_pid ^ 0x5A5A5
+    again = plan.policy.compile(other, all_threads=True)
+    return again.pid_slots == compiled.pid_slots and again.bpf == compiled.for_pid(other)
+
+
+def _remember(
+    args: argparse.Namespace,
+    plan: Plan,
+    ready: Ready,
+    compiled: CompiledPolicy,
+    profile: bytes | None,
+) -> None:
+    """Keep what this run applies for the next run of the same command line
+    (run_cache.py), with the --profile bytes it was built from, when they held still."""
+    if not _patchable(plan, compiled):
+        return
+    profiles: list[tuple[str, bytes]] = []
+    if args.profile is not None:
+        if profile is None or content_of(args.profile) != profile:
+            return
+        profiles.append((args.profile, profile))
+    fd = _profile_fd(args.profile)
+    remember(
+        args.cache_tokens,
+        plan.argv,
+        ready,
+        env=tuple(args.env),
+        clear_env=args.clear_env,
+        profiles=profiles,
+        uninherit=() if fd is None else (fd,),
+    )
 
 
 # -- building the plan ---------------------------------------------------------------------
@@ -314,10 +360,15 @@ def options_policy(args: argparse.Namespace) -> Policy:
 def _not_inherited(path: str) -> None:
     """A profile read from a descriptor (``/proc/self/fd/N``: what ``orchestrator.run``
     passes) is not the program's: it does not survive the exec."""
-    match = re.fullmatch(r"/(?:proc/self|dev)/fd/(\d+)", path)
-    if match is not None:
+    fd = _profile_fd(path)
+    if fd is not None:
         with contextlib.suppress(OSError):
-            os.set_inheritable(int(match[1]), False)
+            os.set_inheritable(fd, False)
+
+
+def _profile_fd(path: str | None) -> int | None:
+    match = re.fullmatch(r"/(?:proc/self|dev)/fd/(\d+)", path or "")
+    return None if match is None else int(match[1])
 
 
 def _pledge(promises: str, ignore: list[str], unveil: dict[str, str] | None) -> Policy:
@@ -460,45 +511,47 @@ def _allowed(args: argparse.Namespace) -> list[RuleSet]:
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
-    env = {} if args.clear_env else dict(os.environ)
-    if args.tmp_dir is not None:
-        env["TMPDIR"] = args.tmp_dir
     for item in args.env:
-        name, sep, value = item.partition("=")
-        if not name:
+        if not item.partition("=")[0]:
             raise UsageError(f"--env {item}: expected NAME=VALUE, or NAME to keep its value")
-        if sep:
-            env[name] = value
-        elif name in os.environ:
-            env[name] = os.environ[name]
-    return env
+    return environment(args.env, args.clear_env, args.tmp_dir, os.environ)
 
 
 # -- applying it ---------------------------------------------------------------------------
 
 
 def execute(plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = False) -> NoReturn:
-    """Confine this process (all threads) and exec the program. Returns only by raising:
-    SandboxError before anything was applied or while applying, OSError if exec failed.
-    ``notify``: syscalls its seccomp listener decides (``--processes``: run_limits.py
-    takes the listener while the exec is parked on it); ``errnos``: its errno denials
-    too (``--report``)."""
-    # Compiled first: libseccomp needs syscalls the policy may deny. For the whole
-    # process: the program may stack filters of its own on all its threads.
+    """Confine this process (all threads) and exec the program, for a run that keeps a
+    parent: returns only by raising (run_exec.exec_confined). ``notify``: syscalls its
+    seccomp listener decides (``--processes``: run_limits.py takes the listener while the
+    exec is parked on it); ``errnos``: its errno denials too (``--report``)."""
+    ready, compiled = prepare(plan, notify, errnos)
+    exec_confined(ready, plan.argv, plan.env, listener=bool(notify), fallback=compiled.fallback_bpf)
+
+
+def prepare(
+    plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = False
+) -> tuple[Ready, CompiledPolicy]:
+    """What exec_ready applies for ``plan`` (its program compiled, its Landlock plans
+    fitted to this kernel, the warnings known before applying them), and the compiled
+    policy it came from."""
+    # Compiled before anything is applied: libseccomp needs syscalls the policy may deny.
+    # For the whole process: the program may stack filters of its own on all its threads.
     compiled = plan.policy.compile(all_threads=True, notify_calls=notify, notify_errnos=errnos)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess: not ignored after exec
-        signal.signal(sig, signal.SIG_DFL)
-    if plan.start is not None:
-        _warn_partial(apply_plan(plan.start, all_threads=True))
-    # The policy's own domain (a minimal one without grants), then seccomp, last:
-    # nothing Python does comes after it.
-    status, _listener = compiled.apply_with_listener(
-        all_threads=True, listener=bool(notify), capabilities=plan.capabilities, for_exec=True
-    )
-    if status.landlock is not None:
-        _warn_partial(status.landlock)
-    os.execve(plan.path, plan.argv, plan.env)
-    raise AssertionError("unreachable")  # pragma: no cover
+    start = None if plan.start is None else resolve_landlock(plan.start)
+    landlock = resolve_landlock(compiled.landlock)
+    warnings = []
+    for resolved in (start, landlock):
+        if resolved is not None:
+            enforcement, abi, dropped = landlock_enforcement(resolved, all_threads=True)
+            if enforcement != "full":
+                status = LandlockStatus(Enforcement(enforcement), abi, dropped)
+                warnings.append(f"Landlock {status}")
+    ready = (
+        plan.path, compiled.bpf, start, landlock, compiled.preload, plan.capabilities,
+        tuple(warnings), compiled.pid_slots,
+    )  # fmt: skip
+    return ready, compiled
 
 
 def _warn_partial(status: LandlockStatus) -> None:

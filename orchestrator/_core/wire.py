@@ -63,6 +63,7 @@ class CompiledPolicyData(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     preload: tuple[str, ...] = ()
     self_pid: int | None = None
     fallback_bpf: bytes | None = None
+    pid_slots: tuple[int, ...] = ()
 
 
 class LandlockStatusData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

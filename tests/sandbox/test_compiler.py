@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from isolates.sandbox import Action, Arg, Policy, PolicyError, Rule, RuleSet, profiles
+from isolates.sandbox import Action, Arg, Policy, PolicyError, Rule, RuleSet, Signals, profiles
 from isolates.sandbox._compiler import MAX_INSNS, compile_filter
 from isolates.sandbox._libseccomp import to_bpf
 from isolates.sandbox._merge import Entry
@@ -191,3 +191,25 @@ def test_aarch64_programs_decide_by_name_as_the_native_ones() -> None:
     assert compared > 50
     x86 = uapi.AUDIT_ARCH["x86_64"]
     assert action_of(evaluate(arm, 63, (), arch=x86)) == Action.KILL_PROCESS  # wrong ABI
+
+
+@pytest.mark.parametrize(
+    ("compiled_for", "given_to"),
+    [(1000, 62), (62, 4_194_303), (2, 0x5A5A5 ^ 2), (4_194_303, 1), (59, 231)],
+)
+def test_a_program_patched_for_another_pid_is_the_program_compiled_for_it(
+    compiled_for: int, given_to: int
+) -> None:
+    """``CompiledPolicy.for_pid`` (what a cached ``isolates run`` policy is loaded with)
+    equals compiling for that pid, even where the pids equal a syscall number or another
+    constant of the program (62 is kill, 231 exit_group, 59 execve)."""
+    policies = [
+        profiles.pledge("stdio rpath", None),
+        Policy(Signals.nothing().allow_kill_self(), default=Action.ERRNO(1)),
+    ]
+    for policy in policies:
+        first = policy.compile(compiled_for, all_threads=True)
+        second = policy.compile(given_to, all_threads=True)
+        assert first.pid_slots and first.pid_slots == second.pid_slots
+        assert first.for_pid(given_to) == second.bpf
+        assert first.for_pid(compiled_for) == first.bpf
