@@ -132,19 +132,31 @@ def assert_denied(
     errno: int | None = None,
     syscall: str | None = None,
     timeout: float = 30.0,
+    message: str | None = None,
+    **options: Any,
 ) -> BaseException:
     """Run ``fn(*args)`` in a fresh isolate under ``policy`` and check it was denied: it
     raised (an OSError with ``errno``, when given; an IsolateViolation when the policy
     kills), and the call denied was ``syscall`` (when given: the violation's call, or
-    one of the denials its parent recorded). Returns the exception; AssertionError
-    saying what happened instead."""
+    one of the denials its parent recorded), and ``message`` (when given) is part of
+    what it says (its text, or a note such as the denials it lists). ``options`` are
+    @isolate's others (``limits``, ``start``, ``landlock``, ``capabilities``, ``name``,
+    ``report_denials``...). Returns the exception; AssertionError saying what happened
+    instead."""
     from ._core.errors import IsolateViolation
     from ._decorator import isolate
 
+    limits = options.get("limits")
+    if limits is not None and getattr(limits, "wall_time", None) is not None:
+        timeout = limits.wall_time  # the two are one limit: the caller gave it there
+    isolated = isolate(policy, timeout=timeout, **options)(fn)  # a bad option raises here
     try:
-        value = isolate(policy, timeout=timeout)(fn)(*args)
+        value = isolated(*args)
     except BaseException as exc:
         _check_denial(exc, errno, syscall, IsolateViolation)
+        said = "\n".join([str(exc), *getattr(exc, "__notes__", ())])
+        if message is not None and message not in said:
+            raise AssertionError(f"{message!r} is not in what it said: {said!r}") from exc
         return exc
     raise AssertionError(f"{_name(fn)} was not denied: it returned {value!r}")
 

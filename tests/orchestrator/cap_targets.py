@@ -12,27 +12,18 @@ def capability_sets() -> dict[str, int]:
 
 
 def chown_to_root(path: str) -> str:
-    try:
-        os.chown(path, 0, 0)
-    except OSError as exc:
-        return f"denied: {exc.strerror}"
+    os.chown(path, 0, 0)
     return "done"
 
 
 def read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as exc:
-        return f"denied: {exc.strerror}"
+    with open(path) as f:
+        return f.read()
 
 
 def bind_low_port(port: int) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return f"denied: {exc.strerror}"
+        sock.bind(("127.0.0.1", port))
     return "bound"
 
 

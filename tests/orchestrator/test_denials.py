@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import traceback
+import os
 from pathlib import Path
-
-import pytest
 
 from isolates.orchestrator import Supervisor, WorkerFailed, isolate
 from isolates.orchestrator._core.answers import MAX_DENIALS
+from isolates.orchestrator.testing import assert_denied
 from isolates.sandbox import Action, Policy, Rule
 from tests.forked import in_child
 from tests.orchestrator import denial_targets as t
@@ -21,22 +20,20 @@ FILES = Policy("openat", "read", "fstat", "newfstatat", "lseek", "ioctl")
 
 
 def test_a_failed_call_lists_what_was_denied_with_its_path_and_errno() -> None:
-    f = isolate(Policy(), name="reader")(t.read)
-    with pytest.raises(PermissionError) as err:
-        f("/etc/shadow")
-    (denial,) = err.value.denials  # type: ignore[attr-defined]
+    shown = 'denied by reader\'s policy:\n  openat(AT_FDCWD, "/etc/shadow"'  # its traceback's note
+    err = assert_denied(t.read, "/etc/shadow", policy=Policy(), name="reader",
+                        errno=errno.EPERM, syscall="openat", message=shown)  # fmt: skip
+    (denial,) = err.denials  # type: ignore[attr-defined]
     assert denial.call == 'openat(AT_FDCWD, "/etc/shadow", O_RDONLY|O_CLOEXEC, 0)'
     assert (denial.error, denial.times, denial.allow) == ("EPERM", 1, "Rule('openat')")
-    shown = "".join(traceback.format_exception(err.value))
-    assert "denied by reader's policy:" in shown and '"/etc/shadow"' in shown
     # the allowed neighbour: the same function, a policy that lets it read
     assert isolate(FILES)(t.read)("/etc/hostname") == Path("/etc/hostname").read_text()
 
 
 def test_a_denial_keeps_the_policys_own_errno_and_never_runs() -> None:
     denies = Policy(Rule("uname", action=Action.ERRNO(errno.EACCES)))
-    assert isolate(denies)(t.uname_errno)() == "EACCES"
-    assert isolate(Policy())(t.uname_errno)() == "EPERM"
+    assert_denied(os.uname, policy=denies, errno=errno.EACCES, syscall="uname")
+    assert_denied(os.uname, policy=Policy(), errno=errno.EPERM, syscall="uname")
     assert isolate(Policy("uname"))(t.uname_errno)() == "ran"
 
 
@@ -45,27 +42,25 @@ def test_a_call_that_handles_its_denial_returns_normally() -> None:
 
 
 def test_without_reporting_the_kernel_alone_denies() -> None:
-    f = isolate(Policy(), report_denials=False)(t.read)
-    with pytest.raises(PermissionError) as err:
-        f("/etc/shadow")
-    assert not hasattr(err.value, "denials") and err.value.errno == errno.EPERM
+    err = assert_denied(t.read, "/etc/shadow", policy=Policy(), report_denials=False,
+                        errno=errno.EPERM)  # fmt: skip
+    assert not hasattr(err, "denials") and not getattr(err, "__notes__", None)
+    # the allowed neighbour: unreported too, a policy that lets it read reads
+    reads = isolate(FILES, report_denials=False)(t.read)("/etc/hostname")
+    assert reads == Path("/etc/hostname").read_text()
 
 
 def test_denials_are_counted_and_bounded() -> None:
-    f = isolate(Policy(), name="prober")(t.open_many)
-    with pytest.raises(RuntimeError) as err:
-        f(MAX_DENIALS + 36)
-    denials = err.value.denials  # type: ignore[attr-defined]
-    assert len(denials) == MAX_DENIALS
-    assert "  and 36 more" in "".join(traceback.format_exception(err.value))
+    err = assert_denied(t.open_many, MAX_DENIALS + 36, policy=Policy(), syscall="openat",
+                        message="  and 36 more")  # fmt: skip
+    assert isinstance(err, RuntimeError)
+    assert len(err.denials) == MAX_DENIALS  # type: ignore[attr-defined]
 
 
 def test_a_kill_is_still_a_violation_not_a_denial() -> None:
-    from isolates.orchestrator import IsolateViolation
-
-    with pytest.raises(IsolateViolation) as err:
-        isolate(Policy(default=Action.KILL_PROCESS))(t.read)("/etc/shadow")
-    assert err.value.denials == () and '"/etc/shadow"' in err.value.call
+    killing = Policy(default=Action.KILL_PROCESS)
+    err = assert_denied(t.read, "/etc/shadow", policy=killing, syscall="openat")
+    assert err.denials == () and '"/etc/shadow"' in err.call  # type: ignore[attr-defined]
 
 
 def test_a_failed_worker_carries_its_denials_and_they_are_logged() -> None:

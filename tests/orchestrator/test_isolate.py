@@ -25,6 +25,7 @@ from isolates.orchestrator import (
     WorkerFailed,
     isolate,
 )
+from isolates.orchestrator.testing import assert_denied
 from isolates.sandbox import Policy
 from tests.orchestrator import targets
 from tests.orchestrator.procs import children, zombies
@@ -257,6 +258,7 @@ def test_policy_is_enforced_in_the_isolate() -> None:
         return os.uname().sysname
 
     assert allowed() == "Linux"
+    assert_denied(os.getcwd, policy=Policy("uname"), errno=errno.EPERM, syscall="getcwd")
 
 
 @pytest.mark.parametrize("start", ["fork-server", "exec"])

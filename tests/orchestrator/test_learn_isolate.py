@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from isolates.orchestrator import isolate
+from isolates.orchestrator.testing import assert_denied
 from isolates.sandbox import Landlock, Policy, Signals, SystemIO
 from tests.orchestrator import learn_targets as t
 
@@ -29,16 +30,15 @@ def test_learning_lets_the_denials_run_and_widens_the_policy_by_exactly_them(
 ) -> None:
     inside, outside, third = _dirs(tmp_path)
     policy = Policy(SystemIO.nothing().allow_open().allow_read(), Landlock().read(inside))
-    with pytest.raises(PermissionError):  # uname is denied
-        isolate(policy)(t.work)(inside, outside)
+    assert_denied(t.work, inside, outside, policy=policy, errno=errno.EPERM, syscall="uname")
     learning = isolate(policy, learn=True)(t.work)
     assert learning(inside, outside) == "Linuxinout"  # let run, though denied
     assert learning.learned.calls == ["uname"]
     assert dict(learning.learned.resources.paths)[f"{outside}/b"] == {"read"}
     widened = learning.learned.policy()
     assert isolate(widened)(t.work)(inside, outside) == "Linuxinout"
-    with pytest.raises(PermissionError):  # exactly that: the directory beside it stays refused
-        isolate(widened)(t.work)(inside, third)
+    # exactly that: the directory beside it stays refused, by Landlock
+    assert_denied(t.work, inside, third, policy=widened, errno=errno.EACCES)
     assert "learned" in widened.to_toml()
 
 

@@ -16,7 +16,6 @@ import time
 import pytest
 
 from isolates.orchestrator import (
-    IsolateViolation,
     Limits,
     Namespaces,
     ResourceExceeded,
@@ -26,6 +25,7 @@ from isolates.orchestrator import (
     isolate,
 )
 from isolates.orchestrator._lifecycle import State
+from isolates.orchestrator.testing import assert_denied
 from isolates.sandbox import Action, Policy, PolicyError, Processes, Rule, Threads, Time
 from tests.forked import in_child
 from tests.orchestrator import limit_targets as t
@@ -86,14 +86,11 @@ def test_a_fork_bomb_stops_at_the_limit_and_leaves_nothing_behind() -> None:
 def test_the_count_never_runs_a_clone_the_policy_refuses() -> None:
     # an errno rule keeps its errno (not EAGAIN, not a run clone) ...
     refusing = Policy("wait4", Rule("clone", action=Action.ERRNO(errno.EACCES)))
-    f = isolate(refusing, limits=Limits(processes=8))(t.forks_with_errno)
-    assert f() == "EACCES"
+    assert_denied(os.fork, policy=refusing, limits=Limits(processes=8), errno=errno.EACCES,
+                  syscall="clone")  # fmt: skip
     # ... a policy that kills for it still kills, and names the call
     killing = Policy(Time.everything(), default=Action.KILL_PROCESS)
-    g = isolate(killing, limits=Limits(processes=8), name="killed")(t.forks_with_errno)
-    with pytest.raises(IsolateViolation) as err:
-        g()
-    assert err.value.syscall == "clone"
+    assert_denied(os.fork, policy=killing, limits=Limits(processes=8), syscall="clone")
     # and the allowed neighbour forks under the same limit
     assert isolate(FORKS, limits=Limits(processes=8))(t.forks_with_errno)() == "forked"
 
