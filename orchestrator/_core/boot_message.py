@@ -19,6 +19,7 @@ from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 
 from .._namespaces.options import Namespaces
 from .answers import Answers, Denials, Learned
+from .coverage import request as coverage_request
 from .encode import dump, needs_msgspec
 from .functions import unwrap
 from .process_count import COUNTED, ProcessCount
@@ -110,6 +111,7 @@ def build_boot(
         msgspec=needs_msgspec(unwrap(target)),
         capabilities=list(capabilities),
         rlimits=list(rlimits or ()),
+        coverage=coverage_request(),
     )
 
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from isolates.channels import Channel
 
     from .context import WorkerContext
+    from .coverage_tracer import Recorder
 
 GO_BYTE: Final = b"G"  # wire.GO_BYTE (a test holds them equal): one byte of the barrier's send
 #: Modules whose types a result may hold that only msgspec encodes: when the function's
@@ -124,6 +125,7 @@ class _Control:
         self.ctx: WorkerContext | None = None
         self.channel: Channel[Any] | None = None  # the ctx's control channel
         self.reaper: ModuleType | None = None  # orphans.py, for an isolate that reaps
+        self.coverage: Recorder | None = None  # what it ran, when the parent measures it
 
     def send(self, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
         if self.ctx is None:
@@ -149,6 +151,11 @@ class _Control:
 
 
 def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
+    if boot.get("coverage") is not None:  # the parent measures coverage: from here on
+        from .coverage_tracer import Recorder
+
+        control.coverage = Recorder(boot["coverage"]["roots"], boot["coverage"]["arcs"])
+        control.coverage.start()
     try:
         if boot["reap"]:  # first: importing the function's modules may start processes
             from . import orphans
@@ -334,6 +341,12 @@ def _finish(control: _Control, reply: dict[str, Any], boot: dict[str, Any], code
     if control.reaper is not None:  # before the result: the parent ends our tree as soon
         _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)  # as it has it
         control.reaper.stop_waiting_for_children(boot["reap_wait"])
+    if control.coverage is not None:  # before the outcome, which ends us
+        control.coverage.stop()
+        try:
+            control.send(control.coverage.message())
+        except Exception:  # too large, or the parent is gone: the outcome still goes out
+            pass
     try:
         control.send(reply)
     except Exception:

@@ -35,6 +35,7 @@ from isolates.sandbox.lowlevel import syscall_name as name_of
 from .._namespaces.options import NamespaceStatus
 from .answers import Answers
 from .boot_message import for_the_isolate
+from .coverage import merge as merge_coverage
 from .encode import rebuild
 from .errors import IsolateViolation, WorkerFailed
 from .fork_server import ForkedChild, ForkServer
@@ -48,6 +49,7 @@ from .wire import (
     MAX_BOOT_FDS,
     Boot,
     Control,
+    Coverage,
     Failure,
     Go,
     Idle,
@@ -233,6 +235,8 @@ class IsolateProcess:
                 msg, fds = self._receive_or_fail(deadline, stage)
                 if isinstance(msg, Log):
                     self.logs.emit(self.name, msg)
+                elif isinstance(msg, Coverage):
+                    merge_coverage(msg)
                 elif isinstance(msg, Idle) and not self._idle and stage is Stage.BOOT:
                     self._idle = True  # a pooled interpreter not yet seen idle
                 else:

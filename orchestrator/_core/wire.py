@@ -130,6 +130,16 @@ class Stage(enum.StrEnum):
     RUN = "run"
 
 
+class CoverageRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The parent measures coverage (coverage.py is running): the isolate records the
+    lines (or, with ``arcs``, the arcs) it runs in files beneath ``roots`` and sends them
+    back before its outcome (coverage.py in _core/coverage.py, the tracer in
+    _core/coverage_tracer.py)."""
+
+    roots: list[str]
+    arcs: bool = False
+
+
 class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     """Everything an isolate needs to become a worker (pickle is parent -> child only)."""
 
@@ -165,6 +175,7 @@ class Boot(msgspec.Struct, tag="boot", forbid_unknown_fields=True):
     # The function's return annotation names a type only msgspec encodes: the isolate
     # loads msgspec before it is confined (it does not otherwise: isolate_main.py).
     msgspec: bool = False
+    coverage: CoverageRequest | None = None
 
 
 class Idle(msgspec.Struct, tag="idle", forbid_unknown_fields=True):
@@ -205,6 +216,14 @@ class Failure(msgspec.Struct, tag="failure", forbid_unknown_fields=True):
     stage: Stage
 
 
+class Coverage(msgspec.Struct, tag="coverage", forbid_unknown_fields=True):
+    """What the isolate ran, by file (a CoverageRequest asked for it): line numbers, or
+    (from, to) arcs as coverage.py counts them (negative: entering or leaving code)."""
+
+    lines: dict[str, list[int]] = {}
+    arcs: dict[str, list[tuple[int, int]]] = {}
+
+
 class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
     level: int
     logger: str
@@ -212,4 +231,4 @@ class Log(msgspec.Struct, tag="log", forbid_unknown_fields=True):
     created: float
 
 
-Control = Boot | Go | Stop | PeerRestarted | Idle | Ready | Result | Failure | Log
+Control = Boot | Go | Stop | PeerRestarted | Idle | Ready | Result | Failure | Log | Coverage
