@@ -31,7 +31,7 @@ ALLOWED = {
     "orchestrator/_core/fork_server.py": "forks an isolate per call from a clean interpreter",
     "orchestrator/_namespaces/enter.py": "unshare: enters the namespaces",
     "orchestrator/_namespaces/pid.py": "forks the pid-1 mirror, closes its descriptors",
-    "orchestrator/_cli/run.py": "isolates run: apply, then exec",
+    "orchestrator/_cli/run_exec.py": "isolates run: apply, then exec (built or cached)",
     "orchestrator/_commands.py": "run and Popen: start isolates run for one command",
     "orchestrator/_cli/run_limits.py": "isolates run under limits: fork, wait, report",
     "orchestrator/_cli/run_processes.py": "run --processes: subreaper, takes the listener",

@@ -7,7 +7,9 @@ pytest-cov, ``coverage run``); isolates are then booted with the directories it 
 defaults) and whether it counts arcs. ``merge`` takes an isolate's Coverage message and
 adds it, file names made real as coverage.py makes them, to one data file of this
 process's own beside coverage.py's (``.coverage.<host>.<pid>.<random>``, written as it
-comes): ``coverage combine`` joins it, and pytest-cov combines it by itself.
+comes): ``coverage combine`` joins it, and pytest-cov combines it by itself. A parent
+that cannot write that file (a Supervisor its own policy confines) counts nothing of its
+isolates: measuring never changes an outcome.
 
 What an isolate sends is held to what was asked: files beneath the roots only, at most
 ``MAX_FILES`` per message, line numbers that are ints (the wire's types). A message from
@@ -34,11 +36,24 @@ def request() -> CoverageRequest | None:
     current = _current()
     if current is None:
         return None
-    return CoverageRequest(roots=_roots(current), arcs=bool(current.config.branch))
+    try:
+        roots = _roots(current)
+    except Exception:  # measuring is best effort: it never fails an isolate's start
+        return None
+    return CoverageRequest(roots=roots, arcs=bool(current.config.branch))
 
 
 def merge(msg: Coverage) -> None:
-    """Add an isolate's lines (or arcs) to this process's isolates' data file."""
+    """Add an isolate's lines (or arcs) to this process's isolates' data file. Best
+    effort: whatever goes wrong (a supervisor whose own policy denies writing the data
+    file, a full disk) loses these lines and nothing else."""
+    try:
+        _merge(msg)
+    except Exception:
+        pass
+
+
+def _merge(msg: Coverage) -> None:
     current = _current()
     if current is None:
         return
