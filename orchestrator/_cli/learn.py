@@ -24,8 +24,7 @@ from isolates.sandbox.lowlevel import NATIVE_ARCH, Guard, Notification, deciding
 from .._core.grants import beyond, grants_of
 from .._core.resources import Resources
 from .command import UsageError
-from .trace import Refuse, trace
-from .trace_cover import relevance
+from .trace import Refuse, relevance, trace
 from .trace_emit import landlock_table
 from .traced import SELF, Relevance, Trace, TracedCall, answered_enosys
 

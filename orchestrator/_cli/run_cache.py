@@ -49,7 +49,7 @@ from .run_exec import environment, exec_ready, which
 
 TYPE_CHECKING = False  # not typing's: this module is on the cached start's path
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
     from .run_exec import Ready
@@ -168,7 +168,11 @@ def _directory() -> str:
 
 
 def _load(key: tuple[object, ...]) -> dict[str, Any] | None:
-    data = _read_owned(_entry_path(key))
+    return _load_at(_entry_path(key), key)
+
+
+def _load_at(path: str, key: tuple[object, ...]) -> dict[str, Any] | None:
+    data = _read_owned(path)
     if data is None or not data.startswith(MAGIC):
         return None
     checksum, _, payload = data[len(MAGIC) :].partition(b"\n")
@@ -211,13 +215,15 @@ def _owned(stat_of: Any, what: Any, kind: Any) -> bool:
 
 
 def _still_valid(entry: dict[str, Any]) -> bool:
-    if _signatures(path for path, *_ in entry["code"]) != entry["code"]:
-        return False
-    if _signatures(path for path, *_ in entry["files"]) != entry["files"]:
-        return False
-    for path, content in entry["contents"]:
+    for kind in ("code", "files"):  # a derived value has no files
+        kept = entry.get(kind, ())
+        if _signatures(path for path, *_ in kept) != kept:
+            return False
+    for path, content in entry.get("contents", ()):
         if _content(path) != content:
             return False
+    if "ready" not in entry:
+        return True
     _path, _bpf, start, landlock, *_rest = entry["ready"]
     return all(_same_objects(r) for r in (start, landlock) if r is not None)
 
@@ -262,6 +268,29 @@ def _content(path: str) -> bytes | None:
 def content_of(path: str) -> bytes | None:
     """A --profile file's bytes as an entry keeps them (None: unreadable, not cached)."""
     return _content(path)
+
+
+# -- other values derived from isolates' code alone ---------------------------------------
+
+
+def derived(name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept beside the code under ``name`` like a run's policy and valid
+    while isolates' own code is unchanged (the trace's table of which arguments matter,
+    built from every profile: 90 ms). The value must be plain data ``marshal`` stores."""
+    if not _enabled():
+        return compute()
+    key = (FORMAT, sys.version, name)
+    path = os.path.join(_directory(), f"{name}-{os.geteuid()}.marshal")
+    entry = _load_at(path, key)
+    if entry is not None:
+        return entry["value"]
+    value = compute()
+    entry = {"key": key, "value": value, "code": _signatures(_isolates_files())}
+    try:
+        _store(path, marshal.dumps(entry))
+    except (OSError, ValueError):
+        pass
+    return value
 
 
 # -- writing ---------------------------------------------------------------------------

@@ -55,7 +55,6 @@ from isolates.sandbox.lowlevel import (
 
 from .._core.process_count import tgid_of
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
-from .trace_cover import covers, relevance, render, report
 from .traced import SELF, Relevance, Trace, TracedCall, answered_enosys
 
 _HANDOFF_TIMEOUT: Final = 30.0  # only if the child hangs before the handoff (a bug)
@@ -67,6 +66,23 @@ class TraceError(Exception):
 
 #: Which calls a trace refuses after all, and with which errno (None: let it run).
 Refuse = Callable[[Notification], "int | None"]
+
+
+def relevance() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
+    """For each syscall, the arguments some candidate rule compares (and which of them
+    it compares to the caller's pid): all a TracedCall needs to keep. Made from every
+    builtin, promise and group (``trace_cover.relevance``: 90 ms and most of isolates
+    imported), it depends on isolates' code alone, so it is kept beside it
+    (``run_cache.derived``) and a trace starts its program without either."""
+    from .run_cache import derived
+
+    def made() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
+        from .trace_cover import relevance as from_the_rules
+
+        return from_the_rules()
+
+    kept: dict[int, tuple[tuple[int, ...], frozenset[int]]] = derived("trace-relevance", made)
+    return kept
 
 
 def trace(
@@ -313,6 +329,11 @@ def main(args: argparse.Namespace) -> int:
     except (TraceError, SandboxError) as exc:
         print(f"isolates trace: cannot trace {argv[0]}: {exc}", file=sys.stderr)
         return 126
+    from .trace_cover import (  # after the program: its start waits for none of it
+        covers,
+        render,
+        report,
+    )
     from .trace_emit import described, emit, render_resources
 
     found = covers(result)

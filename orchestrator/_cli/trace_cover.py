@@ -236,8 +236,6 @@ def _allowed_names(policy: Policy) -> set[str]:
 
 @functools.cache
 def relevance() -> dict[int, tuple[tuple[int, ...], frozenset[int]]]:
-    """For each syscall, the arguments some candidate rule compares (and which of them
-    it compares to the caller's pid): all a TracedCall needs to keep."""
     rules: list[Rule | Entry] = [*PythonRuntime().rules()]
     rules += [r for rs in builtin_methods().values() for r in rs]
     policies = [pledge(p) for p in BUILDERS] + [pledge(" ".join(BUILDERS))]
