@@ -48,9 +48,19 @@ def _no_zombies_after() -> object:
         assert [pid for pid, s in children(server).items() if s == "Z"] == []
 
 
+#: What an isolate imports to record its lines while coverage.py measures its parent
+#: (_core/coverage_tracer.py): its tracer follows threads.
+MEASURING = {"threading"}
+
+
+def _measured() -> bool:
+    coverage = sys.modules.get("coverage")
+    return coverage is not None and coverage.Coverage.current() is not None
+
+
 def test_an_exec_isolate_imports_nothing_heavy_to_run_a_trivial_call() -> None:
     loaded = set(isolate(t.loaded_modules, start="exec")())
-    assert loaded & HEAVY == set()
+    assert loaded & HEAVY == (loaded & MEASURING if _measured() else set())
     assert "tests.orchestrator.lean_targets" in loaded  # the call's own module, of course
 
 
