@@ -42,6 +42,7 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def in_child(fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Outco
     shared = mmap.mmap(-1, _SHARED)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
+        _untraced()
         _report(shared, fn, args)
     try:
         status = _wait(pid, timeout)
@@ -88,6 +90,15 @@ def in_child(fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Outco
     if os.WIFSIGNALED(status):
         return Outcome(signal=os.WTERMSIG(status), **result)
     return Outcome(exitcode=os.WEXITSTATUS(status), **result)
+
+
+def _untraced() -> None:
+    """A forked child stops any tracer it inherited (coverage.py's, under ``pytest
+    --cov``): its data would die with ``os._exit`` anyway, and the tracer stats each new
+    file it meets, which the child's policy may deny or kill for. What a child runs is
+    the test's own policy's business alone."""
+    sys.settrace(None)
+    threading.settrace(None)
 
 
 def _report(shared: mmap.mmap, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -2,9 +2,11 @@
 
 When the parent measures coverage (coverage.py is running there: pytest-cov, ``coverage
 run``), the Boot message carries a CoverageRequest: the directories it measures, and
-whether it counts arcs (branch coverage). The isolate then traces itself from the start
-of its boot to its outcome and sends what it ran, by file, in a Coverage message just
-before the outcome; the parent adds it to coverage.py's data (_core/coverage.py).
+whether it counts arcs (branch coverage). The isolate then traces the call itself (its
+boot, imports included, is not traced: a Python-level tracer costs a Python call per
+function call, and a caller's timeout counts the boot) and sends what it ran, by file,
+in a Coverage message just before the outcome; the parent adds it to coverage.py's data
+(_core/coverage.py).
 
 Why not coverage.py itself in the isolate: its tracer looks at the filesystem (realpath,
 stat) for each new file it meets, and after confinement those calls are denied, or kill

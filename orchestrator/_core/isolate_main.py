@@ -151,11 +151,10 @@ class _Control:
 
 
 def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
-    if boot.get("coverage") is not None:  # the parent measures coverage: from here on
+    if boot.get("coverage") is not None:  # the parent measures coverage: see below
         from .coverage_tracer import Recorder
 
         control.coverage = Recorder(boot["coverage"]["roots"], boot["coverage"]["arcs"])
-        control.coverage.start()
     try:
         if boot["reap"]:  # first: importing the function's modules may start processes
             from . import orphans
@@ -186,6 +185,8 @@ def _run(boot: dict[str, Any], fds: list[int], control: _Control) -> NoReturn:
     me = os.getpid()
     if boot["reap"]:  # the control channel is ours alone: a child holding it would hide
         os.register_at_fork(after_in_child=control.sock.close)  # our death from the parent
+    if control.coverage is not None:  # the call alone: a traced boot is slow (a Python
+        control.coverage.start()  # call per function call), and timed by the caller
     try:
         value = call(fn, args, kwargs, control.ctx)
         reply = {"type": "result", "value": _encoded(value, boot["name"])}
