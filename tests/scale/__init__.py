@@ -33,6 +33,11 @@ def status() -> dict[str, str]:
     return fields
 
 
+def seccomp_of(fields: dict[str, str]) -> str:
+    """Joins another task's status with this process's Seccomp field."""
+    return f"{status()['Seccomp']} of a process whose Seccomp is {fields['Seccomp']}"
+
+
 def first_line(path: str) -> str:
     with open(path) as f:
         return f.readline()

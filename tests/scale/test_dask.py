@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import dask
 import pytest
+from dask.task_spec import Task, TaskRef
 from distributed import Client, LocalCluster
 
 from isolates.dask import IsolatePlugin
@@ -103,3 +104,11 @@ def test_results_travel_as_data_never_as_pickle(client: Client) -> None:
     assert type(plain) is object  # Dask itself pickles any value
     with dask.annotate(executor="isolated"), pytest.raises(TypeError, match="opaque"):
         client.submit(scale.opaque, pure=False).result(timeout=TIMEOUT)
+
+
+def test_a_fused_task_runs_each_of_its_functions_in_an_isolate(client: Client) -> None:
+    inner = Task("inner", scale.status)
+    outer = Task("outer", scale.seccomp_of, TaskRef("inner"))
+    with dask.annotate(executor="isolated"):
+        future = client.get({"outer": Task.fuse(inner, outer, key="outer")}, "outer", sync=False)
+    assert future.result(timeout=TIMEOUT) == "2 of a process whose Seccomp is 2"
