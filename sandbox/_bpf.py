@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final
 
 from . import _uapi as uapi
-from ._rules import Action
 from ._uapi import AUDIT_ARCH as AUDIT_ARCH
 from ._uapi import NATIVE_ARCH as NATIVE_ARCH
+
+# isolates run's answering parent evaluates programs on its start (run_report.py): no
+# typing (re, enum, collections come with it), and Action only names an answer.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Final
+
+    from ._rules import Action
 
 _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
@@ -144,13 +150,14 @@ _TRAP, _ERRNO, _USER_NOTIF = (
 )
 _TRACE, _LOG, _ALLOW = uapi.SECCOMP_RET_TRACE, uapi.SECCOMP_RET_LOG, uapi.SECCOMP_RET_ALLOW
 _MAX_ERRNO = 4095
+#: The action values with no data, and the Action each one names (Action.<name>).
 _SIMPLE: Final = {
-    _KILL_PROCESS: Action.KILL_PROCESS,
-    _KILL_THREAD: Action.KILL_THREAD,
-    _TRAP: Action.TRAP,
-    _USER_NOTIF: Action.NOTIFY,
-    _LOG: Action.LOG,
-    _ALLOW: Action.ALLOW,
+    _KILL_PROCESS: "KILL_PROCESS",
+    _KILL_THREAD: "KILL_THREAD",
+    _TRAP: "TRAP",
+    _USER_NOTIF: "NOTIFY",
+    _LOG: "LOG",
+    _ALLOW: "ALLOW",
 }
 
 
@@ -160,12 +167,14 @@ def action_of(ret: int) -> Action:
     As in the kernel, an errno above 4095 is capped at 4095 and an unknown action kills
     the process. SECCOMP_RET_TRACE has no Action (isolates never emits it): BPFError.
     """
+    from ._rules import Action
+
     action, data = ret & 0xFFFF0000, ret & 0xFFFF
     if action == _ERRNO:
         return Action("errno", min(data, _MAX_ERRNO))  # errno 0: "succeed" without running
     if action == _TRACE:
         raise BPFError(f"{ret:#x} is SECCOMP_RET_TRACE, which no Action stands for")
-    return _SIMPLE.get(action, Action.KILL_PROCESS)
+    return getattr(Action, _SIMPLE.get(action, "KILL_PROCESS"))  # type: ignore[no-any-return]
 
 
 def decide(bpf: bytes, nr: int, args: Sequence[int] = ()) -> Action:

@@ -40,6 +40,8 @@ SECCOMP_USER_NOTIF_FLAG_CONTINUE: Final = 1
 SECCOMP_IOCTL_NOTIF_RECV: Final = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
 SECCOMP_IOCTL_NOTIF_SEND: Final = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
 SECCOMP_IOCTL_NOTIF_ID_VALID: Final = 0x40082102  # _IOW('!', 2, __u64)
+SECCOMP_IOCTL_NOTIF_SET_FLAGS: Final = 0x40082104  # _IOW('!', 4, __u64), Linux 6.6
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1
 
 # -- audit (include/uapi/linux/audit.h): the architectures isolates runs on ----------------
 AUDIT_ARCH: Final = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}

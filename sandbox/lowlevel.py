@@ -15,7 +15,8 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
   ``set_no_new_privs``,
   ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
-  ``deny_notification``, ``continue_notification``, ``notification_valid``;
+  ``deny_notification``, ``continue_notification``, ``notification_valid``,
+  ``wake_synchronously``;
 - a call in words: ``describe_call`` (flags by name, paths read through
   ``memory_reader``);
 - the tracer's child: ``notify_program``, ``exec_traced``, ``set_child_subreaper``;
@@ -23,7 +24,8 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
 - syscalls by name and number: ``syscall_number``, ``syscall_name``; the BPF evaluator:
   ``evaluate``, ``decide`` (of a compiled program), ``action_of``, ``NATIVE_ARCH``; the reference
   decider, from a policy's rules: ``decide_policy``, ``decide_rules``; a policy's merged
-  lines: ``Entry``, ``Cmp``;
+  lines: ``Entry``, ``Cmp``; the compiler itself: ``compile_filter`` (entries, guards and
+  a default to BPF: ``isolates run``'s guards-only program);
 - the paths a process maps and imports from: ``mapped_files``, ``package_dirs``;
 - ``ns``: the namespace calls (unshare, mount, pivot_root, id maps, capabilities);
 - ``uapi``: Linux's constants (clone flags, AT_*, SECCOMP_*, ioctl commands...);
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from ._bpf import evaluate_reading as evaluate_reading
     from ._capabilities import capability_names as capability_names
     from ._capabilities import capability_numbers as capability_numbers
+    from ._compiler import compile_filter as compile_filter
     from ._confine import confine as confine
     from ._confine import enforce_landlock as enforce_landlock
     from ._confine import landlock_enforcement as landlock_enforcement
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
     from ._kernel import set_no_new_privs as set_no_new_privs
     from ._kernel import set_parent_death_signal as set_parent_death_signal
     from ._kernel import syscall as syscall
+    from ._kernel import wake_synchronously as wake_synchronously
     from ._kernel_trace import exec_traced as exec_traced
     from ._kernel_trace import notify_program as notify_program
     from ._kernel_trace import set_child_subreaper as set_child_subreaper
@@ -109,6 +113,7 @@ _EXPORTS = {
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
     "set_parent_death_signal": "._kernel", "syscall": "._kernel",
+    "wake_synchronously": "._kernel", "compile_filter": "._compiler",
     "exec_traced": "._kernel_trace", "notify_program": "._kernel_trace",
     "set_child_subreaper": "._kernel_trace",
     "mapped_files": "._landlock_paths", "package_dirs": "._landlock_paths",
@@ -133,6 +138,7 @@ __all__ = [
     "apply_plan",
     "capability_names",
     "capability_numbers",
+    "compile_filter",
     "confine",
     "continue_notification",
     "decide",
@@ -171,4 +177,5 @@ __all__ = [
     "syscall_name",
     "syscall_number",
     "uapi",
+    "wake_synchronously",
 ]  # fmt: skip

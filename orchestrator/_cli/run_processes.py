@@ -42,6 +42,7 @@ from isolates.sandbox.lowlevel import (
     set_child_subreaper,
     syscall,
     syscall_name,
+    wake_synchronously,
 )
 
 from .._core.answers import Answers, Denials
@@ -73,7 +74,7 @@ class Counted:
         # Counted from this process, the subreaper (not counted itself): orphans of the
         # program's tree are re-parented to us, out of the program's own subtree.
         self.count = None if limit is None else ProcessCount(limit, os.getpid(), mirror=True)
-        self.denials = Denials() if report else None
+        self.denials = Denials(_allowed_by) if report else None
         self.answers = Answers(verdict, count=self.count, denials=self.denials)
         self.listener: int | None = None
         self.violation: str | None = None
@@ -88,6 +89,7 @@ class Counted:
             fd = _listener_of(self.pid)
             if fd is not None:
                 self.listener = syscall("pidfd_getfd", self.pidfd, fd, 0)
+                wake_synchronously(self.listener)
                 os.set_inheritable(self.listener, False)
                 return True
             if poller.poll(1):
@@ -140,6 +142,10 @@ class Counted:
         if self.listener is not None:
             os.close(self.listener)
             self.listener = None
+
+
+def _allowed_by(nr: int) -> str:
+    return f"--allow {syscall_name(nr)}"
 
 
 def _listener_of(pid: int) -> int | None:

@@ -51,6 +51,7 @@ from isolates.sandbox.lowlevel import (
     notify_program,
     receive_notification,
     set_child_subreaper,
+    wake_synchronously,
 )
 
 from .._core.process_count import tgid_of
@@ -130,6 +131,7 @@ def _receive_listener(sock: socket.socket, pid: int) -> int:
         raise TraceError("the traced child never handed over its listener") from None
     if fds and message == b"L":
         os.set_inheritable(fds[0], False)
+        wake_synchronously(fds[0])  # every call of the program makes the round trip
         return fds[0]
     os.waitpid(pid, 0)
     why = message[1:].decode(errors="replace") or "the child died before loading the filter"

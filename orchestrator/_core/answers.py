@@ -31,112 +31,28 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
 import threading
-from dataclasses import dataclass
 from typing import Final
 
-from isolates.sandbox import AccessFs, Action, Arg, Landlock, Policy, Rule, RuleSet
+from isolates.sandbox import AccessFs, Arg, Landlock, Policy, Rule, RuleSet
 from isolates.sandbox.lowlevel import (
     NATIVE_ARCH,
     Guard,
     Notification,
-    action_of,
     continue_notification,
     deciding,
     deny_notification,
-    evaluate_reading,
     syscall_name,
     syscall_number,
 )
 
+from .denials import Denial as Denial
+from .denials import Denials as Denials
+from .denials import described
 from .grants import Grants, beyond, grants_of, rights_names
-from .monitor import described
 from .process_count import ProcessCount
 from .resources import NAMED_CALLS, Resources
-
-#: Distinct denials kept per isolate; more are counted, not kept.
-MAX_DENIALS: Final = 64
-
-
-@dataclass(frozen=True)
-class Denial:
-    """A call the policy failed: in words (``call``), the errno's name (``error``), how
-    often the same call was denied (``times``) and a rule that would allow it."""
-
-    call: str
-    error: str
-    times: int
-    allow: str
-
-    def __str__(self) -> str:
-        again = f" ({self.times} times)" if self.times > 1 else ""
-        return f"{self.call} -> {self.error}{again}; allowed by {self.allow}"
-
-
-class Denials:
-    """An isolate's denials, the first ``MAX_DENIALS`` distinct ones kept."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], list[int | str]] = {}
-        self.dropped = 0  # denials beyond what is kept
-
-    def add(self, call: str, nr: int, err: int) -> None:
-        key = (call, errno.errorcode.get(err, str(err)))
-        entry = self._seen.get(key)
-        if entry is not None:
-            entry[0] = int(entry[0]) + 1
-        elif len(self._seen) < MAX_DENIALS:
-            self._seen[key] = [1, f"Rule({syscall_name(nr)!r})"]
-        else:
-            self.dropped += 1
-
-    def listed(self) -> tuple[Denial, ...]:
-        return tuple(
-            Denial(call, error, int(times), str(allow))
-            for (call, error), (times, allow) in self._seen.items()
-        )
-
-    def __bool__(self) -> bool:
-        return bool(self._seen)
-
-
-class Verdicts:
-    """The answers of a filter program, remembered: running it in Python costs about a
-    hundred microseconds, and a program is a function of the words it reads, so a call
-    whose nr and read words match one seen before gets that one's answer
-    (``evaluate_reading``). At most ``PER_CALL`` remembered per syscall."""
-
-    PER_CALL: Final = 16
-
-    def __init__(self, program: bytes) -> None:
-        self._program = program
-        self._seen: dict[int, list[tuple[tuple[tuple[int, int], ...], Action]]] = {}
-
-    def of(self, nr: int, args: tuple[int, ...]) -> Action:
-        words = _words(args)
-        known = self._seen.setdefault(nr, [])
-        for reads, action in known:
-            if all(words.get(offset) == value for offset, value in reads):
-                return action
-        ret, reads = evaluate_reading(self._program, nr, args)
-        action = action_of(ret)
-        if len(known) < self.PER_CALL:
-            known.append((reads, action))
-        return action
-
-
-def _words(args: tuple[int, ...]) -> dict[int, int]:
-    """seccomp_data's argument words by offset (instruction_pointer is never compared
-    by our filters; a read of it misses, so it is evaluated)."""
-    out = {}
-    for i, arg in enumerate(args):
-        low, high = arg & 0xFFFFFFFF, (arg >> 32) & 0xFFFFFFFF
-        out[16 + 8 * i], out[20 + 8 * i] = (low, high) if _LITTLE else (high, low)
-    return out
-
-
-_LITTLE: Final = sys.byteorder == "little"
+from .verdicts import Verdicts
 
 
 class Answers:

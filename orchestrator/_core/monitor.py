@@ -37,23 +37,11 @@ import socket
 import threading
 from collections.abc import Callable
 
-from isolates.sandbox.lowlevel import (
-    Notification,
-    describe_call,
-    memory_reader,
-    notification_valid,
-    receive_notification,
-)
+from isolates.sandbox.lowlevel import Notification, receive_notification, wake_synchronously
+
+from .denials import described as described
 
 OnViolation = Callable[[Notification], None]
-
-
-def described(listener: int, n: Notification) -> str:
-    """The parked call ``n`` in words, its paths and addresses read from its memory
-    while it is parked (``openat(AT_FDCWD, "/etc/passwd", O_RDONLY)``); only numbers if
-    the call is no longer parked by the time the read is done (its pid may be another's)."""
-    text = describe_call(n.nr, n.args, memory_reader(n.pid))
-    return text if notification_valid(listener, n.id) else describe_call(n.nr, n.args)
 
 
 class Monitor:
@@ -67,6 +55,7 @@ class Monitor:
 
     def watch(self, listener: int, on_violation: OnViolation) -> None:
         """Take ownership of ``listener``; call ``on_violation`` for each notification."""
+        wake_synchronously(listener)  # a denial reported or a clone counted: a round trip
         with self._lock:
             self._handlers[listener] = on_violation
             self._poll.register(listener, select.POLLIN)

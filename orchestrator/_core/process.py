@@ -36,12 +36,13 @@ from .._namespaces.options import NamespaceStatus
 from .answers import Answers
 from .boot_message import for_the_isolate
 from .coverage import merge as merge_coverage
+from .denials import described
 from .encode import rebuild
 from .errors import IsolateViolation, WorkerFailed
 from .fork_server import ForkedChild, ForkServer
 from .lean_wire import send_pickled
 from .logs import IsolateLog
-from .monitor import Monitor, described
+from .monitor import Monitor
 from .orphans import kill_tree
 from .process_count import ProcessCount
 from .spawn import Spawner, popen

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from isolates.orchestrator import Supervisor, WorkerFailed, isolate
-from isolates.orchestrator._core.answers import MAX_DENIALS
+from isolates.orchestrator._core.denials import MAX_DENIALS
 from isolates.orchestrator.testing import assert_denied
 from isolates.sandbox import Action, Policy, Rule
 from tests.forked import in_child
@@ -87,7 +87,7 @@ def test_remembered_verdicts_are_the_programs_own_answers() -> None:
     import itertools
     import termios
 
-    from isolates.orchestrator._core.answers import Verdicts
+    from isolates.orchestrator._core.verdicts import Verdicts
     from isolates.sandbox import Arg, SystemIO
     from isolates.sandbox.lowlevel import action_of, evaluate, syscall_number
 
