@@ -6,15 +6,17 @@
 The signatures and results are ``subprocess.run``'s and ``subprocess.Popen``'s, with
 ``policy=`` (a Policy; default: only what every policy denies, as ``isolates run``
 without options), ``limits=`` (a ``Limits``), ``capabilities=`` (the few kept) and
-``report_denials=`` (``isolates run --report``). The child is ``isolates run`` itself:
-a fresh ``python -I`` that reads the policy (as a policy file, through a memfd: nothing
-on disk), adds what the program needs to start, confines itself and execs the program,
-so the program's process is confined exactly as ``isolates run --profile`` confines it
-(docs/cli.md). It costs that interpreter's start-up, about 40 ms, over subprocess.
+``report_denials=``: as ``isolates run``, the calls the policy denied are written to the
+child's stderr when the program fails (None, the default), always (True, ``--report``)
+or never (False, ``--no-report``: the program is exec'd in place). The child is
+``isolates run`` itself: a fresh ``python -I`` that reads the policy (as a policy file,
+through a memfd: nothing on disk), adds what the program needs to start, confines itself
+and execs the program, so the program's process is confined exactly as ``isolates run
+--profile`` confines it (docs/cli.md). It costs that interpreter's start-up, about 40 ms,
+over subprocess.
 
-``returncode`` is the program's; with limits or ``report_denials`` ``isolates run``
-stays as its parent, and a signal that killed the program reads 128 + N, as a shell
-says it, instead of subprocess's -N.
+``returncode`` is the program's: a signal that killed it reads -N, as subprocess says
+it, but with limits, where ``isolates run`` reads it 128 + N, as a shell says it.
 
 Safety argument:
 
@@ -61,7 +63,7 @@ class Popen(subprocess.Popen[Any]):
         policy: Policy | None = None,
         limits: Limits | None = None,
         capabilities: Iterable[str] = (),
-        report_denials: bool = False,
+        report_denials: bool | None = None,
         **kwargs: Any,
     ) -> None:
         argv = _argv(args, kwargs)
@@ -81,7 +83,7 @@ def run(
     policy: Policy | None = None,
     limits: Limits | None = None,
     capabilities: Iterable[str] = (),
-    report_denials: bool = False,
+    report_denials: bool | None = None,
     input: Any = None,
     capture_output: bool = False,
     timeout: float | None = None,
@@ -145,14 +147,14 @@ def _command(
     argv: list[str],
     limits: Limits | None,
     capabilities: Iterable[str],
-    report: bool,
+    report: bool | None,
 ) -> list[str]:
     command = [sys.executable, "-I", "-m", "isolates.orchestrator._cli", "run"]
     command += ["--profile", f"/proc/self/fd/{profile}"]
     for name in capabilities:
         command += ["--cap-keep", name]
-    if report:
-        command.append("--report")
+    if report is not None:
+        command.append("--report" if report else "--no-report")
     if limits is not None:
         if not isinstance(limits, Limits):
             raise PolicyError(f"limits= takes a Limits, not {limits!r}")

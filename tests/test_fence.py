@@ -34,6 +34,7 @@ ALLOWED = {
     "orchestrator/_cli/run_exec.py": "isolates run: apply, then exec (built or cached)",
     "orchestrator/_commands.py": "run and Popen: start isolates run for one command",
     "orchestrator/_cli/run_limits.py": "isolates run under limits: fork, wait, report",
+    "orchestrator/_cli/run_report.py": "isolates run by default: fork, take the listener, answer",
     "orchestrator/_cli/run_processes.py": "run --processes: subreaper, takes the listener",
     "orchestrator/_cli/trace.py": "isolates trace: forks the traced program",
     "orchestrator/_core/resources.py": "what a call names: a socket's type through pidfd_getfd",

@@ -69,6 +69,7 @@ from isolates.sandbox import (
 from isolates.sandbox.lowlevel import (
     capability_names,
     capability_numbers,
+    compile_filter,
     did_you_mean,
     landlock_enforcement,
     resolve_landlock,
@@ -77,12 +78,13 @@ from isolates.sandbox.lowlevel import syscall_number as number
 
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
 from .run_cache import content_of, remember
-from .run_exec import environment, exec_confined, exec_ready, fail
+from .run_exec import environment, exec_confined, fail
 from .run_limits import add_limit_options, limits_of, run_limited
+from .run_report import run_ready
 from .run_startup import Grant, Grants, Need, StartPaths, with_startup
 
 if TYPE_CHECKING:
-    from .run_exec import Ready
+    from .run_exec import Ready, Report
 
 T = TypeVar("T")
 USAGE = "isolates run [OPTIONS] -- CMD [ARG ...]"
@@ -137,10 +139,18 @@ def register(subparsers: Subparsers) -> None:
         help="with --profile: let what the profile would deny run, and say what it was",
     )
     add("--update", action="store_true", help="with --learn: add what was learned to the profile")
-    add(
+    report = parser.add_mutually_exclusive_group()
+    report.add_argument(
         "--report",
         action="store_true",
-        help="say at exit which calls the policy denied (run stays as the program's parent)",
+        help="say at exit which calls the policy denied, even when the program succeeds "
+        "(by default they are said when it fails)",
+    )
+    report.add_argument(
+        "--no-report",
+        action="store_true",
+        help="say no denials: run execs the program in place instead of staying as its "
+        "answering parent",
     )
     add("--dry-run", action="store_true", help="print the policy and what run adds; exit")
     add("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
@@ -237,27 +247,29 @@ def _main(args: argparse.Namespace) -> int:
         plan = build(args)
         limits = limits_of(args)
     except UsageError as exc:
-        return _fail(str(exc), 2)
+        return fail(str(exc), 2)
     except CommandNotFound as exc:
-        return _fail(str(exc), exc.status)
+        return fail(str(exc), exc.status)
     if args.dry_run:
         print(dry_run_report(plan))
         return 0
-    # A parent stays to enforce limits, report denials or remove --tmp at the end.
-    if limits is not None or args.report or args.tmp_dir is not None:
+    # A parent stays to enforce limits or remove --tmp at the end (run_limits.py);
+    # else one stays only to answer and report denials (run_report.py), unless told not.
+    report = None if args.no_report else ("always" if args.report else "failure")
+    if limits is not None or args.tmp_dir is not None:
         return run_limited(
             limits,
             plan.policy,
             lambda notify, errnos: execute(plan, notify, errnos),
-            report=args.report,
+            report=report,
         )
     try:
-        ready, compiled = prepare(plan)
+        ready, compiled = prepare(plan, report=report)
     except SandboxError as exc:
-        return _fail(f"cannot confine {plan.argv[0]}: {exc}", 126)
+        return fail(f"cannot confine {plan.argv[0]}: {exc}", 126)
     if getattr(args, "cache_tokens", None) is not None:
         _remember(args, plan, ready, compiled, profile)
-    return exec_ready(ready, plan.argv, plan.env)
+    return run_ready(ready, plan.argv, plan.env)
 
 
 def _learn(args: argparse.Namespace) -> int:
@@ -269,22 +281,19 @@ def _learn(args: argparse.Namespace) -> int:
             raise UsageError("--learn needs --profile FILE: the profile to learn against")
         return learn(args.profile, program_argv(args.argv, USAGE), update=args.update)
     except UsageError as exc:
-        return _fail(str(exc), 2)
+        return fail(str(exc), 2)
     except CommandNotFound as exc:
-        return _fail(str(exc), exc.status)
+        return fail(str(exc), exc.status)
 
 
-_fail = fail
-
-
-def _patchable(plan: Plan, compiled: CompiledPolicy) -> bool:
-    """Whether the program, patched for another process, is what compiling for that
-    process gives: only then may a later run (another pid) take it from the cache. A
-    compile more, on a run that builds its policy anyway."""
+def _patchable(plan: Plan, compiled: CompiledPolicy, **how: object) -> bool:
+    """Whether the program (compiled ``how``), patched for another process, is what
+    compiling for that process gives: only then may a later run (another pid) take it
+    from the cache. A compile more, on a run that builds its policy anyway."""
     if compiled.self_pid is None:
         return not compiled.pid_slots
     other = compiled.self_pid ^ 0x5A5A5
-    again = plan.policy.compile(other, all_threads=True)
+    again = plan.policy.compile(other, all_threads=True, **how)  # type: ignore[arg-type]
     return again.pid_slots == compiled.pid_slots and again.bpf == compiled.for_pid(other)
 
 
@@ -297,7 +306,10 @@ def _remember(
 ) -> None:
     """Keep what this run applies for the next run of the same command line
     (run_cache.py), with the --profile bytes it was built from, when they held still."""
-    if not _patchable(plan, compiled):
+    reported = ready[8] is not None
+    if not _patchable(plan, compiled, **(_REPORTING if reported else {})):
+        return
+    if reported and not _patchable(plan, plan.policy.compile(all_threads=True)):
         return
     profiles: list[tuple[str, bytes]] = []
     if args.profile is not None:
@@ -524,17 +536,34 @@ def execute(plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = Fal
     """Confine this process (all threads) and exec the program, for a run that keeps a
     parent: returns only by raising (run_exec.exec_confined). ``notify``: syscalls its
     seccomp listener decides (``--processes``: run_limits.py takes the listener while the
-    exec is parked on it); ``errnos``: its errno denials too (``--report``)."""
+    exec is parked on it); ``errnos``: its errno denials too (reporting them). Under a
+    listener installed above us (``isolates trace``) only a count of processes needs its
+    own: a run that reports loads the policy's plain program instead."""
     ready, compiled = prepare(plan, notify, errnos)
-    exec_confined(ready, plan.argv, plan.env, listener=bool(notify), fallback=compiled.fallback_bpf)
+    fallback = compiled.fallback_bpf
+    if notify == _REPORTING["notify_calls"]:
+        fallback = plan.policy.compile(all_threads=True).bpf
+    exec_confined(ready, plan.argv, plan.env, listener=bool(notify), fallback=fallback)
+
+
+#: How the program of a run that reports is compiled: its execs are the rendezvous at
+#: which run takes the listener (run_report.py), its errno denials go to that listener.
+_REPORTING: Final = {"notify_calls": frozenset({"execve"}), "notify_errnos": True}
 
 
 def prepare(
-    plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = False
+    plan: Plan,
+    notify: frozenset[str] = frozenset(),
+    errnos: bool = False,
+    *,
+    report: str | None = None,
 ) -> tuple[Ready, CompiledPolicy]:
     """What exec_ready applies for ``plan`` (its program compiled, its Landlock plans
     fitted to this kernel, the warnings known before applying them), and the compiled
-    policy it came from."""
+    policy it came from. ``report`` ("failure", "always"): run stays as the program's
+    parent to answer and report its denials (run_report.py)."""
+    if report is not None:
+        notify, errnos = _REPORTING["notify_calls"], True  # type: ignore[assignment]
     # Compiled before anything is applied: libseccomp needs syscalls the policy may deny.
     # For the whole process: the program may stack filters of its own on all its threads.
     compiled = plan.policy.compile(all_threads=True, notify_calls=notify, notify_errnos=errnos)
@@ -549,9 +578,19 @@ def prepare(
                 warnings.append(f"Landlock {status}")
     ready = (
         plan.path, compiled.bpf, start, landlock, compiled.preload, plan.capabilities,
-        tuple(warnings), compiled.pid_slots,
+        tuple(warnings), compiled.pid_slots, _report(plan, report),
     )  # fmt: skip
     return ready, compiled
+
+
+def _report(plan: Plan, report: str | None) -> Report | None:
+    """What run_report.py answers with: the policy's own program, the guards alone."""
+    if report is None:
+        return None
+    verdict = plan.policy.compile(all_threads=True)
+    pid = os.getpid() if verdict.self_pid is None else verdict.self_pid
+    guards = compile_filter((), plan.policy.guards(all_threads=True), Action.ALLOW, pid)
+    return (verdict.bpf, verdict.pid_slots, guards, report == "always")
 
 
 def _warn_partial(status: LandlockStatus) -> None:

@@ -33,8 +33,9 @@ miss only costs the build):
 
 Written atomically (a new file renamed over), read with O_NOFOLLOW, bounded in size and
 in number of entries. It is kept whatever PYTHONDONTWRITEBYTECODE says (it is no
-bytecode); ISOLATES_RUN_CACHE=0 is its own switch. Runs that keep a parent (limits,
-``--report``, ``--tmp``) and ``--learn`` or ``--dry-run`` are not cached.
+bytecode); ISOLATES_RUN_CACHE=0 is its own switch. Runs that keep a parent
+for limits or ``--tmp``, and ``--learn`` or ``--dry-run``, are not cached; a run that
+reports its denials (the default) is: its Ready holds what run_report.py answers with.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import stat
 import sys
 import zlib
 
-from .run_exec import environment, exec_ready, which
+from .run_exec import environment, which
+from .run_report import run_ready
 
 TYPE_CHECKING = False  # not typing's: this module is on the cached start's path
 if TYPE_CHECKING:
@@ -54,8 +56,8 @@ if TYPE_CHECKING:
 
     from .run_exec import Ready
 
-FORMAT = 1
-MAGIC = b"isolates run cache 1\n"
+FORMAT = 2
+MAGIC = b"isolates run cache 2\n"
 MAX_ENTRY = 4 << 20  # bytes; a policy's program and plan are a few KiB
 MAX_ENTRIES = 256  # past this many, storing a new entry first clears the others
 LOADER_CONFIG = ("/etc/ld.so.conf", "/etc/ld.so.conf.d")
@@ -88,7 +90,7 @@ def run_cached(tokens: Sequence[str]) -> int | None:
             os.set_inheritable(fd, False)
         except OSError:
             pass
-    return exec_ready(ready, argv, env)
+    return run_ready(ready, argv, env)
 
 
 def remember(

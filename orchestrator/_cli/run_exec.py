@@ -7,13 +7,20 @@ enum or typing), which is what makes ``isolates run -- CMD`` start in a few ms o
 interpreter's own start.
 
 A ``Ready`` is what the exec needs, as plain data (a tuple, so that ``marshal`` stores it):
-``(path, bpf, start, landlock, preload, capabilities, warnings, pid_slots)``: the
+``(path, bpf, start, landlock, preload, capabilities, warnings, pid_slots, report)``: the
 program's absolute path; the seccomp program; run's own Landlock domain fitted to this
 kernel, or None; the policy's; the libraries to load before confining; the capabilities
 kept across the exec; the warnings to print first (a Landlock domain the kernel enforces
 only in part); the instructions of the program that compare with this process's pid
 (SELF_PID rules, such as pledge's "stdio" signalling itself), patched with the pid of the
-process that execs (``CompiledPolicy.pid_slots``).
+process that execs (``CompiledPolicy.pid_slots``); and, when run stays as the program's
+answering parent (run_report.py, the default), ``(verdict, verdict_slots, guards,
+always)``: ``bpf`` then notifies errno denials and execs, ``verdict`` is the same policy
+without the notifying (with its own pid slots), ``guards`` the guards alone, and
+``always`` says the denials even when the program succeeds (``--report``); else None.
+
+Whether run execs in place or first forks to stay as the program's answering parent
+(the default: the Ready says so) is run_report.py's ``run_ready``.
 
 Safety argument (``exec_ready``: apply, then exec), as run.py's ``execute``:
 
@@ -42,9 +49,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import NoReturn, TypeAlias
 
+    Report: TypeAlias = tuple[bytes, tuple[int, ...], bytes, bool]
     Ready: TypeAlias = tuple[
         str, bytes, "tuple[object, ...] | None", "tuple[object, ...]", tuple[str, ...],
-        tuple[int, ...], tuple[str, ...], tuple[int, ...],
+        tuple[int, ...], tuple[str, ...], tuple[int, ...], "Report | None",
     ]  # fmt: skip
 
 
@@ -86,13 +94,20 @@ def environment(
     return env
 
 
-def exec_ready(ready: Ready, argv: list[str], env: dict[str, str]) -> int:
+def exec_ready(
+    ready: Ready,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    listener: bool = False,
+    fallback: bytes | None = None,
+) -> int:
     """Confine this process by ``ready`` and exec the program. Returns only on failure:
     the exit status, after saying why (126: it could not be confined or executed)."""
     from isolates.sandbox import SandboxError
 
     try:
-        exec_confined(ready, argv, env)
+        exec_confined(ready, argv, env, listener=listener, fallback=fallback)
     except SandboxError as exc:
         return fail(f"cannot confine {argv[0]}: {exc}", 126)
     except OSError as exc:  # execve failed: its message obeys the policy now in force
@@ -113,7 +128,7 @@ def exec_confined(
     program loaded instead when a listener exists already above us (under trace)."""
     from isolates.sandbox.lowlevel import confine, enforce_landlock, program_for_pid
 
-    path, bpf, start, landlock, preload, capabilities, warnings, pid_slots = ready
+    path, bpf, start, landlock, preload, capabilities, warnings, pid_slots, _ = ready
     bpf = program_for_pid(bpf, pid_slots, os.getpid())
     for warning in warnings:  # before the policy, which may deny writing them
         print(f"isolates run: warning: {warning}", file=sys.stderr)

@@ -85,16 +85,17 @@ def run_limited(
     policy: Policy,
     execute: Callable[[frozenset[str], bool], Any],
     *,
-    report: bool = False,
+    report: str | None = None,
 ) -> int:
     """Fork; the child lowers its rlimits and calls ``execute`` (apply, exec: it never
     returns) with the syscalls its listener is to decide and whether its errno denials
     go to it too; we wait, answer, and report a limit that stopped it and, with
-    ``report``, what its policy denied. Our exit status is the program's (128 + the
-    signal that killed it)."""
+    ``report``, what its policy denied ("always", or "failure": when the program
+    fails). Our exit status is the program's (128 + the signal that killed it)."""
     bounds = limits if limits is not None else Limits()
     counting = bounds.processes is not None
-    answering = counting or report
+    reporting = report is not None
+    answering = counting or reporting
     if counting:
         from .run_processes import prepare
 
@@ -104,19 +105,21 @@ def run_limited(
     pid = os.fork()
     if pid == 0:
         rlimits = bounds.rlimits() if limits is not None else []
-        _become_program(parent, rlimits, lambda: execute(notify, report))
+        _become_program(parent, rlimits, lambda: execute(notify, reporting))
     pidfd = os.pidfd_open(pid)
     counted: Counted | None = None
     try:
         if answering:
-            counted = _counted(pid, pidfd, policy, bounds.processes, report)
+            counted = _counted(pid, pidfd, policy, bounds.processes, reporting)
         status, timed_out = _wait(pid, pidfd, bounds.wall_time, counted)
     finally:
         if counted is not None:
             counted.end_leftovers()
         os.close(pidfd)
-    if counted is not None and counted.denials:
-        _say_denials(counted)
+    if counted is not None and counted.denials and (report == "always" or status != 0):
+        from .run_report import say_denials
+
+        say_denials(counted.denials)
     return _report(status, timed_out, bounds, counted)
 
 
@@ -133,19 +136,6 @@ def _counted(pid: int, pidfd: int, policy: Policy, limit: int | None, report: bo
     if not counted.take_listener():  # it ended before its exec, or never got there
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     return counted
-
-
-def _say_denials(counted: Counted) -> None:
-    assert counted.denials is not None
-    listed = counted.denials.listed()
-    total = sum(d.times for d in listed) + counted.denials.dropped
-    _say(f"{total} calls denied by the policy:")
-    for d in listed:
-        again = f" ({d.times} times)" if d.times > 1 else ""
-        name = d.call.split("(", 1)[0]
-        print(f"  {d.call} -> {d.error}{again}; allowed by --allow {name}", file=sys.stderr)
-    if counted.denials.dropped:
-        print(f"  and {counted.denials.dropped} more", file=sys.stderr)
 
 
 def _become_program(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from isolates.orchestrator import Limits, Popen, run
-from isolates.sandbox import Landlock, PolicyError, profiles
+from isolates.sandbox import Action, Landlock, PolicyError, profiles
 
 
 def test_run_confines_the_program_and_returns_what_subprocess_returns(tmp_path: Path) -> None:
@@ -56,3 +57,20 @@ def test_what_cannot_be_confined_is_refused_before_anything_runs() -> None:
         run("cat /etc/passwd", shell=True)
     with pytest.raises(PolicyError, match="policy= takes a Policy"):
         run(["true"], policy="stdio")  # type: ignore[arg-type]
+
+
+def test_denials_reach_stderr_as_isolates_run_says_them() -> None:
+    """report_denials=None (default): said when the program fails; True: always; False:
+    never. The answers (EPERM) are the same in every case."""
+    code = (
+        "import socket, sys\ntry:\n    socket.socket()\nexcept OSError as e:\n    print(e.errno)\n"
+    )
+    python = Landlock().read(os.path.realpath(sys.base_exec_prefix)).read(sys.prefix)
+    policy = profiles.pledge("stdio rpath").extend(python, default=Action.ERRNO(errno.EPERM))
+    said = "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) -> EPERM; allowed by --allow socket"
+    for status, report, shown in ((3, None, True), (0, None, False), (0, True, True),
+                                  (3, False, False)):  # fmt: skip
+        argv = [sys.executable, "-I", "-c", f"{code}sys.exit({status})"]
+        done = run(argv, policy=policy, report_denials=report, capture_output=True, text=True)
+        assert (done.returncode, done.stdout) == (status, "1\n"), done.stderr
+        assert (said in done.stderr) == shown, (status, report, done.stderr)

@@ -164,7 +164,6 @@ def test_runs_that_keep_a_parent_or_turn_it_off_are_not_cached(tree: Path) -> No
     env = {**os.environ, "ISOLATES_RUN_CACHE": "0"}
     before = _entries()
     for options, given in (
-        ((*base, "--report"), None),
         ((*base, "--tmp"), None),
         ((*base, "--memory", "256M"), None),
         (base, env),
@@ -172,6 +171,25 @@ def test_runs_that_keep_a_parent_or_turn_it_off_are_not_cached(tree: Path) -> No
         assert isolates_run(*options, *command, env=given)[:2] == (0, "in here\n")
         assert isolates_run(*options, *command, env=given)[3]  # built again
     assert _entries() == before
+
+
+DENIED = "import socket\ntry:\n    socket.socket()\nexcept OSError as e:\n    print(e.errno)\n"
+
+
+@pytest.mark.parametrize("report", ["--report", None])
+def test_a_cached_run_still_answers_and_reports_its_denials(tree: Path, report: str | None) -> None:
+    """The cached start keeps run as the program's answering parent (run_report.py): its
+    denials fail as the policy says and are said, with --report even on success."""
+    script = tree / "inside" / "denied.py"
+    script.write_text(DENIED + ("" if report else "raise SystemExit(5)\n"))
+    reads = [a for p in {sys.base_prefix, sys.prefix, str(tree / "inside")} for a in ("--read", p)]
+    options = [*([report] if report else []), "--pledge", "stdio rpath", *reads, "--"]
+    command = [sys.executable, "-I", str(script)]
+    for built in (True, False):
+        status, out, err, was_built = isolates_run(*options, *command)
+        assert (status, out, was_built) == (0 if report else 5, "1\n", built), err
+        assert "1 calls denied by the policy:" in err
+        assert "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) -> EPERM" in err
 
 
 def test_building_a_policy_reads_only_the_environment_the_key_holds(
