@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -98,22 +99,45 @@ def _convenience(path: str, out: Grants) -> bool:
 
 
 def _plain(path: str, rights: set[str], out: Grants, reads: dict[str, list[str]]) -> None:
+    if not os.path.lexists(path):
+        _gone(path, rights, out)
+        return
     here = {r for r in rights if r in _DIR_RIGHTS}
     if here:  # entries made or removed in this directory: those rights, and writing them
         out.paths[path] |= here
-        if here & {"make_reg", "make_dir", "make_sym", "make_sock", "make_fifo"}:
+        if here & _MAKES:
             out.paths[path] |= {"write_file", "truncate", "read_file"}
     rest = rights - here
-    if not os.path.lexists(path):  # made during the trace and gone: its directory has it
-        if rest & {"write", "truncate", "read"}:
-            out.paths[os.path.dirname(path)] |= _file_rights(rest)
-        return
     if rest & {"read"} and not os.path.isdir(path) and not rest - {"read"}:
         reads[os.path.dirname(path)].append(path)
     if rest:
         out.paths[path] |= _file_rights(rest) if not os.path.isdir(path) else _dir_reads(rest)
 
 
+def _gone(path: str, rights: set[str], out: Grants) -> None:
+    """A path made during the trace and removed before its end (a ``mkdtemp`` directory
+    and what was in it): granted beneath its nearest directory that still exists, since
+    Landlock grants only what exists when the policy is loaded, and a name made at random
+    cannot be named in advance. Its rights move there as they are: entries made or
+    removed, files read, written or run, a directory listed."""
+    anchor = os.path.dirname(path)
+    while not os.path.isdir(anchor):
+        anchor = os.path.dirname(anchor)
+    moved = {r for r in rights if r in _DIR_RIGHTS} | _file_rights(rights)
+    if moved & _MAKES:
+        moved |= {"write_file", "truncate", "read_file"}
+    if "list" in rights:
+        moved.add("read_dir")
+    if not moved:
+        return
+    out.paths[anchor] |= moved
+    wide = " (a wide grant: check it)" if anchor in _WHOLE else ""
+    if anchor == tempfile.gettempdir():
+        wide = " (temporary files: `isolates run --tmp` gives a private TMPDIR instead)"
+    out.named.setdefault(anchor, f"paths made and removed during the trace beneath it{wide}")
+
+
+_MAKES: Final = frozenset({"make_reg", "make_dir", "make_sym", "make_sock", "make_fifo"})
 _FILE_GROUPS: Final = (
     ("read", {"read_file"}),
     ("write", {"write_file"}),

@@ -204,3 +204,51 @@ def test_python_http_server_serves_its_directory(tmp_path: Path, www: Path) -> N
     finally:
         server.kill()
         server.wait(timeout=30)
+    # The same profile, told to serve a directory the trace never saw: it cannot read it.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "index.txt").write_text("not granted\n")
+    elsewhere = [*serve[:-1], str(other)]
+    server = subprocess.Popen([*CLI, "run", "--profile", str(profile), "--", *elsewhere],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert _get(port, "/index.txt")[0] == 404  # PermissionError: http.server says 404
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    another_port = [*serve[:3], str(_free_port()), *serve[4:]]
+    refused = _cli("run", "--profile", str(profile), "--", *another_port, timeout=30)
+    assert refused.returncode == 1 and "PermissionError" in refused.stderr  # bind refused
+
+
+MAKES_A_TEMPORARY_TREE = """
+import pathlib, shutil, sys, tempfile
+work = pathlib.Path(tempfile.mkdtemp(dir=sys.argv[1]))  # a new random name every run
+for i in range(12):
+    (work / f"f{i}.py").write_text("x")
+(work / "sub").mkdir()
+print(len(list(work.glob("*.py"))), len(list(work.iterdir())))
+shutil.rmtree(work)
+"""
+
+
+def test_a_temporary_tree_made_and_removed_is_granted_where_it_was_made(tmp_path: Path) -> None:
+    """What the trace saw made and removed (mkdtemp's directory, a new random name at
+    each run) is granted beneath the nearest directory that still exists, not at the
+    old run's gone path: the profile works the next time, and nothing beside it opens."""
+    scratch, secret = tmp_path / "scratch", tmp_path / "secret.txt"
+    scratch.mkdir()
+    secret.write_text("no\n")
+    script = tmp_path / "temporary.py"
+    script.write_text(MAKES_A_TEMPORARY_TREE)
+    argv = [sys.executable, "-I", str(script), str(scratch)]
+    profile = traced_profile(tmp_path, *argv)
+    text = profile.read_text()
+    assert f'path = "{scratch}"' in text and f"{scratch}/" not in text  # not the gone names
+    done = under(profile, *argv)
+    assert (done.returncode, done.stdout) == (0, "12 13\n"), done.stderr
+    assert list(scratch.iterdir()) == []
+    reading = under(profile, sys.executable, "-I", "-c", f"open({str(secret)!r}).read()")
+    assert reading.returncode == 1 and "PermissionError" in reading.stderr
+    elsewhere = under(profile, *argv[:-1], str(tmp_path))  # the same, one directory up
+    assert elsewhere.returncode == 1 and "PermissionError" in elsewhere.stderr
