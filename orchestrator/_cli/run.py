@@ -541,14 +541,17 @@ def execute(plan: Plan, notify: frozenset[str] = frozenset(), errnos: bool = Fal
     own: a run that reports loads the policy's plain program instead."""
     ready, compiled = prepare(plan, notify, errnos)
     fallback = compiled.fallback_bpf
-    if notify == _REPORTING["notify_calls"]:
+    if notify == _REPORTING["notify_calls"]:  # a parent that reports, no count
         fallback = plan.policy.compile(all_threads=True).bpf
     exec_confined(ready, plan.argv, plan.env, listener=bool(notify), fallback=fallback)
 
 
 #: How the program of a run that reports is compiled: its execs are the rendezvous at
-#: which run takes the listener (run_report.py), its errno denials go to that listener.
-_REPORTING: Final = {"notify_calls": frozenset({"execve"}), "notify_errnos": True}
+#: which run takes the listener (run_report.py), its errno denials and its kills go to
+#: that listener (run answers the one, kills for the other, and names both).
+_REPORTING: Final = {
+    "notify_calls": frozenset({"execve"}), "notify_errnos": True, "notify_kills": True,
+}  # fmt: skip
 
 
 def prepare(
@@ -562,11 +565,14 @@ def prepare(
     fitted to this kernel, the warnings known before applying them), and the compiled
     policy it came from. ``report`` ("failure", "always"): run stays as the program's
     parent to answer and report its denials (run_report.py)."""
-    if report is not None:
+    kills = report is not None
+    if kills:
         notify, errnos = _REPORTING["notify_calls"], True  # type: ignore[assignment]
     # Compiled before anything is applied: libseccomp needs syscalls the policy may deny.
     # For the whole process: the program may stack filters of its own on all its threads.
-    compiled = plan.policy.compile(all_threads=True, notify_calls=notify, notify_errnos=errnos)
+    compiled = plan.policy.compile(
+        all_threads=True, notify_calls=notify, notify_errnos=errnos, notify_kills=kills
+    )
     start = None if plan.start is None else resolve_landlock(plan.start)
     landlock = resolve_landlock(compiled.landlock)
     warnings = []

@@ -40,7 +40,8 @@ Safety argument:
 - Every answer is the policy's own program, without the notifying, on the parked
   registers (verdicts.py): an errno is that errno; an allow is CONTINUE (execs, which no
   filter of ours decides by memory, so what the caller rewrites meanwhile cannot change
-  the verdict); anything else kills the caller's process before its call is answered.
+  the verdict); a kill (the policy's kills are notified too, so that run can name the
+  call) kills the caller's process before its call is answered: the call never runs.
   Nothing runs here that the policy alone would not let run.
 - If this process is killed, the listener closes: every call it would have answered
   fails with ENOSYS (still a denial), and PDEATHSIG ends the program.
@@ -118,7 +119,11 @@ def run_reporting(ready: Ready, argv: list[str], env: dict[str, str]) -> NoRetur
     if program.denials and (always or status != 0):
         say_denials(program.denials)
     if program.violation is not None:
-        _say(f"killed: {program.violation}")
+        call, killed = program.violation
+        whose = "" if killed == pid else f" (in process {killed}, of the program's tree)"
+        _say(f"killed: {call} is not allowed by the policy{whose}")
+        if killed == pid and os.WIFSIGNALED(status) and os.WTERMSIG(status) == _signal.SIGKILL:
+            status = _signal.SIGSYS  # as the kernel's own kill would have ended it
     program.serve_leftovers()
     code = _exit_status(status)
     # Nothing of ours is left to finalize (no thread, no file of ours open for writing):
@@ -181,7 +186,7 @@ class Answering:
         self._verdicts = Verdicts(verdict)
         self._guards = Verdicts(guards)
         self.denials: Denials | None = None
-        self.violation: str | None = None
+        self.violation: tuple[str, int] | None = None  # the first: the call, its process
 
     def expect_exec(self) -> None:
         """Evaluate the verdict on an exec now: no filter of ours reads execve's
@@ -229,13 +234,14 @@ class Answering:
         self.denials.add(described(self.listener, n), n.nr, err, allow)
 
     def _kill_caller(self, n: Notification, record: bool) -> None:
-        """A call the policy kills for: the caller's process is killed, unanswered."""
+        """A call the policy kills for: the caller's process is killed, unanswered (as
+        isolates do: a thread-killing rule ends the process too)."""
+        tgid = _tgid_of(n.pid)
         if record and self.violation is None:
             from .._core.denials import described
 
             assert self.listener is not None
-            self.violation = f"{described(self.listener, n)} is not allowed by the policy"
-        tgid = _tgid_of(n.pid)
+            self.violation = (described(self.listener, n), tgid or n.pid)
         if tgid is None:
             return
         try:

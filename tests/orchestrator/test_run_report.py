@@ -181,3 +181,26 @@ def test_under_a_tracer_run_loads_the_policy_itself_and_still_denies(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:3] == ["EPERM", "-1", "EPERM"]
+
+
+def test_a_killing_policy_names_the_call_and_ends_as_the_kernel_would(tmp_path: Path) -> None:
+    """Under --kill the violation is named with its arguments in words, and the program
+    (and so run) still ends by SIGSYS, as with run in place, where nothing is said."""
+    command = python(tmp_path, DENIED, "--kill", "--pledge", "stdio rpath")
+    said = "killed: socket(AF_INET6, SOCK_DGRAM|SOCK_CLOEXEC, 0) is not allowed by the policy"
+    done = run(*command, "0")
+    assert done.returncode == -signal.SIGSYS and done.stdout == ""
+    assert said in done.stderr
+    quiet = run("--no-report", *command, "0")
+    assert quiet.returncode == -signal.SIGSYS and "killed" not in quiet.stderr
+
+
+def test_a_violation_deeper_in_the_tree_is_named_with_its_process(tmp_path: Path) -> None:
+    command = python(tmp_path, "import subprocess, sys\n"
+                     "print(subprocess.run([sys.executable, '-I', '-c', 'import socket; "
+                     "socket.socket()']).returncode)\n",
+                     "--kill", "--pledge", "stdio rpath proc exec")  # fmt: skip
+    done = run(*command)
+    assert (done.returncode, done.stdout) == (0, f"{-signal.SIGKILL}\n"), done.stderr
+    assert "killed: socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) is not allowed" in done.stderr
+    assert "(in process " in done.stderr
