@@ -70,6 +70,7 @@ from .run_exec import exec_ready
 
 TYPE_CHECKING = False  # not typing's: this module is on the cached start's path
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from isolates.sandbox.lowlevel import Notification
@@ -92,27 +93,61 @@ def run_ready(ready: Ready, argv: list[str], env: dict[str, str]) -> int:
     status, after saying why)."""
     if ready[8] is None:
         return exec_ready(ready, argv, env)
-    run_reporting(ready, argv, env)
+    started = _start(ready, argv, env)
+    if isinstance(started, str):  # nothing was applied here: run in place instead
+        _say(f"warning: denials cannot be reported here ({started}); running in place")
+        verdict, slots = ready[8][:2]
+        return exec_ready((*ready[:1], verdict, *ready[2:7], slots, None), argv, env)
+    _report_and_exit(*started)
 
 
-def run_reporting(ready: Ready, argv: list[str], env: dict[str, str]) -> NoReturn:
-    """Run the program confined by ``ready`` as our child, answering its denials; exit
-    with the program's status (a signal that killed it is raised on us)."""
+def _start(
+    ready: Ready, argv: list[str], env: dict[str, str]
+) -> tuple[int, int, Answering, bool] | str:
+    """Our child, confining itself by ``ready``; its pidfd; what answers its listener,
+    which is taken before its exec; whether it reports always. A string: why it could
+    not be done here (a fork, a pidfd or pidfd_getfd refused: under a policy of someone
+    else's, or ptrace_scope 3), after the child, if any, was killed before its exec."""
     assert ready[8] is not None
     verdict, slots, guards, always = ready[8]
-    exec_seen, exec_sign = os.pipe2(os.O_CLOEXEC)
-    parent = os.getpid()
-    pid = os.fork()
+    try:
+        exec_seen, exec_sign = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        pid = os.fork()
+    except OSError as exc:
+        return f"fork: {exc.strerror}"
     if pid == 0:
         os.close(exec_seen)
         _become_program(parent, ready, argv, env, program_for_pid(verdict, slots, os.getpid()))
     os.close(exec_sign)
-    pidfd = os.pidfd_open(pid)
     program = Answering(program_for_pid(verdict, slots, pid), guards)
     program.expect_exec()  # while the child confines itself: its exec is then answered at once
     try:
-        program.listener = _take_listener(pid, pidfd, exec_seen)
+        pidfd = _calling("pidfd_open", os.pidfd_open, pid)
+        try:
+            program.listener = _take_listener(pid, pidfd, exec_seen)
+        except OSError:
+            os.close(pidfd)
+            raise
+    except OSError as exc:
+        os.kill(pid, _signal.SIGKILL)  # parked in its exec, or not there yet: nothing ran
+        os.waitpid(pid, 0)
+        return exc.strerror or str(exc)
+    finally:
         os.close(exec_seen)
+    return pid, pidfd, program, always
+
+
+def _calling(name: str, call: Callable[[int], int], arg: int) -> int:
+    try:
+        return call(arg)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{name}: {exc.strerror}") from None
+
+
+def _report_and_exit(pid: int, pidfd: int, program: Answering, always: bool) -> NoReturn:
+    """Answer the program until it ends, say what it was denied, exit as it did."""
+    try:
         status = _wait(pid, pidfd, program)
     finally:
         os.close(pidfd)

@@ -204,3 +204,28 @@ def test_a_violation_deeper_in_the_tree_is_named_with_its_process(tmp_path: Path
     assert (done.returncode, done.stdout) == (0, f"{-signal.SIGKILL}\n"), done.stderr
     assert "killed: socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) is not allowed" in done.stderr
     assert "(in process " in done.stderr
+
+
+UNDER_ANOTHER_POLICY = """
+import errno, os, sys
+from isolates.sandbox import Action, Policy, Rule, RuleSet
+refuse = RuleSet(Rule("pidfd_getfd", action=Action.ERRNO(errno.EPERM)))
+Policy(refuse, default=Action.ALLOW).apply(all_threads=True)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def test_where_the_listener_cannot_be_taken_run_says_so_and_runs_in_place(
+    tmp_path: Path,
+) -> None:
+    """Under someone else's policy refusing pidfd_getfd (or ptrace_scope 3), run kills
+    its child before the exec, says why, and runs the program in place: denied alike."""
+    outer = tmp_path / "outer.py"
+    outer.write_text(UNDER_ANOTHER_POLICY)
+    command = python(tmp_path, DENIED, "--pledge", "stdio rpath")
+    done = subprocess.run([sys.executable, str(outer), "-m", "isolates.orchestrator._cli", "run",
+                           *command, "3"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.split() == ["EPERM", "-1", "EPERM"]
+    assert "denials cannot be reported here (pidfd_getfd: Operation not permitted)" in done.stderr
+    assert "calls denied" not in done.stderr
