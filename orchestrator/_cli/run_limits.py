@@ -197,9 +197,13 @@ def _ms_left(deadline: float | None) -> int | None:
 
 
 def _forwarding(pidfd: int) -> dict[int, Any]:
-    """Signals sent to us go to the program (through its pidfd, while it is unreaped)."""
+    """Signals sent to us go to the program (through its pidfd, while it is unreaped),
+    but the terminal's keys when we are in its foreground: they reached it already."""
+    from .run_report import in_terminal_foreground
 
     def forward(signum: int, frame: object) -> None:
+        if signum in (signal.SIGINT, signal.SIGQUIT) and in_terminal_foreground():
+            return  # the terminal sent it to the program as well
         try:
             signal.pidfd_send_signal(pidfd, signum)
         except OSError:

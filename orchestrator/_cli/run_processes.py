@@ -46,7 +46,9 @@ from isolates.sandbox.lowlevel import (
 )
 
 from .._core.answers import Answers, Denials
+from .._core.denials import guarded_by, guards_program
 from .._core.process_count import COUNTED, ProcessCount, tgid_of, tree_tasks
+from .run_report import allowed_by
 
 #: What the program's listener decides: its execs (the rendezvous), and its clones
 #: under a count.
@@ -74,7 +76,8 @@ class Counted:
         # Counted from this process, the subreaper (not counted itself): orphans of the
         # program's tree are re-parented to us, out of the program's own subtree.
         self.count = None if limit is None else ProcessCount(limit, os.getpid(), mirror=True)
-        self.denials = Denials(_allowed_by) if report else None
+        guarded = guarded_by(guards_program(policy))
+        self.denials = Denials(allowed_by, guarded) if report else None
         self.answers = Answers(verdict, count=self.count, denials=self.denials)
         self.listener: int | None = None
         self.violation: str | None = None
@@ -142,10 +145,6 @@ class Counted:
         if self.listener is not None:
             os.close(self.listener)
             self.listener = None
-
-
-def _allowed_by(nr: int) -> str:
-    return f"--allow {syscall_name(nr)}"
 
 
 def _listener_of(pid: int) -> int | None:

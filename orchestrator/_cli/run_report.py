@@ -124,6 +124,8 @@ def _start(
     program.expect_exec()  # while the child confines itself: its exec is then answered at once
     try:
         pidfd = _calling("pidfd_open", os.pidfd_open, pid)
+        for sig in _FORWARDED:  # before the wait: a Ctrl-C now ends the program, not us
+            _signal.signal(sig, _forwarder(pidfd))
         try:
             program.listener = _take_listener(pid, pidfd, exec_seen)
         except OSError:
@@ -132,6 +134,8 @@ def _start(
     except OSError as exc:
         os.kill(pid, _signal.SIGKILL)  # parked in its exec, or not there yet: nothing ran
         os.waitpid(pid, 0)
+        for sig in _FORWARDED:
+            _signal.signal(sig, _signal.SIG_DFL)
         return exc.strerror or str(exc)
     finally:
         os.close(exec_seen)
@@ -252,21 +256,12 @@ class Answering:
             pass
 
     def _record(self, n: Notification, err: int) -> None:
-        from isolates.sandbox.lowlevel import syscall_name  # the words: at a denial only
-
-        from .._core.denials import Denials, described
+        from .._core.denials import Denials, described  # the words: at a denial only
 
         if self.denials is None:
-            self.denials = Denials()
+            self.denials = Denials(allowed_by, self._guards.refuses)
         assert self.listener is not None
-        name = syscall_name(n.nr)
-        guarded = self._guards.ret_of(n.nr, n.args) & _ACTION
-        allow = (
-            f"--allow {name}"
-            if guarded in _ALLOWS
-            else "no option: isolates refuses it under every policy"
-        )
-        self.denials.add(described(self.listener, n), n.nr, err, allow)
+        self.denials.add(described(self.listener, n), n.nr, err, n.args)
 
     def _kill_caller(self, n: Notification, record: bool) -> None:
         """A call the policy kills for: the caller's process is killed, unanswered (as
@@ -321,6 +316,13 @@ class Answering:
             os._exit(0)
 
 
+def allowed_by(nr: int) -> str:
+    """What would allow a denied syscall, as an option of ``isolates run``."""
+    from isolates.sandbox.lowlevel import syscall_name
+
+    return f"--allow {syscall_name(nr)}"
+
+
 def _tgid_of(tid: int) -> int | None:
     try:
         with open(f"/proc/{tid}/status", "rb") as status:
@@ -333,9 +335,8 @@ def _tgid_of(tid: int) -> int | None:
 
 
 def _wait(pid: int, pidfd: int, program: Answering) -> int:
-    """The program's wait status; meanwhile its parked calls answered and the signals
-    run receives forwarded to it."""
-    previous = {sig: _signal.signal(sig, _forwarder(pidfd)) for sig in _FORWARDED}
+    """The program's wait status; meanwhile its parked calls answered (the signals run
+    receives are forwarded to it from its pidfd's opening on: ``_start``)."""
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     listener = -1 if program.listener is None else program.listener
@@ -349,13 +350,13 @@ def _wait(pid: int, pidfd: int, program: Answering) -> int:
             if pidfd in events:
                 return os.waitpid(pid, 0)[1]
     finally:
-        for sig, handler in previous.items():
-            _signal.signal(sig, handler)
+        for sig in _FORWARDED:  # for what follows: the answerer left for leftovers
+            _signal.signal(sig, _signal.SIG_DFL)
 
 
 def _forwarder(pidfd: int) -> object:
     def forward(signum: int, frame: object) -> None:
-        if signum in _TERMINAL_KEYS and _in_terminal_foreground():
+        if signum in _TERMINAL_KEYS and in_terminal_foreground():
             return  # the terminal sent it to the program as well
         try:
             _signal.pidfd_send_signal(pidfd, signum)
@@ -365,7 +366,9 @@ def _forwarder(pidfd: int) -> object:
     return forward
 
 
-def _in_terminal_foreground() -> bool:
+def in_terminal_foreground() -> bool:
+    """Whether our process group is its terminal's foreground one: the terminal's keys
+    (Ctrl-C, Ctrl-\\) then reached the program as well as us."""
     for fd in (0, 1, 2):
         try:
             return os.tcgetpgrp(fd) == os.getpgrp()

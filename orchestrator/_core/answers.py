@@ -86,7 +86,7 @@ class Answers:
         try:
             if action.kind == "errno":
                 if self.denials is not None:
-                    self.denials.add(described(listener, n), n.nr, action.errno)
+                    self.denials.add(described(listener, n), n.nr, action.errno, n.args)
                 deny_notification(listener, n.id, action.errno)
             elif action.denies:
                 return False

@@ -20,6 +20,7 @@ from isolates.sandbox.lowlevel import LandlockPlan, resolve_landlock
 from .._namespaces.options import Namespaces
 from .answers import Answers, Denials, Learned
 from .coverage import request as coverage_request
+from .denials import guarded_by, guards_program
 from .encode import dump, needs_msgspec
 from .functions import unwrap
 from .process_count import COUNTED, ProcessCount
@@ -72,7 +73,7 @@ def answers_for(
     verdict = policy.compile(pid=ns.pid_inside(pid) if ns else pid, all_threads=True).bpf
     mirror = ns is not None and ns.pid
     count = None if processes is None else ProcessCount(processes, pid, mirror=mirror)
-    denials = Denials() if reported else None
+    denials = Denials(guarded=guarded_by(guards_program(policy))) if reported else None
     inside = ns.pid_inside(pid) if ns else pid
     learning = None if learned is None else (learned, inside)
     return Answers(verdict, count=count, denials=denials, learning=learning)

@@ -10,9 +10,10 @@ counted, so a program denied without end costs its parent no more memory.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from isolates.sandbox.lowlevel import (
     Notification,
@@ -21,6 +22,9 @@ from isolates.sandbox.lowlevel import (
     notification_valid,
     syscall_name,
 )
+
+if TYPE_CHECKING:
+    from isolates.sandbox import Policy
 
 
 def described(listener: int, n: Notification) -> str:
@@ -71,25 +75,36 @@ class Denial:
         return f"{self.call} -> {self.error}{again}; allowed by {self.allow}"
 
 
+#: What a denial the guards decide says of what would allow it: nothing would.
+GUARDED: Final = "no rule or option: isolates refuses it under every policy"
+
+Guarded = Callable[[int, tuple[int, ...]], bool]
+
+
 class Denials:
     """An isolate's denials, the first ``MAX_DENIALS`` distinct ones kept."""
 
-    def __init__(self, allow_of: Callable[[int], str] | None = None) -> None:
+    def __init__(
+        self, allow_of: Callable[[int], str] | None = None, guarded: Guarded | None = None
+    ) -> None:
         """``allow_of``: what would allow a denied syscall (by number), in the words of
-        whoever reads the list (default: a Rule of it, for isolates in Python)."""
+        whoever reads the list (default: a Rule of it, for isolates in Python);
+        ``guarded``: whether a call (nr, args) is one isolates' guards refuse, which no
+        rule allows (``guarded_by``)."""
         self._seen: dict[tuple[str, str], list[int | str]] = {}
         self._allow_of = allow_of or (lambda nr: f"Rule({syscall_name(nr)!r})")
+        self._guarded = guarded
         self.dropped = 0  # denials beyond what is kept
 
-    def add(self, call: str, nr: int, err: int, allow: str | None = None) -> None:
-        """Count ``call`` (system call ``nr``) denied with ``err``; ``allow``: what would
-        allow it, in the caller's words (default: a Rule of its syscall)."""
+    def add(self, call: str, nr: int, err: int, args: tuple[int, ...] = ()) -> None:
+        """Count ``call`` (system call ``nr`` with ``args``) denied with ``err``."""
         key = (call, errno.errorcode.get(err, str(err)))
         entry = self._seen.get(key)
         if entry is not None:
             entry[0] = int(entry[0]) + 1
         elif len(self._seen) < MAX_DENIALS:
-            self._seen[key] = [1, allow or self._allow_of(nr)]
+            guarded = self._guarded is not None and self._guarded(nr, args)
+            self._seen[key] = [1, GUARDED if guarded else self._allow_of(nr)]
         else:
             self.dropped += 1
 
@@ -101,3 +116,30 @@ class Denials:
 
     def __bool__(self) -> bool:
         return bool(self._seen)
+
+
+def guarded_by(guards: bytes | Callable[[], bytes]) -> Guarded:
+    """``Denials``' ``guarded`` from the guards-only program (isolates run's cached one),
+    or from what compiles it, called at the first denial only (``guards_program``)."""
+    from .verdicts import Verdicts
+
+    verdicts: list[Verdicts] = []
+
+    def guarded(nr: int, args: tuple[int, ...]) -> bool:
+        if not verdicts:
+            verdicts.append(Verdicts(guards if isinstance(guards, bytes) else guards()))
+        return verdicts[0].refuses(nr, args)
+
+    return guarded
+
+
+def guards_program(policy: Policy) -> Callable[[], bytes]:
+    """What compiles ``policy``'s guards alone: every other call allowed."""
+
+    def program() -> bytes:
+        from isolates.sandbox import Action
+        from isolates.sandbox.lowlevel import compile_filter
+
+        return compile_filter((), policy.guards(all_threads=True), Action.ALLOW, os.getpid())
+
+    return program

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from isolates.sandbox.lowlevel import evaluate_reading
+from isolates.sandbox.lowlevel import evaluate_reading, uapi
 
 TYPE_CHECKING = False  # not typing's: on isolates run's cached start (run_report.py)
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ class Verdicts:
             known.append((reads, ret))
         return ret
 
+    def refuses(self, nr: int, args: tuple[int, ...]) -> bool:
+        """Whether the program answers this call with anything but an allow (or log)."""
+        return self.ret_of(nr, args) & _ACTION not in _ALLOWS
+
     def of(self, nr: int, args: tuple[int, ...]) -> Action:
         """``ret_of`` as the Action it stands for."""
         from isolates.sandbox.lowlevel import action_of
@@ -61,3 +65,5 @@ def _words(args: tuple[int, ...]) -> dict[int, int]:
 
 
 _LITTLE: Final = sys.byteorder == "little"
+_ACTION: Final = uapi.SECCOMP_RET_ACTION_FULL
+_ALLOWS: Final = (uapi.SECCOMP_RET_ALLOW, uapi.SECCOMP_RET_LOG)

@@ -38,3 +38,12 @@ def uname_errno() -> str:
 
 def uname_worker(ctx: object) -> None:
     os.uname()
+
+
+def ptrace_then_uname() -> None:
+    """ptrace (every policy's guards refuse it), then uname (a policy may allow it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall(101, 0, 0, 0, 0)  # ptrace(PTRACE_TRACEME): EPERM from the guards
+    os.uname()

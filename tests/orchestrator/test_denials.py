@@ -30,6 +30,16 @@ def test_a_failed_call_lists_what_was_denied_with_its_path_and_errno() -> None:
     assert isolate(FILES)(t.read)("/etc/hostname") == Path("/etc/hostname").read_text()
 
 
+def test_a_call_the_guards_refuse_says_no_rule_allows_it() -> None:
+    """ptrace is refused by isolates' guards under every policy: the denial says so rather
+    than offering a Rule that would change nothing; uname's still names its Rule."""
+    policy = Policy(Rule("uname", action=Action.ERRNO(errno.EPERM)), default=Action.ALLOW)
+    err = assert_denied(t.ptrace_then_uname, policy=policy, errno=errno.EPERM, syscall="uname")
+    allows = {d.call.split("(")[0]: d.allow for d in err.denials}  # type: ignore[attr-defined]
+    assert allows == {"ptrace": "no rule or option: isolates refuses it under every policy",
+                      "uname": "Rule('uname')"}  # fmt: skip
+
+
 def test_a_denial_keeps_the_policys_own_errno_and_never_runs() -> None:
     denies = Policy(Rule("uname", action=Action.ERRNO(errno.EACCES)))
     assert_denied(os.uname, policy=denies, errno=errno.EACCES, syscall="uname")

@@ -63,7 +63,7 @@ def test_denials_are_answered_alike_and_said_when_the_program_fails_or_asked(
             in (done.stderr)
         )
         # ptrace is refused by the guards: no option lifts it, and the report says so.
-        assert "ptrace(" in done.stderr and "allowed by no option" in done.stderr
+        assert "ptrace(" in done.stderr and "allowed by no rule or option" in done.stderr
         assert "--allow ptrace" not in done.stderr
 
 
@@ -229,3 +229,44 @@ def test_where_the_listener_cannot_be_taken_run_says_so_and_runs_in_place(
     assert done.stdout.split() == ["EPERM", "-1", "EPERM"]
     assert "denials cannot be reported here (pidfd_getfd: Operation not permitted)" in done.stderr
     assert "calls denied" not in done.stderr
+
+
+COUNTS_INTERRUPTS = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while not got and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(1)  # a second SIGINT, forwarded, would come within this
+print("interrupts", len(got), flush=True)
+"""
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_ctrl_c_at_a_terminal_reaches_the_program_once(tmp_path: Path, limited: bool) -> None:
+    """The terminal sends Ctrl-C to its foreground group, run and the program both: run
+    does not send it a second time (the program would take two KeyboardInterrupts)."""
+    import pty
+
+    limit = ["--wall-time", "60"] if limited else []
+    argv = [*CLI, "run", *limit, *python(tmp_path, COUNTS_INTERRUPTS)]
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    said = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in said and time.monotonic() < deadline:
+            said += os.read(terminal, 1024)
+        os.write(terminal, b"\x03")  # Ctrl-C
+        while b"interrupts" not in said and time.monotonic() < deadline:
+            said += os.read(terminal, 1024)
+        while not said.endswith(b"\n"):
+            said += os.read(terminal, 1024)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(terminal)
+    assert b"interrupts 1" in said, said
+    assert os.waitstatus_to_exitcode(status) == 0
