@@ -67,13 +67,20 @@ class IsolatedFunction(Generic[P, R]):
         return IsolatePlan(self.options, self.__wrapped__)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
-        # By reference when the module defines us under our name: the isolate imports
-        # that module and finds us there. Otherwise as the wrapped function, by value.
+        # By reference when the module defines us under our name: whoever unpickles us
+        # imports that module and finds us there. Otherwise by value, with our options
+        # (the policy as its policy file): unpickled elsewhere (a Dask or Ray worker),
+        # we are still an isolated function, under our own policy, not the bare one.
         fn = self.__wrapped__
         module = sys.modules.get(fn.__module__)
         if fn.__module__ != "__main__" and _lookup(module, fn.__qualname__) is self:
             return fn.__qualname__
-        return (identity, (fn,))  # identity: a function the isolate has imported already
+        return (IsolatedFunction, (fn, self.options))
+
+    def __reduce_for_isolate__(self) -> tuple[Any, ...]:
+        """How the orchestrator pickles us into an isolate (encode.py): as the function
+        we wrap, which runs there under that isolate's policy, as it always has."""
+        return (identity, (self.__wrapped__,))
 
     def __repr__(self) -> str:
         return f"<isolated function {self.__wrapped__.__qualname__}>"

@@ -164,6 +164,12 @@ class Policy:
 
         return to_toml(self)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled as its policy file, which loads back to the same filter and Landlock
+        # plan (the round trip is property-tested), so that an @isolate'd function sent
+        # by value (to a Dask worker, say) keeps its own policy.
+        return (_from_toml, (self.to_toml(),))
+
     def allows(self, syscall: str) -> bool:
         """True when some rule allows ``syscall`` (outright or under a condition)."""
         number(syscall)
@@ -355,3 +361,8 @@ def _own_rules(
 def _merge_landlock(rulesets: tuple[RuleSet, ...]) -> Landlock | None:
     parts = [ll for rs in rulesets if (ll := rs.landlock()) is not None]
     return Landlock.merge(parts) if parts else None
+
+
+def _from_toml(text: str) -> Policy:
+    """Unpickles a Policy (``Policy.__reduce__``)."""
+    return Policy.from_toml(text, source="<pickled policy>")

@@ -63,8 +63,8 @@ class IsolatePlugin(WorkerPlugin):
         report_denials: bool = True,
     ) -> None:
         self.name = name
-        # A Policy does not pickle (it is immutable, built from its rulesets); its policy
-        # file does, and loads back to the same filter and Landlock plan.
+        # Kept as its policy file (what a pickled Policy is too): the plugin pickles to
+        # every worker, and the file loads back to the same filter and Landlock plan.
         self._policy = (policy or Policy()).to_toml()
         self._options: dict[str, Any] = {
             "limits": limits,

@@ -81,13 +81,13 @@ def isolated_remote(
         "capabilities": tuple(capabilities),
         "report_denials": report_denials,
     }
-    # A Policy does not pickle (it is immutable, built from its rulesets); its policy
-    # file does, and loads back to the same filter and Landlock plan.
+    # The policy travels as its policy file (what a pickled Policy is too), loaded back
+    # once per Ray worker to the same filter and Landlock plan.
     text = (policy or Policy()).to_toml()
 
     def decorate(fn: Callable[..., Any]) -> Any:
         if isinstance(fn, IsolatedFunction):
-            # Ray would pickle it as the function it wraps, without its policy.
+            # Two policies, the function's and isolated_remote's: say which.
             raise TypeError(
                 f"{fn!r} is already @isolate'd: give its policy to isolated_remote instead"
             )

@@ -47,6 +47,9 @@ def _by_value_pickler(buf: Any) -> Any:
 
     class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, obj: Any) -> Any:
+            into_isolate = getattr(type(obj), "__reduce_for_isolate__", None)
+            if into_isolate is not None:  # an @isolate'd function (_decorator.py)
+                return into_isolate(obj)
             # cloudpickle rebuilds a class without its class keywords, so a Struct from
             # __main__ would lose forbid_unknown_fields, tag, frozen...: rebuild it with
             # msgspec.defstruct instead.

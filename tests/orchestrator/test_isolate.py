@@ -113,6 +113,30 @@ def test_main_module_functions_travel_by_value(tmp_path: Path) -> None:
     assert out.stdout.split() == ["49", "2"]
 
 
+def test_an_isolated_function_pickled_by_value_keeps_its_own_policy() -> None:
+    """Sent by value anywhere (cloudpickle: what Dask and Ray use), an @isolate'd closure
+    comes back an isolated function under its own policy, not the bare function; sent
+    into an isolate by value with a function calling it, it runs there bare, as before."""
+    import cloudpickle
+
+    from isolates.sandbox import Landlock
+
+    policy = Policy(Landlock().read("/etc/hostname"))
+
+    def read(path: str) -> str:
+        with open(path) as f:
+            return f.read()
+
+    again = cloudpickle.loads(cloudpickle.dumps(isolate(policy)(read)))
+    assert again("/etc/hostname") == Path("/etc/hostname").read_text()  # the neighbour
+    with pytest.raises(PermissionError):
+        again("/etc/passwd")  # its own policy came with it
+    assert pickle.loads(pickle.dumps(policy)).compile().bpf == policy.compile().bpf
+    inner = isolate(policy)(read)
+    outer = isolate(Policy(Landlock().read("/etc/hostname").read("/etc/passwd")))
+    assert outer(lambda: inner("/etc/passwd"))() == Path("/etc/passwd").read_text()
+
+
 def test_a_violation_names_the_worker_and_the_syscall() -> None:
     with pytest.raises(IsolateViolation) as err:
         targets.uname_killed()

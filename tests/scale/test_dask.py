@@ -14,7 +14,7 @@ from dask.task_spec import Task, TaskRef
 from distributed import Client, LocalCluster
 
 from isolates.dask import IsolatePlugin
-from isolates.orchestrator import IsolateViolation, Limits, ResourceExceeded
+from isolates.orchestrator import IsolateViolation, Limits, ResourceExceeded, isolate
 from tests import scale
 
 TIMEOUT = 60
@@ -86,6 +86,24 @@ def test_a_tasks_own_isolate_policy_overrides_the_plugins(client: Client) -> Non
     assert caught.value.syscall == "openat"
     assert '"/proc/self/status"' in str(caught.value)
     assert "in an isolate on Dask worker" in caught.value.__notes__[0]
+
+
+def test_a_task_sent_by_value_keeps_its_own_policy(client: Client) -> None:
+    """An @isolate'd function that cannot be imported (a closure, a script's function)
+    travels by value, and with it its policy: the plugin's does not replace it."""
+
+    def first_line_here(path: str) -> str:
+        with open(path) as f:
+            return f.readline()
+
+    strict = isolate(scale.KILL)(first_line_here)
+    with dask.annotate(executor="isolated"):
+        killed = client.submit(strict, "/proc/self/status")
+        plain = client.submit(first_line_here, "/proc/self/status")
+    with pytest.raises(IsolateViolation) as caught:  # the plugin's policy would allow it
+        killed.result(timeout=TIMEOUT)
+    assert caught.value.syscall == "openat"
+    assert plain.result(timeout=TIMEOUT).startswith("Name:")  # the same, bare: the plugin's
 
 
 def test_a_task_over_its_memory_limit_raises_resource_exceeded(client: Client) -> None:
