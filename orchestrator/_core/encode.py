@@ -27,19 +27,35 @@ def dump(obj: object) -> bytes:
     Functions in ``__main__``, closures and lambdas cannot be found by name in a fresh
     interpreter, so they travel by value.
     """
+    import io
+
     if getattr(obj, "__module__", None) != "__main__":
+        buf = io.BytesIO()
         try:
-            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+            _ByReference(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
         except (pickle.PicklingError, AttributeError, TypeError):
             pass
         else:
+            data = buf.getvalue()
             if b"__main__" not in data:  # a reference into __main__ would not resolve there
                 return data
-    import io
-
     buf = io.BytesIO()
     _by_value_pickler(buf).dump(obj)
     return buf.getvalue()
+
+
+def _into_isolate(obj: Any) -> Any:
+    """An @isolate'd function goes into an isolate as the function it wraps (it runs
+    there under that isolate's policy): ``__reduce_for_isolate__`` (_decorator.py)."""
+    into = getattr(type(obj), "__reduce_for_isolate__", None)
+    return NotImplemented if into is None else into(obj)
+
+
+class _ByReference(pickle.Pickler):
+    # Called only for objects pickle does not handle natively (not for ints, str,
+    # bytes, lists, dicts...): plain data costs nothing more.
+    def reducer_override(self, obj: Any) -> Any:
+        return _into_isolate(obj)
 
 
 def _by_value_pickler(buf: Any) -> Any:
@@ -47,9 +63,9 @@ def _by_value_pickler(buf: Any) -> Any:
 
     class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, obj: Any) -> Any:
-            into_isolate = getattr(type(obj), "__reduce_for_isolate__", None)
-            if into_isolate is not None:  # an @isolate'd function (_decorator.py)
-                return into_isolate(obj)
+            reduced = _into_isolate(obj)
+            if reduced is not NotImplemented:
+                return reduced
             # cloudpickle rebuilds a class without its class keywords, so a Struct from
             # __main__ would lose forbid_unknown_fields, tag, frozen...: rebuild it with
             # msgspec.defstruct instead.
