@@ -43,7 +43,6 @@ import errno
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,13 +68,13 @@ from isolates.sandbox import (
 from isolates.sandbox.lowlevel import (
     capability_names,
     capability_numbers,
-    compile_filter,
     did_you_mean,
     landlock_enforcement,
     resolve_landlock,
 )
 from isolates.sandbox.lowlevel import syscall_number as number
 
+from .._core.denials import guards_program
 from .command import CommandNotFound, Subparsers, UsageError, program_argv, resolve
 from .run_cache import content_of, remember
 from .run_exec import environment, exec_confined, fail
@@ -594,14 +593,8 @@ def _report(plan: Plan, report: str | None) -> Report | None:
     if report is None:
         return None
     verdict = plan.policy.compile(all_threads=True)
-    pid = os.getpid() if verdict.self_pid is None else verdict.self_pid
-    guards = compile_filter((), plan.policy.guards(all_threads=True), Action.ALLOW, pid)
+    guards = guards_program(plan.policy)()
     return (verdict.bpf, verdict.pid_slots, guards, report == "always")
-
-
-def _warn_partial(status: LandlockStatus) -> None:
-    if status.enforcement != "full":
-        print(f"isolates run: warning: Landlock {status}", file=sys.stderr)
 
 
 def dry_run_report(plan: Plan) -> str:

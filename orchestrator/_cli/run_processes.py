@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
 from typing import Final
 
@@ -48,7 +47,7 @@ from isolates.sandbox.lowlevel import (
 from .._core.answers import Answers, Denials
 from .._core.denials import guarded_by, guards_program
 from .._core.process_count import COUNTED, ProcessCount, tgid_of, tree_tasks
-from .run_report import allowed_by
+from .run_report import allowed_by, kill_process, listener_of
 
 #: What the program's listener decides: its execs (the rendezvous), and its clones
 #: under a count.
@@ -89,7 +88,7 @@ class Counted:
         poller = select.poll()
         poller.register(self.pidfd, select.POLLIN)
         while time.monotonic() < deadline:
-            fd = _listener_of(self.pid)
+            fd = listener_of(self.pid)
             if fd is not None:
                 self.listener = syscall("pidfd_getfd", self.pidfd, fd, 0)
                 wake_synchronously(self.listener)
@@ -122,7 +121,7 @@ class Counted:
         self.violation = f"{syscall_name(n.nr)} is not allowed by the policy"
         tgid = tgid_of(n.pid)
         if tgid is not None:
-            _kill(tgid)
+            kill_process(tgid)
 
     def end_leftovers(self) -> None:
         """Kill and reap every process the program left behind (ours, as subreaper),
@@ -137,7 +136,7 @@ class Counted:
             if not left:
                 break
             for pid in left:
-                _kill(pid)
+                kill_process(pid)
             reap_orphans(self.pid)
         self._close()
 
@@ -145,33 +144,6 @@ class Counted:
         if self.listener is not None:
             os.close(self.listener)
             self.listener = None
-
-
-def _listener_of(pid: int) -> int | None:
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return None
-    for name in names:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{name}") == _LISTENER:
-                return int(name)
-        except OSError:
-            continue
-    return None
-
-
-def _kill(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def reap_orphans(program: int) -> None:

@@ -191,7 +191,7 @@ def _take_listener(pid: int, pidfd: int, exec_seen: int) -> int | None:
     poller = select.poll()
     poller.register(exec_seen, select.POLLIN)
     while True:
-        fd = _listener_of(pid)
+        fd = listener_of(pid)
         if fd is not None:
             listener = syscall("pidfd_getfd", pidfd, fd, 0)  # close-on-exec, as it returns
             wake_synchronously(listener)  # each denial is a round trip: make it one switch
@@ -200,7 +200,8 @@ def _take_listener(pid: int, pidfd: int, exec_seen: int) -> int | None:
             return None
 
 
-def _listener_of(pid: int) -> int | None:
+def listener_of(pid: int) -> int | None:
+    """The number of process ``pid``'s seccomp listener descriptor, if it holds one."""
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -212,6 +213,20 @@ def _listener_of(pid: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def kill_process(pid: int) -> None:
+    """SIGKILL to process ``pid`` through a pidfd (gone already: nothing to do)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class Answering:
@@ -266,24 +281,16 @@ class Answering:
     def _kill_caller(self, n: Notification, record: bool) -> None:
         """A call the policy kills for: the caller's process is killed, unanswered (as
         isolates do: a thread-killing rule ends the process too)."""
-        tgid = _tgid_of(n.pid)
+        from .._core.process_count import tgid_of  # at a violation only
+
+        tgid = tgid_of(n.pid)
         if record and self.violation is None:
             from .._core.denials import described
 
             assert self.listener is not None
             self.violation = (described(self.listener, n), tgid or n.pid)
-        if tgid is None:
-            return
-        try:
-            fd = os.pidfd_open(tgid)
-        except OSError:
-            return
-        try:
-            _signal.pidfd_send_signal(fd, _signal.SIGKILL)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        if tgid is not None:
+            kill_process(tgid)
 
     def serve_leftovers(self) -> None:
         """If processes the program left still use its filter, answer them from a
@@ -321,17 +328,6 @@ def allowed_by(nr: int) -> str:
     from isolates.sandbox.lowlevel import syscall_name
 
     return f"--allow {syscall_name(nr)}"
-
-
-def _tgid_of(tid: int) -> int | None:
-    try:
-        with open(f"/proc/{tid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def _wait(pid: int, pidfd: int, program: Answering) -> int:

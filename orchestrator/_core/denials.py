@@ -118,16 +118,16 @@ class Denials:
         return bool(self._seen)
 
 
-def guarded_by(guards: bytes | Callable[[], bytes]) -> Guarded:
-    """``Denials``' ``guarded`` from the guards-only program (isolates run's cached one),
-    or from what compiles it, called at the first denial only (``guards_program``)."""
+def guarded_by(program: Callable[[], bytes]) -> Guarded:
+    """``Denials``' ``guarded``, from what compiles the guards-only program
+    (``guards_program``), called at the first denial only."""
     from .verdicts import Verdicts
 
     verdicts: list[Verdicts] = []
 
     def guarded(nr: int, args: tuple[int, ...]) -> bool:
         if not verdicts:
-            verdicts.append(Verdicts(guards if isinstance(guards, bytes) else guards()))
+            verdicts.append(Verdicts(program()))
         return verdicts[0].refuses(nr, args)
 
     return guarded
