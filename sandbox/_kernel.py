@@ -30,6 +30,7 @@ import struct
 from . import _uapi as uapi
 from ._errors import SandboxError
 from ._uapi import (
+    PR_SET_DUMPABLE,
     PR_SET_NO_NEW_PRIVS,
     PR_SET_PDEATHSIG,
     SECCOMP_FILTER_FLAG_NEW_LISTENER,
@@ -85,6 +86,14 @@ def _prctl(option: int, arg2: int, arg3: int = 0) -> int:
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS: required before an unprivileged process may load a filter."""
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: no process without CAP_SYS_PTRACE may ptrace us, open our
+    /proc/PID/mem, list /proc/PID/fd or take our descriptors (pidfd_getfd), whatever
+    Landlock and Yama say; and no core file. What a parent holding a confined program's
+    seccomp listener needs: that program runs as the same user."""
+    _prctl(PR_SET_DUMPABLE, 0)
 
 
 def set_parent_death_signal(sig: int) -> None:

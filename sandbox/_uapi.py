@@ -51,6 +51,7 @@ X32_SYSCALL_BIT: Final = 0x40000000  # x86_64's x32 ABI (arch/x86/include/uapi/a
 
 # -- prctl (include/uapi/linux/prctl.h) and capabilities (linux/capability.h) ---------------
 PR_SET_PDEATHSIG: Final = 1
+PR_SET_DUMPABLE: Final = 4
 PR_SET_NAME: Final = 15
 PR_GET_NAME: Final = 16
 PR_GET_SECCOMP: Final = 21

@@ -13,7 +13,8 @@ the guard rails of the high-level API. Nothing in the other packages imports a p
   ``program_for_pid`` (a program's SELF_PID rules made for another process),
   ``load_seccomp``, ``preload_runtime``,
   ``set_no_new_privs``,
-  ``set_parent_death_signal``, ``syscall`` (a raw syscall by name);
+  ``set_parent_death_signal``, ``set_not_dumpable``, ``syscall`` (a raw syscall by
+  name);
 - seccomp user notification: ``Notification``, ``receive_notification``,
   ``deny_notification``, ``continue_notification``, ``notification_valid``,
   ``wake_synchronously``;
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from ._kernel import notification_valid as notification_valid
     from ._kernel import receive_notification as receive_notification
     from ._kernel import set_no_new_privs as set_no_new_privs
+    from ._kernel import set_not_dumpable as set_not_dumpable
     from ._kernel import set_parent_death_signal as set_parent_death_signal
     from ._kernel import syscall as syscall
     from ._kernel import wake_synchronously as wake_synchronously
@@ -113,6 +115,7 @@ _EXPORTS = {
     "deny_notification": "._kernel", "load_seccomp": "._kernel",
     "receive_notification": "._kernel", "set_no_new_privs": "._kernel",
     "set_parent_death_signal": "._kernel", "syscall": "._kernel",
+    "set_not_dumpable": "._kernel",
     "wake_synchronously": "._kernel", "compile_filter": "._compiler",
     "exec_traced": "._kernel_trace", "notify_program": "._kernel_trace",
     "set_child_subreaper": "._kernel_trace",
@@ -171,6 +174,7 @@ __all__ = [
     "resolve_landlock",
     "set_child_subreaper",
     "set_no_new_privs",
+    "set_not_dumpable",
     "set_parent_death_signal",
     "spell_argument",
     "syscall",

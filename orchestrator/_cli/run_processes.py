@@ -41,13 +41,12 @@ from isolates.sandbox.lowlevel import (
     set_child_subreaper,
     syscall,
     syscall_name,
-    wake_synchronously,
 )
 
 from .._core.answers import Answers, Denials
 from .._core.denials import guarded_by, guards_program
 from .._core.process_count import COUNTED, ProcessCount, tgid_of, tree_tasks
-from .run_report import allowed_by, kill_process, listener_of
+from .run_report import allowed_by, hold_listener, kill_process, listener_of
 
 #: What the program's listener decides: its execs (the rendezvous), and its clones
 #: under a count.
@@ -90,9 +89,7 @@ class Counted:
         while time.monotonic() < deadline:
             fd = listener_of(self.pid)
             if fd is not None:
-                self.listener = syscall("pidfd_getfd", self.pidfd, fd, 0)
-                wake_synchronously(self.listener)
-                os.set_inheritable(self.listener, False)
+                self.listener = hold_listener(syscall("pidfd_getfd", self.pidfd, fd, 0))
                 return True
             if poller.poll(1):
                 return False

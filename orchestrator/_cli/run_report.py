@@ -43,6 +43,10 @@ Safety argument:
   the verdict); a kill (the policy's kills are notified too, so that run can name the
   call) kills the caller's process before its call is answered: the call never runs.
   Nothing runs here that the policy alone would not let run.
+- Once it holds the listener this process is not dumpable (``hold_listener``), before
+  it answers the exec: the program, the same user and without capabilities over us,
+  can neither take the listener (pidfd_getfd) nor read our memory or descriptors, with
+  or without a Landlock domain of its own (which refuses that outward too) or Yama.
 - If this process is killed, the listener closes: every call it would have answered
   fails with ENOSYS (still a denial), and PDEATHSIG ends the program.
 """
@@ -60,6 +64,7 @@ from isolates.sandbox.lowlevel import (
     deny_notification,
     program_for_pid,
     receive_notification,
+    set_not_dumpable,
     set_parent_death_signal,
     syscall,
     uapi,
@@ -193,11 +198,20 @@ def _take_listener(pid: int, pidfd: int, exec_seen: int) -> int | None:
     while True:
         fd = listener_of(pid)
         if fd is not None:
-            listener = syscall("pidfd_getfd", pidfd, fd, 0)  # close-on-exec, as it returns
-            wake_synchronously(listener)  # each denial is a round trip: make it one switch
-            return listener
+            return hold_listener(syscall("pidfd_getfd", pidfd, fd, 0))
         if poller.poll(1):  # (looking without sleeping measured no faster)
             return None
+
+
+def hold_listener(listener: int) -> int:
+    """``listener``, a copy of the program's, now ours to answer: from here on no process
+    of our user may take it from us (set_not_dumpable; the program cannot run before
+    its exec, which waits for our answer). Without that, where Landlock is missing (its
+    domain refuses ptrace-class access outward) the program could take it with
+    pidfd_getfd and let its own denied calls run. Close-on-exec, as pidfd_getfd made it."""
+    set_not_dumpable()
+    wake_synchronously(listener)  # each denial is a round trip: make it one switch
+    return listener
 
 
 def listener_of(pid: int) -> int | None:

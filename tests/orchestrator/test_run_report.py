@@ -270,3 +270,58 @@ def test_ctrl_c_at_a_terminal_reaches_the_program_once(tmp_path: Path, limited: 
         os.close(terminal)
     assert b"interrupts 1" in said, said
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+WITHOUT_CAPABILITIES = """
+import os, sys
+from isolates.sandbox.lowlevel import ns
+ns.keep_only_capabilities((), for_exec=True)  # root as any user is: no capability
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+REACHES_FOR_ITS_PARENT = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+parent = os.getppid()
+taken = []
+pidfd = os.pidfd_open(parent)
+for fd in range(1024):  # pidfd_getfd: any descriptor of run's, its listener among them
+    got = libc.syscall(438, pidfd, fd, 0)
+    if got >= 0:
+        taken.append(fd)
+print("taken", taken)
+for path in (f"/proc/{parent}/mem", f"/proc/{parent}/environ"):
+    try:
+        open(path, "rb").read(1)
+        print("read", path)
+    except OSError as exc:
+        print("refused", errno.errorcode[exc.errno])
+try:
+    os.readlink(f"/proc/{parent}/fd/0")  # what run's descriptors are
+    print("read its descriptors")
+except OSError as exc:
+    print("refused", errno.errorcode[exc.errno])
+print("own", open("/proc/self/status").readline().split()[0])  # the allowed neighbour
+libc.syscall(101, 0, 0, 0, 0)  # ptrace(PTRACE_TRACEME): a denial run still answers
+"""
+
+
+@pytest.mark.parametrize("limits", [[], ["--processes", "16"]])
+def test_the_program_cannot_take_runs_listener_even_without_landlock(
+    tmp_path: Path, limits: list[str]
+) -> None:
+    """run holds the program's listener: were the program able to take it (pidfd_getfd),
+    it could let its own denied calls run. Landlock's domain refuses that outward; here
+    there is none (ISOLATES_LANDLOCK_ABI=0) and run has no capability over the program
+    (as for any user but root), so run itself must be out of reach: it is not dumpable."""
+    outer = tmp_path / "outer.py"
+    outer.write_text(WITHOUT_CAPABILITIES)
+    command = python(tmp_path, REACHES_FOR_ITS_PARENT, "--report", *limits)
+    env = {**os.environ, "ISOLATES_LANDLOCK_ABI": "0"}
+    done = subprocess.run([sys.executable, str(outer), "-m", "isolates.orchestrator._cli",
+                           "run", *command], capture_output=True, text=True, timeout=60,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:5] == ["taken []", "refused EACCES", "refused EACCES",
+                                           "refused EACCES", "own Name:"], done.stdout  # fmt: skip
+    assert "ptrace(0, 0, NULL, NULL) -> EPERM" in done.stderr  # the listener: still run's
